@@ -1,0 +1,211 @@
+"""Crash-safe file writing: write to a hidden temp file, fsync, then rename into place.
+
+A reader never sees a half-written file, and a failed write (exception, full disk,
+Ctrl-C) leaves the previous file untouched and no temp file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from napari_cryoseg.core.errors import InputError, OutputExistsError
+
+__all__ = ["atomic_write", "unique_path"]
+
+#: errno values meaning "the disk (or the quota) is full".
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+#: Longest part of the target's name reused in the temp file's name (names max 255 bytes).
+_MAX_TMP_STEM = 80
+_MAX_UNIQUE_TRIES = 10_000
+
+
+def _check_target(path: Path, overwrite: bool) -> None:
+    """Raise :class:`InputError` when ``path`` cannot (or must not) be written."""
+    parent = path.parent
+    if not parent.exists():
+        raise InputError(
+            f"output folder '{parent}' does not exist; create it first or choose another folder"
+        )
+    if not parent.is_dir():
+        raise InputError(f"'{parent}' is not a folder; choose an existing output folder")
+    if path.is_dir():
+        raise InputError(f"'{path}' is a folder; give a file name to write to")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(
+            f"'{path}' already exists; pass --overwrite (or choose another name)"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(
+            f"output folder '{parent}' is not writable; choose another folder "
+            "or fix its permissions"
+        )
+
+
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """Create ``.<name>.<random>.tmp`` next to ``path``; return its descriptor and path."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    stem = path.name[:_MAX_TMP_STEM]
+    for _ in range(100):
+        tmp = path.with_name(f".{stem}.{secrets.token_hex(4)}.tmp")
+        try:
+            # mode 0o666 is reduced by the umask, like an ordinary new file.
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+        except PermissionError as err:
+            raise InputError(
+                f"output folder '{path.parent}' is not writable; choose another folder "
+                "or fix its permissions"
+            ) from err
+    raise InputError(f"could not create a temporary file in '{path.parent}'")  # pragma: no cover
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Best effort: persist the rename itself (POSIX only; a no-op elsewhere)."""
+    if os.name != "posix":
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Rename ``tmp`` onto ``path``; without ``overwrite`` never replace an existing file."""
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        # A hard link fails atomically if `path` appeared meanwhile (no check-then-act race).
+        os.link(tmp, path)
+    except FileExistsError as err:
+        raise OutputExistsError(
+            f"'{path}' already exists; pass --overwrite (or choose another name)"
+        ) from err
+    except (OSError, NotImplementedError):
+        # File systems without hard links (FAT, some network shares): check, then rename.
+        if path.exists():
+            raise OutputExistsError(
+                f"'{path}' already exists; pass --overwrite (or choose another name)"
+            ) from None
+        os.replace(tmp, path)
+    else:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def atomic_write(
+    path: str | os.PathLike[str],
+    write_fn: Callable[[BinaryIO], object],
+    *,
+    overwrite: bool,
+) -> Path:
+    """Write a file atomically.
+
+    ``write_fn`` receives a binary file object (opened ``"w+b"``, seekable) of a hidden
+    temp file ``.<name>.<random>.tmp`` in the destination folder and writes the whole
+    content into it (for example ``lambda f: tifffile.imwrite(f, data)`` or
+    ``lambda f: torch.save(obj, f)``). The temp file is then flushed, fsync'ed and
+    renamed onto ``path`` with :func:`os.replace`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination file.
+    write_fn : callable
+        ``write_fn(fileobj)``; its return value is ignored. It must not close the file.
+    overwrite : bool
+        Replace ``path`` if it exists. If False and ``path`` exists (even if it is created
+        by someone else while ``write_fn`` runs), nothing is written.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises
+    ------
+    OutputExistsError
+        ``path`` exists and ``overwrite`` is False (an :class:`InputError` and a
+        :class:`FileExistsError`).
+    InputError
+        The folder does not exist, is not a folder or is not writable, ``path`` is a
+        folder, or the disk is full.
+    Exception
+        Whatever ``write_fn`` raises, unchanged (except "disk full", which becomes an
+        :class:`InputError`). In every error case the temp file is
+        removed and an existing ``path`` is left intact.
+    """
+    path = Path(path)
+    _check_target(path, overwrite)
+    fd, tmp = _create_temp(path)
+    try:
+        with os.fdopen(fd, "w+b") as fileobj:
+            write_fn(fileobj)
+            fileobj.flush()
+            os.fsync(fileobj.fileno())
+        try:
+            _move_into_place(tmp, path, overwrite)
+        except PermissionError as err:
+            raise InputError(
+                f"could not replace '{path}' (permission denied); if it is open in another "
+                "program, close it, or choose another name"
+            ) from err
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(err, OSError) and err.errno in _DISK_FULL:
+            raise InputError(
+                f"not enough disk space to write '{path}'; free some space or choose another folder"
+            ) from err
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _split_suffix(name: str) -> tuple[str, str]:
+    """Split ``name`` into stem and suffix, keeping ``.ome.tif(f)`` together."""
+    lower = name.lower()
+    for compound in (".ome.tiff", ".ome.tif", ".ome.zarr"):
+        if lower.endswith(compound) and len(name) > len(compound):
+            return name[: -len(compound)], name[-len(compound) :]
+    suffix = Path(name).suffix
+    return (name[: -len(suffix)], suffix) if suffix else (name, "")
+
+
+def unique_path(path: str | os.PathLike[str]) -> Path:
+    """Return ``path`` if it is free, else ``"<stem> (1)<suffix>"``, ``" (2)"``, ...
+
+    Meant for GUI exports that must never overwrite. The check is not atomic; combine it
+    with :func:`atomic_write` (``overwrite=False``), which refuses to replace a file
+    created in the meantime.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Desired file path.
+
+    Returns
+    -------
+    pathlib.Path
+        A path that did not exist when checked, in the same folder.
+    """
+    path = Path(path)
+    if not path.exists():
+        return path
+    stem, suffix = _split_suffix(path.name)
+    for i in range(1, _MAX_UNIQUE_TRIES + 1):
+        candidate = path.with_name(f"{stem} ({i}){suffix}")
+        if not candidate.exists():
+            return candidate
+    raise InputError(
+        f"could not find a free file name next to '{path}'; choose another name or folder"
+    )

@@ -1,0 +1,79 @@
+"""Segmentation metrics per class: recall, precision, Dice, IoU, pixel error."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ClassScores:
+    """Scores of one class on one image (NaN where undefined, e.g. absent class)."""
+
+    recall: float
+    precision: float
+    dice: float
+    iou: float
+    support: int  # ground-truth pixels of this class
+
+
+def confusion_counts(
+    prediction: np.ndarray, truth: np.ndarray, label: int, valid: np.ndarray | None = None
+) -> tuple[int, int, int]:
+    """True-positive, false-positive, false-negative pixel counts for ``label``."""
+    pred = prediction == label
+    true = truth == label
+    if valid is not None:
+        pred = pred & valid
+        true = true & valid
+    tp = int(np.count_nonzero(pred & true))
+    fp = int(np.count_nonzero(pred)) - tp
+    fn = int(np.count_nonzero(true)) - tp
+    return tp, fp, fn
+
+
+def scores_from_counts(tp: int, fp: int, fn: int) -> ClassScores:
+    """Recall, precision, Dice and IoU from pixel counts.
+
+    Both empty (tp = fp = fn = 0) gives Dice = IoU = 1 (a correct "nothing there").
+    """
+    if tp + fp + fn == 0:
+        return ClassScores(1.0, 1.0, 1.0, 1.0, 0)
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+    precision = tp / (tp + fp) if tp + fp else float("nan")
+    dice = 2 * tp / (2 * tp + fp + fn)
+    iou = tp / (tp + fp + fn)
+    return ClassScores(recall, precision, dice, iou, tp + fn)
+
+
+def class_scores(
+    prediction: np.ndarray,
+    truth: np.ndarray,
+    labels: Sequence[int],
+    valid: np.ndarray | None = None,
+) -> dict[int, ClassScores]:
+    """Scores for each label in ``labels`` (shapes must match)."""
+    if prediction.shape != truth.shape:
+        raise ValueError(f"prediction shape {prediction.shape} != truth shape {truth.shape}")
+    return {
+        int(label): scores_from_counts(*confusion_counts(prediction, truth, label, valid))
+        for label in labels
+    }
+
+
+def dice(prediction: np.ndarray, truth: np.ndarray, label: int = 1) -> float:
+    """Dice coefficient of one label."""
+    return class_scores(prediction, truth, [label])[label].dice
+
+
+def mean_foreground_dice(prediction: np.ndarray, truth: np.ndarray, n_classes: int) -> float:
+    """Mean Dice over labels 1..n_classes-1 (background excluded)."""
+    scores = class_scores(prediction, truth, range(1, n_classes))
+    return float(np.mean([s.dice for s in scores.values()]))
+
+
+def pixel_error(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """Fraction of pixels whose label differs from the truth."""
+    return float(np.count_nonzero(prediction != truth)) / max(prediction.size, 1)

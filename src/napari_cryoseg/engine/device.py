@@ -1,0 +1,83 @@
+"""Device choice (cuda -> mps -> cpu), mixed-precision dtype and the per-device lock."""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+from napari_cryoseg.core.errors import InputError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+def available_devices() -> list[str]:
+    """Device names usable here, best first (always ends with ``"cpu"``)."""
+    found = []
+    if torch.cuda.is_available():
+        found.append("cuda")
+    if _mps_available():
+        found.append("mps")
+    return [*found, "cpu"]
+
+
+def describe_devices() -> str:
+    """One line on what was found, for the dock and ``cryoseg info``."""
+    parts = []
+    if torch.cuda.is_available():
+        parts.append(f"cuda ({torch.cuda.get_device_name(0)})")
+    if _mps_available():
+        parts.append("mps (Apple GPU)")
+    parts.append(f"cpu ({torch.get_num_threads()} threads)")
+    return ", ".join(parts)
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """Turn ``"auto"``/``"cpu"``/``"cuda"``/``"cuda:1"``/``"mps"`` into a usable device.
+
+    Raises
+    ------
+    InputError
+        The requested device is not available here, with what is.
+    """
+    if isinstance(name, torch.device):
+        return name
+    name = str(name).strip().lower()
+    if name == "auto":
+        return torch.device(available_devices()[0])
+    kind = name.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise InputError(
+            f"device {name!r} requested but CUDA is not available (found: {describe_devices()}); "
+            "use --device cpu or install a CUDA build of PyTorch"
+        )
+    if kind == "mps" and not _mps_available():
+        raise InputError(f"device 'mps' requested but not available (found: {describe_devices()})")
+    if kind not in {"cpu", "cuda", "mps"}:
+        raise InputError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+    return torch.device(name)
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """Mixed-precision dtype for inference/training on ``device`` (None = full fp32)."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None
+
+
+def device_lock(device: torch.device) -> threading.Lock:
+    """A lock per accelerator so segmentation and fine-tuning never run on it at once.
+
+    The CPU gets a lock too: two heavy jobs would only halve each other's speed.
+    """
+    key = device.type if device.index is None else f"{device.type}:{device.index}"
+    with _locks_guard:
+        return _locks.setdefault(key, threading.Lock())

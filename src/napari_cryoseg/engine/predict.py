@@ -1,0 +1,421 @@
+"""Tiled, blended, batched inference over 2D images, stacks and time series.
+
+The image is streamed in strips of tile rows: each tile's class probabilities are
+weighted by a smooth window (:mod:`napari_cryoseg.core.tiling`) and accumulated on
+the compute device; a strip of image rows is finalised (probabilities -> labels) as
+soon as no later tile touches it. Device memory is therefore set by the tile size,
+batch size and image width, not the image height, and dask/zarr inputs are read one
+strip at a time and never loaded whole.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_cryoseg.core.errors import InputError
+from napari_cryoseg.core.normalization import check_numeric, percentile_range
+from napari_cryoseg.core.tiling import TileGrid, TilingConfig, padded_shape_for, tile_shape_for
+from napari_cryoseg.engine.device import autocast_dtype, resolve_device
+from napari_cryoseg.engine.events import Progress
+from napari_cryoseg.model.checkpoint import ModelFile
+
+
+@dataclass
+class Prediction:
+    """Result of :func:`segment`.
+
+    Attributes
+    ----------
+    labels : numpy.ndarray
+        uint8 (uint16 above 255 classes), same shape as the input, 0 = background.
+    probabilities : numpy.ndarray or None
+        float32 (..., K, Y, X) when asked for: K = 1 foreground probability for
+        binary models, else one channel per class.
+    class_names, class_colors : list of str
+        From the model file.
+    value_range : tuple of float
+        The intensity range mapped to [0, 1] (percentiles of this image).
+    elapsed_s : float
+        Wall time of the whole run.
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray | None
+    class_names: list[str]
+    class_colors: list[str]
+    value_range: tuple[float, float]
+    elapsed_s: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Segmenter:
+    """A model placed on a device for inference (eval mode, optional mixed precision).
+
+    Each Segmenter owns its network: never share one between threads that train and
+    infer. Fine-tuning trains a copy and hands back a new :class:`ModelFile`.
+
+    Parameters
+    ----------
+    model : ModelFile
+        Weights, config and preprocessing.
+    device : str or torch.device
+        ``"auto"`` picks cuda, then mps, then cpu.
+    mixed_precision : bool
+        bf16/fp16 autocast and channels_last on CUDA (ignored on CPU).
+    compile : bool
+        ``torch.compile`` the network (pays off for large jobs on CUDA).
+    """
+
+    def __init__(
+        self,
+        model: ModelFile,
+        device: str | torch.device = "auto",
+        *,
+        mixed_precision: bool = True,
+        compile: bool = False,
+    ) -> None:
+        self.model = model
+        self.device = resolve_device(device)
+        self.net = model.build(self.device)
+        self.amp_dtype = autocast_dtype(self.device) if mixed_precision else None
+        if self.device.type == "cuda" and mixed_precision:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self._forward = torch.compile(self.net) if compile else self.net
+        self.max_batch: int | None = None  # lowered after a CUDA out-of-memory error
+
+    @property
+    def config(self):
+        """The network's :class:`UNetConfig`."""
+        return self.model.config
+
+    def _run(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda" and self.amp_dtype is not None:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(
+            device_type=self.device.type,
+            dtype=self.amp_dtype or torch.float32,
+            enabled=self.amp_dtype is not None,
+        ):
+            logits = self._forward(batch)
+        logits = logits.float()
+        if self.config.out_channels == 1:
+            return torch.sigmoid(logits)
+        return torch.softmax(logits, dim=1)
+
+    @torch.inference_mode()
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) normalised float32 -> (B, K, H, W) probabilities.
+
+        On a CUDA out-of-memory error the batch is split in halves and retried (and the
+        smaller size remembered), so a too-large batch setting slows down, not fails.
+        """
+        limit = self.max_batch or batch.shape[0]
+        if batch.shape[0] > limit:
+            return torch.cat([self.probabilities(part) for part in batch.split(limit)])
+        try:
+            return self._run(batch)
+        except torch.cuda.OutOfMemoryError:
+            if batch.shape[0] == 1:
+                raise
+            torch.cuda.empty_cache()
+            self.max_batch = max(batch.shape[0] // 2, 1)
+            return self.probabilities(batch)
+
+
+def labels_dtype(n_classes: int) -> np.dtype:
+    """uint8 up to 255 classes, else uint16."""
+    return np.dtype(np.uint8 if n_classes <= 255 else np.uint16)
+
+
+def _validate_input(image: Any, temporal_context: int) -> None:
+    if not hasattr(image, "shape") or not hasattr(image, "dtype"):
+        raise InputError(f"expected a numpy or dask array, got {type(image).__name__}")
+    check_numeric(image)
+    if image.ndim not in (2, 3):
+        raise InputError(
+            f"image has shape {tuple(image.shape)}; expected 2D (Y, X) or 3D (Z or T, Y, X). "
+            "Split channels or extra axes into separate images first"
+        )
+    if min(image.shape[-2:]) < 2:
+        raise InputError(f"image of shape {tuple(image.shape)} is too small to segment")
+    if any(s == 0 for s in image.shape):
+        raise InputError(f"image of shape {tuple(image.shape)} is empty")
+    if temporal_context and image.ndim != 3:
+        raise InputError(
+            "this model uses temporal context (frames t-2..t+2 as channels): "
+            f"give a (T, Y, X) time series, not an image of shape {tuple(image.shape)}"
+        )
+
+
+def _plane_channels(image: Any, index: int, context: int) -> list[Any]:
+    """Input channels for plane ``index``: the plane itself, or t-k..t+k (edges repeated)."""
+    if image.ndim == 2:
+        return [image]
+    if not context:
+        return [image[index]]
+    last = image.shape[0] - 1
+    return [image[min(max(t, 0), last)] for t in range(index - context, index + context + 1)]
+
+
+class _PlaneReader:
+    """Reads (C, rows, X) float32 strips of one plane, reflect-padded bottom/right.
+
+    The plane is padded to a multiple of the network stride; padding is added per
+    strip, so a dask or zarr plane is never loaded whole.
+    """
+
+    def __init__(self, channels: list[Any], stride: int) -> None:
+        self.channels = channels
+        self.shape = (int(channels[0].shape[0]), int(channels[0].shape[1]))
+        self.padded_shape = padded_shape_for(self.shape, stride)
+        self._cache: tuple[int, int, np.ndarray] | None = None
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        height, width = self.shape
+        real_stop = min(stop, height)
+        block = np.stack(
+            [np.asarray(c[start:real_stop], dtype=np.float32) for c in self.channels]
+        )
+        pad_rows, pad_cols = stop - real_stop, self.padded_shape[1] - width
+        if pad_rows or pad_cols:
+            # 'reflect' needs at least 2 pixels along an axis; 'edge' covers 1-pixel axes.
+            mode = "reflect" if min(block.shape[1:]) > 1 else "edge"
+            block = np.pad(block, ((0, 0), (0, pad_rows), (0, pad_cols)), mode=mode)
+        return block
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` of the padded plane, all channels, float32."""
+        if self._cache and self._cache[0] <= start and stop <= self._cache[1]:
+            lo = self._cache[0]
+            return self._cache[2][:, start - lo : stop - lo]
+        block = self._read(start, stop)
+        self._cache = (start, stop, block)
+        return block
+
+
+def _segment_plane(
+    reader: _PlaneReader,
+    segmenter: Segmenter,
+    tile: tuple[int, int],
+    tiling: TilingConfig,
+    value_range: tuple[float, float],
+    clip: float,
+    threshold: float,
+    labels_out: Any,
+    probs_out: np.ndarray | None,
+    counter: list[int],
+    total: int,
+    started: float,
+) -> Generator[Progress, None, None]:
+    """Stream one plane through the network, writing labels (and probabilities) out."""
+    device = segmenter.device
+    n_out = segmenter.config.out_channels
+    height, width = reader.shape
+    overlap_px = int(round(max(tile) * tiling.overlap))
+    grid = TileGrid(reader.padded_shape, tile, overlap_px, segmenter.config.stride)
+    tile_h, tile_w = tile
+    low, high = value_range
+    scale = 1.0 / (high - low)
+    pin = device.type == "cuda"
+    # Strip k covers image rows grid.strip_bounds(k); its accumulators live on the device
+    # until tile row k is finished, then it is finalised and freed.
+    strips: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    finished_rows = 0
+    windows: dict[tuple[bool, ...], torch.Tensor] = {}
+
+    def strip_buffers(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if k not in strips:
+            start, stop = grid.strip_bounds(k)
+            strips[k] = (
+                torch.zeros((n_out, stop - start, grid.shape[1]), device=device),
+                torch.zeros((stop - start, grid.shape[1]), device=device),
+            )
+        return strips[k]
+
+    def finalise(k: int) -> None:
+        acc, weight = strips.pop(k)
+        start, stop = grid.strip_bounds(k)
+        stop_valid = min(stop, height)
+        if start >= stop_valid:
+            return
+        rows = stop_valid - start
+        probs = acc[:, :rows, :width] / weight[:rows, :width]
+        if n_out == 1:
+            labels = (probs[0] > threshold).to(torch.uint8)
+        else:
+            labels = probs.argmax(dim=0).to(torch.int32)
+        labels_out[start:stop_valid] = labels.cpu().numpy().astype(labels_out.dtype, copy=False)
+        if probs_out is not None:
+            probs_out[:, start:stop_valid] = probs.cpu().numpy()
+
+    tiles = grid.tiles
+    for first in range(0, len(tiles), tiling.batch_size):
+        batch_tiles = tiles[first : first + tiling.batch_size]
+        host = np.stack(
+            [reader.rows(t.y, t.y + tile_h)[:, :, t.x : t.x + tile_w] for t in batch_tiles]
+        )
+        batch = torch.from_numpy(host)  # (B, C, tile_h, tile_w) float32
+        if pin:
+            batch = batch.pin_memory()
+        batch = batch.to(device, non_blocking=True)
+        # Normalise on the device: (x - p_low) / (p_high - p_low), NaN -> 0, clipped.
+        batch = torch.nan_to_num((batch - low) * scale, nan=0.0, posinf=1 + clip, neginf=-clip)
+        batch = batch.clamp_(-clip, 1 + clip)
+        probs = segmenter.probabilities(batch)  # (B, K, tile_h, tile_w)
+        for t, p in zip(batch_tiles, probs):
+            key = (t.at_top, t.at_bottom, t.at_left, t.at_right)
+            if key not in windows:
+                windows[key] = torch.from_numpy(np.array(grid.window(t))).to(device)
+            window = windows[key]
+            weighted = p * window
+            k = t.row
+            while k < grid.n_rows:
+                s_start, s_stop = grid.strip_bounds(k)
+                lo, hi = max(s_start, t.y), min(s_stop, t.y + tile_h)
+                if lo >= hi:
+                    break
+                acc, weight = strip_buffers(k)
+                acc[:, lo - s_start : hi - s_start, t.x : t.x + tile_w] += weighted[
+                    :, lo - t.y : hi - t.y
+                ]
+                weight[lo - s_start : hi - s_start, t.x : t.x + tile_w] += window[
+                    lo - t.y : hi - t.y
+                ]
+                k += 1
+        # A tile row is complete when the last tile of the batch is beyond it.
+        last = batch_tiles[-1]
+        done_row = last.row if last.at_right else last.row - 1
+        while finished_rows <= done_row:
+            finalise(finished_rows)
+            finished_rows += 1
+        counter[0] += len(batch_tiles)
+        yield Progress(
+            "segment", counter[0], total, f"{counter[0]}/{total} tiles",
+            time.perf_counter() - started,
+        )
+    for k in sorted(strips):
+        finalise(k)
+
+
+def count_tiles(shape: tuple[int, ...], tile: int, overlap: float, stride: int) -> int:
+    """Tiles needed for an image (all planes), for progress totals."""
+    plane = (int(shape[-2]), int(shape[-1]))
+    tiles = tile_shape_for(plane, tile, stride)
+    overlap_px = int(round(max(tiles) * overlap))
+    grid = TileGrid(padded_shape_for(plane, stride), tiles, overlap_px, stride)
+    planes = math.prod(shape[:-2]) if len(shape) > 2 else 1
+    return len(grid) * planes
+
+
+def segment(
+    image: Any,
+    model: ModelFile | Segmenter,
+    tiling: TilingConfig | None = None,
+    *,
+    device: str = "auto",
+    threshold: float = 0.5,
+    return_probabilities: bool = False,
+    labels_out: Any = None,
+) -> Generator[Progress, None, Prediction]:
+    """Segment a 2D image, a (Z, Y, X) stack or a (T, Y, X) series, tile by tile.
+
+    Parameters
+    ----------
+    image : numpy.ndarray or dask.array.Array
+        uint8/uint16/int16/float32/... grayscale; YX are the last two axes. Dask arrays
+        are read a strip of rows at a time.
+    model : ModelFile or Segmenter
+        A model file (placed on ``device``) or an existing segmenter.
+    tiling : TilingConfig, optional
+        Tile, overlap, batch size; defaults to the model file's hint.
+    device : str
+        Used when ``model`` is a ModelFile.
+    threshold : float
+        Foreground probability threshold for binary models.
+    return_probabilities : bool
+        Also return per-class probabilities (float32, memory-heavy for big images).
+    labels_out : array-like, optional
+        Where to write labels (e.g. a zarr array or memmap of the input's shape);
+        default is a new numpy array.
+
+    Yields
+    ------
+    Progress
+        After each batch of tiles.
+
+    Returns
+    -------
+    Prediction
+    """
+    started = time.perf_counter()
+    segmenter = model if isinstance(model, Segmenter) else Segmenter(model, device)
+    model_file = segmenter.model
+    tiling = tiling or model_file.tiling
+    context = model_file.temporal_context
+    _validate_input(image, context)
+    expected_channels = 2 * context + 1
+    if segmenter.config.in_channels != expected_channels:
+        raise InputError(
+            f"model expects {segmenter.config.in_channels} input channels but this image "
+            f"provides {expected_channels}; use a model trained for single grayscale images"
+        )
+    if not 0.0 < threshold < 1.0:
+        raise InputError(f"threshold {threshold} must be between 0 and 1")
+    shape = tuple(int(s) for s in image.shape)
+    plane_shape = shape[-2:]
+    stride = segmenter.config.stride
+    tile = tile_shape_for(plane_shape, tiling.tile, stride)
+    norm = model_file.normalization
+    value_range = percentile_range(image, norm)
+    n_classes = model_file.config.n_classes
+    if labels_out is None:
+        labels_out = np.zeros(shape, dtype=labels_dtype(n_classes))
+    elif tuple(labels_out.shape) != shape:
+        raise InputError(f"labels_out has shape {labels_out.shape}, expected {shape}")
+    n_out = segmenter.config.out_channels
+    probabilities = None
+    if return_probabilities:
+        probabilities = np.zeros((*shape[:-2], n_out, *plane_shape), dtype=np.float32)
+    total = count_tiles(shape, tiling.tile, tiling.overlap, stride)
+    counter = [0]
+    yield Progress("segment", 0, total, "starting", 0.0)
+    n_planes = shape[0] if len(shape) == 3 else 1
+    for index in range(n_planes):
+        reader = _PlaneReader(_plane_channels(image, index, context), stride)
+        plane_labels = labels_out if len(shape) == 2 else _PlaneView(labels_out, index)
+        plane_probs = None
+        if probabilities is not None:
+            plane_probs = probabilities if len(shape) == 2 else probabilities[index]
+        yield from _segment_plane(
+            reader, segmenter, tile, tiling, value_range, norm.clip, threshold,
+            plane_labels, plane_probs, counter, total, started,
+        )
+    return Prediction(
+        labels=labels_out,
+        probabilities=probabilities,
+        class_names=list(model_file.class_names),
+        class_colors=list(model_file.class_colors),
+        value_range=value_range,
+        elapsed_s=time.perf_counter() - started,
+        info={"tile": tile, "overlap": tiling.overlap, "batch_size": tiling.batch_size,
+              "device": str(segmenter.device), "tiles": total},
+    )
+
+
+class _PlaneView:
+    """Row-slice writes into plane ``index`` of a 3D output (numpy, zarr, memmap)."""
+
+    def __init__(self, array: Any, index: int) -> None:
+        self.array = array
+        self.index = index
+        self.dtype = array.dtype
+
+    def __setitem__(self, rows: slice, value: np.ndarray) -> None:
+        self.array[self.index, rows] = value

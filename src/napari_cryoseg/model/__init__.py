@@ -1,0 +1,1 @@
+"""torch.nn models: the U-Net, its config and the self-describing model file."""

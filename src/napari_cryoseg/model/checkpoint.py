@@ -1,0 +1,300 @@
+"""The model file: one self-describing ``.pt`` file that never runs code when loaded.
+
+Layout (every value a primitive, list, dict or tensor, so ``torch.load(weights_only=True)``
+reads it; pickled objects are refused)::
+
+    {
+      "format": "napari-cryoseg-model",
+      "format_version": 1,
+      "config": {UNetConfig fields},
+      "state_dict": {name: tensor},
+      "normalization": {"low": 1.0, "high": 99.0, "clip": 0.5},
+      "class_names": ["background", "cell", ...],
+      "class_colors": ["#000000", "#33cc66", ...],
+      "tiling": {"tile": 512, "overlap": 0.125, "batch_size": 4},
+      "pixel_size_nm": 50.0 | None,
+      "input_mode": {"temporal_context": 0},
+      "provenance": {"created": iso, "parent": str|None, "training_data": {...},
+                     "steps": int, "metrics": {...}, "history": [...], ...},
+    }
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import pickle
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from napari_cryoseg import __version__
+from napari_cryoseg.core.atomic import atomic_write
+from napari_cryoseg.core.errors import ModelFileError
+from napari_cryoseg.core.normalization import NormalizationConfig
+from napari_cryoseg.core.tiling import TilingConfig
+from napari_cryoseg.model.config import UNetConfig
+from napari_cryoseg.model.unet import UNet
+
+FORMAT_NAME = "napari-cryoseg-model"
+FORMAT_VERSION = 1
+
+DEFAULT_COLORS = (
+    "#000000", "#33cc66", "#3399ff", "#ff8833", "#cc33cc", "#ffdd33", "#33dddd", "#ff3355",
+)  # fmt: skip
+
+
+def default_class_names(n_classes: int) -> list[str]:
+    """``["background", "class 1", ...]``."""
+    return ["background"] + [f"class {i}" for i in range(1, n_classes)]
+
+
+def default_class_colors(n_classes: int) -> list[str]:
+    """A colour per class, cycling a fixed palette."""
+    return [DEFAULT_COLORS[i % len(DEFAULT_COLORS)] for i in range(n_classes)]
+
+
+def now_iso() -> str:
+    """Current UTC time, ISO 8601, second precision."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+@dataclass
+class ModelFile:
+    """A network with everything needed to use it: preprocessing, classes, hints, history.
+
+    Create one with :meth:`new`, load with :func:`load_model`, save with :func:`save_model`.
+    """
+
+    config: UNetConfig
+    state_dict: dict[str, torch.Tensor]
+    normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
+    class_names: list[str] = field(default_factory=list)
+    class_colors: list[str] = field(default_factory=list)
+    tiling: TilingConfig = field(default_factory=TilingConfig)
+    pixel_size_nm: float | None = None
+    temporal_context: int = 0
+    provenance: dict[str, Any] = field(default_factory=dict)
+    source_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        n = self.config.n_classes
+        if not self.class_names:
+            self.class_names = default_class_names(n)
+        if not self.class_colors:
+            self.class_colors = default_class_colors(n)
+        if len(self.class_names) != n or len(self.class_colors) != n:
+            raise ModelFileError(
+                f"model has {n} classes but {len(self.class_names)} class names and "
+                f"{len(self.class_colors)} colours"
+            )
+
+    @classmethod
+    def new(
+        cls,
+        config: UNetConfig,
+        *,
+        class_names: Sequence[str] | None = None,
+        seed: int | None = 0,
+        **kwargs: Any,
+    ) -> ModelFile:
+        """A freshly initialised network (seeded) wrapped in a model file."""
+        if seed is not None:
+            torch.manual_seed(seed)
+        net = UNet(config)
+        provenance = {"created": now_iso(), "parent": None, "steps": 0, "metrics": {}}
+        provenance.update(kwargs.pop("provenance", {}))
+        return cls(
+            config=config,
+            state_dict={k: v.detach().clone() for k, v in net.state_dict().items()},
+            class_names=list(class_names or []),
+            provenance=provenance,
+            **kwargs,
+        )
+
+    def build(self, device: torch.device | str = "cpu") -> UNet:
+        """A UNet with these weights, in eval mode, on ``device``."""
+        net = UNet(self.config)
+        try:
+            net.load_state_dict(self.state_dict, strict=True)
+        except RuntimeError as err:
+            raise ModelFileError(f"weights do not match the stored config: {err}") from None
+        return net.to(device).eval()
+
+    def with_weights(self, net: torch.nn.Module, **provenance: Any) -> ModelFile:
+        """A copy holding ``net``'s weights (moved to CPU) and updated provenance."""
+        clone = copy.copy(self)
+        clone.state_dict = {k: v.detach().to("cpu").clone() for k, v in net.state_dict().items()}
+        clone.provenance = {**copy.deepcopy(self.provenance), **provenance}
+        clone.source_path = None
+        return clone
+
+    @property
+    def n_parameters(self) -> int:
+        """Number of weights (excluding BatchNorm running statistics)."""
+        return sum(
+            v.numel() for k, v in self.state_dict.items() if not k.endswith(
+                ("running_mean", "running_var", "num_batches_tracked"))
+        )
+
+    @property
+    def name(self) -> str:
+        """A short display name: the file stem, else the provenance name."""
+        if self.source_path is not None:
+            return self.source_path.stem
+        return str(self.provenance.get("name", "unsaved model"))
+
+    def to_payload(self) -> dict[str, Any]:
+        """The dict written to disk (primitives and tensors only)."""
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "writer": f"napari-cryoseg {__version__}",
+            "config": self.config.to_dict(),
+            "state_dict": {
+                k: v.detach().to("cpu").contiguous() for k, v in self.state_dict.items()
+            },
+            "normalization": self.normalization.to_dict(),
+            "class_names": list(self.class_names),
+            "class_colors": list(self.class_colors),
+            "tiling": {
+                "tile": self.tiling.tile,
+                "overlap": self.tiling.overlap,
+                "batch_size": self.tiling.batch_size,
+            },
+            "pixel_size_nm": None if self.pixel_size_nm is None else float(self.pixel_size_nm),
+            "input_mode": {"temporal_context": int(self.temporal_context)},
+            "provenance": _plain(self.provenance),
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """What ``cryoseg info`` and the napari dock show."""
+        return {
+            "name": self.name,
+            "classes": dict(enumerate(self.class_names)),
+            "architecture": self.config.to_dict(),
+            "parameters": self.n_parameters,
+            "normalization": self.normalization.to_dict(),
+            "tile hint": {"tile": self.tiling.tile, "overlap": self.tiling.overlap},
+            "pixel size (nm)": self.pixel_size_nm,
+            "temporal context": self.temporal_context,
+            "provenance": self.provenance,
+        }
+
+
+def _plain(value: Any) -> Any:
+    """Deep-convert to primitives so the payload stays loadable with weights_only=True."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if isinstance(value, float):
+        return float(value)
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"provenance value {value!r} of type {type(value).__name__} is not storable")
+
+
+def save_model(model: ModelFile, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``model`` atomically (temp file + rename): a crash never leaves half a file.
+
+    Raises
+    ------
+    InputError
+        ``path`` exists and ``overwrite`` is False, or its folder is missing/read-only.
+    """
+    path = Path(path)
+    buffer = io.BytesIO()
+    torch.save(model.to_payload(), buffer)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()), overwrite=overwrite)
+    model.source_path = path
+    return path
+
+
+def _read_payload(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ModelFileError(f"model file {path} does not exist")
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a folder; give the path of a .pt model file")
+    if path.stat().st_size == 0:
+        raise ModelFileError(f"model file {path} is empty (0 bytes); it was not saved completely")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ModelFileError(
+            f"refused to load {path}: it contains Python objects that could run code "
+            f"({str(err).splitlines()[0][:160]}). Only napari-cryoseg model files and plain "
+            "state_dicts are loaded; re-export the weights with torch.save(model.state_dict())"
+        ) from None
+    except (zipfile.BadZipFile, EOFError, RuntimeError, OSError, ValueError) as err:
+        raise ModelFileError(
+            f"{path} is not a readable PyTorch file (corrupt or truncated?): "
+            f"{str(err).splitlines()[0][:160]}"
+        ) from None
+    if not isinstance(payload, dict):
+        raise ModelFileError(f"{path} holds a {type(payload).__name__}, not a model file")
+    return payload
+
+
+def is_model_payload(payload: dict[str, Any]) -> bool:
+    """True for our format; False for e.g. a plain state_dict."""
+    return payload.get("format") == FORMAT_NAME
+
+
+def load_model(path: str | os.PathLike) -> ModelFile:
+    """Load a model file safely (no code runs) and validate it.
+
+    Raises
+    ------
+    ModelFileError
+        Missing, empty, corrupt, pickled-code, foreign (e.g. a bare state_dict: use
+        ``cryoseg import-weights``) or newer-version files, each with a message that says
+        what to do.
+    """
+    path = Path(path)
+    payload = _read_payload(path)
+    if not is_model_payload(payload):
+        hint = (
+            " It looks like a plain state_dict: convert it with `cryoseg import-weights`."
+            if payload and all(isinstance(v, torch.Tensor) for v in payload.values())
+            else ""
+        )
+        raise ModelFileError(f"{path} is not a napari-cryoseg model file.{hint}")
+    version = payload.get("format_version")
+    if not isinstance(version, int):
+        raise ModelFileError(f"{path} has no valid format_version; the file is damaged")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} was written by a newer napari-cryoseg (format {version}, this version "
+            f"reads up to {FORMAT_VERSION}); upgrade with `pip install -U napari-cryoseg`"
+        )
+    try:
+        config = UNetConfig.from_dict(payload["config"])
+        tiling = payload.get("tiling", {})
+        model = ModelFile(
+            config=config,
+            state_dict=dict(payload["state_dict"]),
+            normalization=NormalizationConfig.from_dict(payload.get("normalization", {})),
+            class_names=list(payload.get("class_names", [])),
+            class_colors=list(payload.get("class_colors", [])),
+            tiling=TilingConfig(**tiling) if tiling else TilingConfig(),
+            pixel_size_nm=payload.get("pixel_size_nm"),
+            temporal_context=int(payload.get("input_mode", {}).get("temporal_context", 0)),
+            provenance=dict(payload.get("provenance", {})),
+            source_path=path,
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelFileError(f"{path} is damaged or incomplete: {err}") from None
+    # Fail now, not at the first segmentation, if weights and config disagree.
+    model.build("cpu")
+    return model

@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny models, synthetic images, the shared real-data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cryoseg.model.checkpoint import ModelFile
+from napari_cryoseg.model.config import preset
+
+SHARED_DATA = Path(
+    os.environ.get("CRYOSEG_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip_slow = pytest.mark.skip(reason="slow: pass --runslow to run")
+    skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "slow" in item.keywords and not config.getoption("--runslow"):
+            item.add_marker(skip_slow)
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def tiny_model() -> ModelFile:
+    """An untrained depth-3, 8-channel binary U-Net (seeded)."""
+    return ModelFile.new(preset("tiny"), seed=0)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """``../shared/data`` beside the repository; skips when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real EM data not found at {SHARED_DATA} (../shared/data beside the repo)")
+    return SHARED_DATA
