@@ -23,7 +23,6 @@ COMMAND_MODULES = (
     "evaluate",
     "info",
     "import_weights",
-    "demo",
 )
 
 

@@ -1,0 +1,146 @@
+"""Per-viewer state shared by the CryoSeg panels (napari model glue, no Qt).
+
+A :class:`Session` holds the current model, the last segmentation of each image layer
+(its labels layer, the prediction as produced, cached probabilities) and the job that
+is running. Panels get the session of their viewer with :meth:`Session.for_viewer`
+(backed by a ``WeakKeyDictionary``: no process-wide singleton). Only the main thread
+calls methods that touch layers; workers receive plain arrays.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from napari_cryoseg.model.checkpoint import ModelFile
+
+
+@dataclass
+class SegmentationRecord:
+    """What the plugin knows about one segmented image layer.
+
+    Attributes
+    ----------
+    image_layer, labels_layer
+        The napari layers (references, not names: renaming a layer keeps the link).
+    predicted : numpy.ndarray
+        The labels exactly as the model produced them (the baseline for corrections).
+    probabilities : numpy.ndarray or None
+        Cached class probabilities, for re-thresholding without re-running the network.
+    reviewed : numpy.ndarray or None
+        bool mask of pixels the user marked as reviewed (correct as shown).
+    model_name : str
+        The model that produced ``predicted``.
+    """
+
+    image_layer: Any
+    labels_layer: Any
+    predicted: np.ndarray
+    probabilities: np.ndarray | None = None
+    reviewed: np.ndarray | None = None
+    model_name: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Session:
+    """State of the CryoSeg plugin for one viewer.
+
+    Attributes
+    ----------
+    viewer
+        The napari viewer (any object with a ``layers`` list works in tests).
+    model : ModelFile or None
+        The current model; replaced by :meth:`set_model` (hot-swap keeps the previous
+        one in :attr:`previous_models` for Revert).
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
+    records : dict
+        ``id(labels_layer) -> SegmentationRecord``.
+    busy : str or None
+        ``"segment"`` or ``"finetune"`` while a job runs: segmentation and fine-tuning
+        never share the device at once.
+    """
+
+    _by_viewer: weakref.WeakKeyDictionary[Any, Session] = weakref.WeakKeyDictionary()
+
+    def __init__(self, viewer: Any) -> None:
+        self._viewer_ref = weakref.ref(viewer)
+        self.model: ModelFile | None = None
+        self.previous_models: list[ModelFile] = []
+        self.device: str = "auto"
+        self.records: dict[int, SegmentationRecord] = {}
+        self.busy: str | None = None
+        self._model_listeners: list[Callable[[ModelFile | None], None]] = []
+
+    @classmethod
+    def for_viewer(cls, viewer: Any) -> Session:
+        """The one session of ``viewer`` (created on first use)."""
+        session = cls._by_viewer.get(viewer)
+        if session is None:
+            session = cls(viewer)
+            cls._by_viewer[viewer] = session
+        return session
+
+    @property
+    def viewer(self) -> Any:
+        """The viewer, or None once it was closed."""
+        return self._viewer_ref()
+
+    # --- model -------------------------------------------------------------------------
+    def on_model_changed(self, callback: Callable[[ModelFile | None], None]) -> None:
+        """Call ``callback(model)`` after every :meth:`set_model` (main thread)."""
+        self._model_listeners.append(callback)
+
+    def set_model(self, model: ModelFile | None, *, keep_previous: bool = True) -> None:
+        """Make ``model`` current; the old one stays available for :meth:`revert_model`."""
+        if keep_previous and self.model is not None and model is not self.model:
+            self.previous_models.append(self.model)
+            del self.previous_models[:-5]  # keep the last few, not every fine-tune round
+        self.model = model
+        for callback in list(self._model_listeners):
+            callback(model)
+
+    def revert_model(self) -> ModelFile | None:
+        """Go back to the model used before the last :meth:`set_model`; returns it."""
+        if not self.previous_models:
+            return None
+        self.set_model(self.previous_models.pop(), keep_previous=False)
+        return self.model
+
+    # --- jobs --------------------------------------------------------------------------
+    def begin(self, job: str) -> None:
+        """Mark ``job`` as running; refuses a second job while one runs."""
+        from napari_cryoseg.core.errors import CryoSegError
+
+        if self.busy is not None:
+            raise CryoSegError(
+                f"cannot start {job}: {self.busy} is still running; wait or cancel it first"
+            )
+        self.busy = job
+
+    def end(self, job: str) -> None:
+        """Mark ``job`` as finished (no-op if another job is current)."""
+        if self.busy == job:
+            self.busy = None
+
+    # --- segmentations ---------------------------------------------------------------
+    def add_record(self, record: SegmentationRecord) -> None:
+        """Remember a segmentation (replaces an older one of the same labels layer)."""
+        self.records[id(record.labels_layer)] = record
+
+    def record_for(self, labels_layer: Any) -> SegmentationRecord | None:
+        """The record of a labels layer, or None if the plugin did not make it."""
+        record = self.records.get(id(labels_layer))
+        return record if record is not None and record.labels_layer is labels_layer else None
+
+    def live_records(self) -> list[SegmentationRecord]:
+        """Records whose labels layer is still in the viewer (deleted ones are dropped)."""
+        viewer = self.viewer
+        layers = list(viewer.layers) if viewer is not None else []
+        alive = [r for r in self.records.values() if any(r.labels_layer is lyr for lyr in layers)]
+        self.records = {id(r.labels_layer): r for r in alive}
+        return alive
