@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Generator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,24 +166,24 @@ def _plane_channels(image: Any, index: int, context: int) -> list[Any]:
 
 
 class _PlaneReader:
-    """Reads (C, rows, X) float32 strips of one plane, reflect-padded bottom/right.
+    """Reads (C, rows, X) strips of one plane in their stored dtype, reflect-padded.
 
-    The plane is padded to a multiple of the network stride; padding is added per
-    strip, so a dask or zarr plane is never loaded whole.
+    The plane is padded bottom/right to a multiple of the network stride; padding is
+    added per strip, so a dask or zarr plane is never loaded whole. Strips stay in the
+    compact stored dtype (e.g. uint16) so the host->device copy moves 2 bytes a pixel
+    and the float conversion happens on the device.
     """
 
     def __init__(self, channels: list[Any], stride: int) -> None:
         self.channels = channels
         self.shape = (int(channels[0].shape[0]), int(channels[0].shape[1]))
         self.padded_shape = padded_shape_for(self.shape, stride)
-        self._cache: tuple[int, int, np.ndarray] | None = None
 
-    def _read(self, start: int, stop: int) -> np.ndarray:
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` of the padded plane, all channels, stored dtype."""
         height, width = self.shape
         real_stop = min(stop, height)
-        block = np.stack(
-            [np.asarray(c[start:real_stop], dtype=np.float32) for c in self.channels]
-        )
+        block = np.stack([np.asarray(c[start:real_stop]) for c in self.channels])
         pad_rows, pad_cols = stop - real_stop, self.padded_shape[1] - width
         if pad_rows or pad_cols:
             # 'reflect' needs at least 2 pixels along an axis; 'edge' covers 1-pixel axes.
@@ -190,14 +191,35 @@ class _PlaneReader:
             block = np.pad(block, ((0, 0), (0, pad_rows), (0, pad_cols)), mode=mode)
         return block
 
-    def rows(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``[start, stop)`` of the padded plane, all channels, float32."""
-        if self._cache and self._cache[0] <= start and stop <= self._cache[1]:
-            lo = self._cache[0]
-            return self._cache[2][:, start - lo : stop - lo]
-        block = self._read(start, stop)
-        self._cache = (start, stop, block)
-        return block
+
+def _host_tensor(block: np.ndarray) -> tuple[torch.Tensor, bool]:
+    """A torch view of ``block`` (no float conversion); True if it holds uint16 bits."""
+    kind = block.dtype
+    if kind == np.uint16:
+        return torch.from_numpy(np.ascontiguousarray(block).view(np.int16)), True
+    if kind == np.bool_:
+        return torch.from_numpy(np.ascontiguousarray(block).view(np.uint8)), False
+    if kind in (np.uint32, np.uint64, np.int64):
+        return torch.from_numpy(block.astype(np.float64)), False
+    return torch.from_numpy(np.ascontiguousarray(block)), False
+
+
+def _upload_normalised(
+    block: np.ndarray, device: torch.device, value_range: tuple[float, float], clip: float
+) -> torch.Tensor:
+    """Copy a stored-dtype strip to ``device`` and normalise it there (float32)."""
+    tensor, is_uint16 = _host_tensor(block)
+    if device.type == "cuda":
+        tensor = tensor.pin_memory().to(device, non_blocking=True)
+    else:
+        tensor = tensor.to(device)
+    if is_uint16:
+        tensor = tensor.to(torch.int32) & 0xFFFF  # undo the int16 view
+    low, high = value_range
+    out = (tensor.to(torch.float32) - low) * (1.0 / (high - low))
+    # NaN -> 0 and clipping keep ice/charging outliers from dominating.
+    out = torch.nan_to_num_(out, nan=0.0, posinf=1 + clip, neginf=-clip)
+    return out.clamp_(-clip, 1 + clip)
 
 
 def _segment_plane(
@@ -221,13 +243,9 @@ def _segment_plane(
     overlap_px = int(round(max(tile) * tiling.overlap))
     grid = TileGrid(reader.padded_shape, tile, overlap_px, segmenter.config.stride)
     tile_h, tile_w = tile
-    low, high = value_range
-    scale = 1.0 / (high - low)
-    pin = device.type == "cuda"
     # Strip k covers image rows grid.strip_bounds(k); its accumulators live on the device
     # until tile row k is finished, then it is finalised and freed.
     strips: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    finished_rows = 0
     windows: dict[tuple[bool, ...], torch.Tensor] = {}
 
     def strip_buffers(k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -255,19 +273,53 @@ def _segment_plane(
         if probs_out is not None:
             probs_out[:, start:stop_valid] = probs.cpu().numpy()
 
+    # Tile rows are read on a helper thread one row ahead (disk/dask reads and padding
+    # overlap with device compute), uploaded once, normalised on the device, and
+    # tiles are cut from the device copy.
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cryoseg-read")
+    pending: dict[int, Future[np.ndarray]] = {}
+    device_rows: dict[int, torch.Tensor] = {}
+
+    def request(row: int) -> None:
+        if row < grid.n_rows and row not in pending and row not in device_rows:
+            y = grid.row_starts[row]
+            pending[row] = executor.submit(reader.rows, y, y + tile_h)
+
+    def device_row(row: int) -> torch.Tensor:
+        if row not in device_rows:
+            request(row)
+            device_rows[row] = _upload_normalised(
+                pending.pop(row).result(), device, value_range, clip
+            )
+            request(row + 1)
+        return device_rows[row]
+
     tiles = grid.tiles
-    for first in range(0, len(tiles), tiling.batch_size):
-        batch_tiles = tiles[first : first + tiling.batch_size]
-        host = np.stack(
-            [reader.rows(t.y, t.y + tile_h)[:, :, t.x : t.x + tile_w] for t in batch_tiles]
+    try:
+        yield from _run_tiles(
+            tiles, tiling.batch_size, device_row, device_rows, segmenter, grid, tile_h,
+            tile_w, windows, strip_buffers, finalise, counter, total, started,
         )
-        batch = torch.from_numpy(host)  # (B, C, tile_h, tile_w) float32
-        if pin:
-            batch = batch.pin_memory()
-        batch = batch.to(device, non_blocking=True)
-        # Normalise on the device: (x - p_low) / (p_high - p_low), NaN -> 0, clipped.
-        batch = torch.nan_to_num((batch - low) * scale, nan=0.0, posinf=1 + clip, neginf=-clip)
-        batch = batch.clamp_(-clip, 1 + clip)
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+    for k in sorted(strips):
+        finalise(k)
+
+
+def _run_tiles(
+    tiles, batch_size, device_row, device_rows, segmenter, grid, tile_h, tile_w, windows,
+    strip_buffers, finalise, counter, total, started,
+) -> Generator[Progress, None, None]:
+    """The batch loop of :func:`_segment_plane` (split out to keep cleanup in one place)."""
+    device = segmenter.device
+    finished_rows = 0
+    for first in range(0, len(tiles), batch_size):
+        batch_tiles = tiles[first : first + batch_size]
+        for row in [r for r in device_rows if r < batch_tiles[0].row]:
+            del device_rows[row]  # rows above the batch are no longer needed
+        batch = torch.stack(
+            [device_row(t.row)[:, :, t.x : t.x + tile_w] for t in batch_tiles]
+        )  # (B, C, tile_h, tile_w) normalised float32
         probs = segmenter.probabilities(batch)  # (B, K, tile_h, tile_w)
         for t, p in zip(batch_tiles, probs):
             key = (t.at_top, t.at_bottom, t.at_left, t.at_right)
@@ -300,8 +352,6 @@ def _segment_plane(
             "segment", counter[0], total, f"{counter[0]}/{total} tiles",
             time.perf_counter() - started,
         )
-    for k in sorted(strips):
-        finalise(k)
 
 
 def count_tiles(shape: tuple[int, ...], tile: int, overlap: float, stride: int) -> int:

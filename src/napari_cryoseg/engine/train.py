@@ -1,0 +1,672 @@
+"""Training a U-Net from scratch on images with masks, as a cancellable generator.
+
+:func:`train` yields :class:`~napari_cryoseg.engine.events.TrainStep` after every step,
+:class:`~napari_cryoseg.engine.events.Validation` after each validation and
+:class:`~napari_cryoseg.engine.events.Message` for notable moments, and returns a
+:class:`TrainResult` with the best (by validation Dice) and the last model file.
+Closing the generator stops training at the next step; nothing is written anywhere.
+
+The optimisation loop (:func:`fit`) is shared with fine-tuning.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_cryoseg.core.errors import InputError
+from napari_cryoseg.core.metrics import confusion_counts, scores_from_counts
+from napari_cryoseg.core.normalization import NormalizationConfig
+from napari_cryoseg.core.tiling import TilingConfig
+from napari_cryoseg.engine.data import (
+    AugmentConfig,
+    ClassMapping,
+    PatchSampler,
+    check_pair,
+    class_pixel_counts,
+    median_frequency_weights,
+)
+from napari_cryoseg.engine.device import autocast_dtype, resolve_device
+from napari_cryoseg.engine.events import Message, TrainStep, Validation, drain
+from napari_cryoseg.engine.losses import segmentation_loss
+from napari_cryoseg.engine.predict import segment
+from napari_cryoseg.model.checkpoint import ModelFile, now_iso
+from napari_cryoseg.model.config import UNetConfig, preset
+from napari_cryoseg.model.unet import UNet
+
+SCHEDULES = ("onecycle", "cosine")
+CLASS_WEIGHTINGS = ("none", "median_frequency")
+DEFAULT_STEPS = 1000  # when neither steps, epochs nor a time budget is given
+_HISTORY_POINTS = 200  # loss history stored in the model file is sub-sampled to this
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that controls a training run (stored as the model's recipe).
+
+    Attributes
+    ----------
+    preset : str
+        Architecture preset (see :data:`napari_cryoseg.model.config.PRESETS`).
+    unet : UNetConfig, optional
+        Explicit architecture (overrides ``preset``); ``n_classes`` is always set from
+        the class mapping.
+    steps, epochs, time_budget_s : optional
+        Length of training: optimiser steps, passes over the training pixels, or wall
+        seconds. With several, training stops at whichever ends first; with none,
+        :data:`DEFAULT_STEPS` steps.
+    batch_size, patch : int
+        Patches per step and patch edge (rounded up to the network stride).
+    lr, weight_decay : float
+        AdamW peak learning rate and weight decay.
+    schedule : str
+        ``"onecycle"`` (warm up from lr/25, cosine down to ~0) or ``"cosine"`` (linear
+        warm-up, cosine down to 0); progress is the larger of step and time fraction.
+    warmup_fraction : float
+        Fraction of training spent warming up.
+    val_fraction : float
+        Fraction of the images held out for validation, as one contiguous block of files
+        (neighbouring EM sections are correlated, so a random split would leak). With one
+        image, its bottom rows are held out instead. 0 disables validation.
+    val_block : str
+        ``"last"`` or ``"first"``: which end of the file list is held out.
+    val_every : int, optional
+        Steps between validations (default: about 10 validations per run).
+    val_crop : int
+        Validation images are centre-cropped to at most this edge, for speed.
+    patience : int, optional
+        Stop after this many validations without a better Dice (None = never).
+    seed : int
+        Seeds weights, patch sampling and augmentation.
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``.
+    mixed_precision : bool
+        bf16 (or fp16) autocast on CUDA; ignored elsewhere.
+    class_weighting : str
+        ``"none"`` or ``"median_frequency"`` cross-entropy weights.
+    oversample_rare : float
+        Probability of centring a patch on the rarest class present.
+    augment : AugmentConfig
+        Patch augmentations.
+    normalization : NormalizationConfig
+        Intensity normalisation stored in the model file.
+    dice_weight : float
+        Weight of the soft Dice term of the loss.
+    """
+
+    preset: str = "small"
+    unet: UNetConfig | None = None
+    steps: int | None = None
+    epochs: float | None = None
+    time_budget_s: float | None = None
+    batch_size: int = 8
+    patch: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "onecycle"
+    warmup_fraction: float = 0.1
+    val_fraction: float = 0.2
+    val_block: str = "last"
+    val_every: int | None = None
+    val_crop: int = 1024
+    patience: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    mixed_precision: bool = True
+    class_weighting: str = "none"
+    oversample_rare: float = 0.0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
+    dice_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.steps is not None and self.steps < 1:
+            problems.append(f"steps {self.steps} must be >= 1")
+        if self.epochs is not None and self.epochs <= 0:
+            problems.append(f"epochs {self.epochs} must be > 0")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            problems.append(f"time budget {self.time_budget_s} s must be > 0")
+        if self.batch_size < 1:
+            problems.append(f"batch size {self.batch_size} must be >= 1")
+        if self.patch < 16:
+            problems.append(f"patch {self.patch} must be >= 16 pixels")
+        if not self.lr > 0:
+            problems.append(f"learning rate {self.lr} must be > 0")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule {self.schedule!r} must be one of {', '.join(SCHEDULES)}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            problems.append(f"validation fraction {self.val_fraction} must be in [0, 1)")
+        if self.val_block not in ("last", "first"):
+            problems.append(f"val_block {self.val_block!r} must be 'last' or 'first'")
+        if self.class_weighting not in CLASS_WEIGHTINGS:
+            problems.append(
+                f"class weighting {self.class_weighting!r} must be one of "
+                f"{', '.join(CLASS_WEIGHTINGS)}"
+            )
+        if not 0.0 <= self.oversample_rare <= 1.0:
+            problems.append(f"oversample_rare {self.oversample_rare} must be in [0, 1]")
+        if problems:
+            raise InputError("invalid training settings: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (the recipe stored in the model file)."""
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes
+    ----------
+    best : ModelFile
+        Weights with the best validation Dice (the last weights without validation).
+    last : ModelFile
+        Weights after the last step.
+    steps : int
+        Optimiser steps done.
+    elapsed_s : float
+        Wall time of the run.
+    best_step : int
+        Step of ``best``.
+    best_dice : float or None
+        Validation mean foreground Dice of ``best`` (None without validation).
+    stop_reason : str
+        ``"steps"``, ``"time budget"`` or ``"early stopping"``.
+    history : list of [step, loss]
+        Sub-sampled training loss.
+    validations : list of dict
+        ``{"step", "dice", "loss", "metrics"}`` per validation.
+    """
+
+    best: ModelFile
+    last: ModelFile
+    steps: int
+    elapsed_s: float
+    best_step: int
+    best_dice: float | None
+    stop_reason: str
+    history: list[list[float]]
+    validations: list[dict[str, Any]]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def split_blocks(n: int, val_fraction: float, block: str = "last") -> tuple[list[int], list[int]]:
+    """Indices ``(train, val)`` with validation one contiguous block of files.
+
+    ``round(n * val_fraction)`` files (at least 1 when the fraction is > 0 and n >= 2, and
+    never all of them) form the block at the ``"last"`` or ``"first"`` end.
+    """
+    if n < 2 or val_fraction <= 0:
+        return list(range(n)), []
+    n_val = min(max(1, round(n * val_fraction)), n - 1)
+    if block == "first":
+        return list(range(n_val, n)), list(range(n_val))
+    return list(range(n - n_val)), list(range(n - n_val, n))
+
+
+def lr_factor(progress: float, schedule: str, warmup: float) -> float:
+    """Learning-rate multiplier at ``progress`` in [0, 1] of training."""
+    progress = min(max(progress, 0.0), 1.0)
+    warmup = min(max(warmup, 0.0), 0.9)
+    if schedule == "onecycle":
+        start, end = 1 / 25, 1e-4  # as torch OneCycleLR's defaults (div 25, final 1e4 below)
+        if progress < warmup:
+            t = progress / warmup
+            return start + (1 - start) * 0.5 * (1 - math.cos(math.pi * t))
+        t = (progress - warmup) / (1 - warmup)
+        return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * t))
+    if progress < warmup:
+        return max(progress / warmup, 1e-3)
+    t = (progress - warmup) / (1 - warmup)
+    return 0.5 * (1 + math.cos(math.pi * t))
+
+
+def subsample_history(history: list[tuple[int, float]], points: int = _HISTORY_POINTS) -> list:
+    """``[[step, mean loss], ...]`` with at most ``points`` entries (bucket means)."""
+    if len(history) <= points:
+        return [[int(s), float(v)] for s, v in history]
+    buckets = np.array_split(np.arange(len(history)), points)
+    return [
+        [int(history[b[-1]][0]), float(np.mean([history[i][1] for i in b]))] for b in buckets
+    ]
+
+
+def center_crop(array: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size`` x ``size`` (at most) region of a 2D array."""
+    h, w = array.shape[-2:]
+    y, x = max((h - size) // 2, 0), max((w - size) // 2, 0)
+    return array[..., y : y + size, x : x + size]
+
+
+def probability_loss(probabilities: np.ndarray, target: np.ndarray) -> float:
+    """Mean (binary) cross-entropy of predicted probabilities (K, Y, X) vs class indices."""
+    eps = 1e-6
+    valid = target >= 0
+    if not valid.any():
+        return float("nan")
+    if probabilities.shape[0] == 1:
+        p = np.clip(probabilities[0], eps, 1 - eps)
+        nll = -np.where(target == 1, np.log(p), np.log1p(-p))
+    else:
+        safe = np.where(valid, target, 0)
+        picked = np.take_along_axis(probabilities, safe[None].astype(np.int64), axis=0)[0]
+        nll = -np.log(np.clip(picked, eps, 1.0))
+    return float(nll[valid].mean())
+
+
+@dataclass
+class ScoreAccumulator:
+    """Pooled per-class TP/FP/FN counts over several (image, target[, valid]) pairs."""
+
+    n_classes: int
+    counts: np.ndarray = field(init=False)
+    losses: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.counts = np.zeros((self.n_classes, 3), dtype=np.int64)
+
+    def add(self, labels: np.ndarray, target: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Count one prediction against its class-index target (``valid``: pixels scored)."""
+        if valid is None:
+            valid = target >= 0
+        else:
+            valid = valid & (target >= 0)
+        for c in range(self.n_classes):
+            self.counts[c] += confusion_counts(labels, target, c, valid)
+
+    def dice(self) -> float:
+        """Mean foreground Dice of the pooled counts."""
+        return float(np.mean([scores_from_counts(*self.counts[c]).dice
+                              for c in range(1, self.n_classes)]))
+
+    def metrics(self, class_names: Sequence[str]) -> dict[str, float]:
+        """``{"dice/<class>": ..., "iou/<class>": ..., "loss": ...}`` for events and files."""
+        out: dict[str, float] = {}
+        for c in range(1, self.n_classes):
+            scores = scores_from_counts(*self.counts[c])
+            out[f"dice/{class_names[c]}"] = float(scores.dice)
+            out[f"iou/{class_names[c]}"] = float(scores.iou)
+        out["dice"] = self.dice()
+        if self.losses:
+            out["loss"] = float(np.mean(self.losses))
+        return out
+
+
+def predict_scores(
+    model: ModelFile,
+    items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+    device: torch.device,
+    tiling: TilingConfig | None = None,
+) -> ScoreAccumulator:
+    """Segment each ``(image, class-index target, valid or None)`` and pool the scores."""
+    acc = ScoreAccumulator(model.config.n_classes)
+    tiling = tiling or TilingConfig(tile=512, overlap=0.125, batch_size=4)
+    for image, target, valid in items:
+        prediction = drain(segment(image, model, tiling, device=str(device),
+                                   return_probabilities=True))
+        target = target.astype(np.int64)
+        if valid is not None:
+            target = np.where(valid, target, -1)
+        acc.add(prediction.labels, target)
+        acc.losses.append(probability_loss(prediction.probabilities, target))
+    return acc
+
+
+@dataclass
+class FitState:
+    """Outcome of :func:`fit`."""
+
+    steps: int = 0
+    elapsed_s: float = 0.0
+    best_state: dict[str, torch.Tensor] | None = None
+    best_step: int = 0
+    best_dice: float | None = None
+    stop_reason: str = "steps"
+    history: list[tuple[int, float]] = field(default_factory=list)
+    validations: list[dict[str, Any]] = field(default_factory=list)
+
+
+def cpu_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of ``net``'s state_dict."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+
+
+def fit(
+    net: UNet,
+    sampler: PatchSampler,
+    *,
+    device: torch.device,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    schedule: str,
+    warmup_fraction: float,
+    total_steps: int | None,
+    time_budget_s: float | None,
+    val_every: int | None,
+    validate: Callable[[UNet], tuple[float, float, dict[str, float]]] | None,
+    patience: int | None = None,
+    class_weights: torch.Tensor | None = None,
+    mixed_precision: bool = True,
+    dice_weight: float = 1.0,
+    initial_best: tuple[float, dict[str, torch.Tensor]] | None = None,
+    frozen: Sequence[torch.nn.Module] = (),
+    state: FitState | None = None,
+) -> Generator[TrainStep | Validation | Message, None, FitState]:
+    """The optimisation loop shared by training and fine-tuning.
+
+    Runs AdamW steps on patches from ``sampler`` until ``total_steps`` or
+    ``time_budget_s`` is reached (or early stopping), validating every ``val_every``
+    steps and at the end with ``validate(net) -> (dice, loss, metrics)``, keeping a CPU
+    copy of the best weights. ``initial_best`` (dice, state) is a baseline that must be
+    beaten (fine-tuning passes the parent). Modules in ``frozen`` stay in eval mode.
+    The caller's ``state`` object is filled in as it goes, so it is valid after a close().
+    """
+    state = state or FitState()
+    if initial_best is not None:
+        state.best_dice, state.best_state = initial_best[0], initial_best[1]
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    amp_dtype = autocast_dtype(device) if mixed_precision else None
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    if class_weights is not None:
+        class_weights = class_weights.to(device)
+    if total_steps is None and time_budget_s is None:
+        total_steps = DEFAULT_STEPS
+    # About 10 validations per run: by steps, or by time when only a time budget is known.
+    every = val_every or (max(10, total_steps // 10) if total_steps else None)
+    every_s = time_budget_s / 10 if every is None and time_budget_s else None
+    next_val_s = every_s
+    stale = 0
+    started = time.perf_counter()
+
+    def run_validation(step: int) -> Generator[Validation | Message, None, bool]:
+        nonlocal stale
+        net.eval()
+        try:
+            dice, loss, metrics = validate(net)
+        finally:
+            net.train()
+            for module in frozen:
+                module.eval()
+        best = state.best_dice is None or dice > state.best_dice
+        if best:
+            state.best_dice, state.best_step, state.best_state = dice, step, cpu_state(net)
+            stale = 0
+        else:
+            stale += 1
+        state.validations.append({"step": step, "dice": dice, "loss": loss, "metrics": metrics})
+        yield Validation(step, dice, loss, metrics, is_best=best)
+        if patience is not None and stale >= patience:
+            yield Message(f"early stopping at step {step}: validation Dice has not improved "
+                          f"for {patience} validations (best {state.best_dice:.4f} at step "
+                          f"{state.best_step})")
+            return True
+        return False
+
+    net.train()
+    for module in frozen:
+        module.eval()
+    step = 0
+    while True:
+        elapsed = time.perf_counter() - started
+        if total_steps is not None and step >= total_steps:
+            state.stop_reason = "steps"
+            break
+        if time_budget_s is not None and elapsed >= time_budget_s and step > 0:
+            state.stop_reason = "time budget"
+            break
+        progress = max(
+            step / total_steps if total_steps else 0.0,
+            elapsed / time_budget_s if time_budget_s else 0.0,
+        )
+        current_lr = lr * lr_factor(progress, schedule, warmup_fraction)
+        for group in optimizer.param_groups:
+            group["lr"] = current_lr
+        x, y = sampler.sample(batch_size, device)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32,
+                            enabled=amp_dtype is not None):
+            logits = net(x)
+        loss = segmentation_loss(logits, y, class_weights, dice_weight)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        step += 1
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise InputError(
+                f"training diverged at step {step} (loss {loss_value}); lower the learning rate"
+            )
+        state.history.append((step, loss_value))
+        state.steps = step
+        state.elapsed_s = time.perf_counter() - started
+        yield TrainStep(step, total_steps, loss_value, current_lr, state.elapsed_s, time_budget_s)
+        due = (every is not None and step % every == 0) or (
+            next_val_s is not None and state.elapsed_s >= next_val_s
+        )
+        if validate is not None and due:
+            if next_val_s is not None and every_s is not None:
+                next_val_s += every_s
+            if (yield from run_validation(step)):
+                state.stop_reason = "early stopping"
+                break
+    if validate is not None and (not state.validations or state.validations[-1]["step"] != step):
+        yield from run_validation(step)
+    state.elapsed_s = time.perf_counter() - started
+    return state
+
+
+# --------------------------------------------------------------------------- train
+
+
+def _split(
+    images: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    names: Sequence[str],
+    config: TrainConfig,
+) -> tuple[list[np.ndarray], list[np.ndarray], list[tuple[np.ndarray, np.ndarray, None]], dict]:
+    """Training arrays and validation items; one image is split by rows instead."""
+    if len(images) == 1 and config.val_fraction > 0:
+        image, target = images[0], targets[0]
+        cut = int(round(image.shape[0] * (1 - config.val_fraction)))
+        if cut < 16 or image.shape[0] - cut < 16:
+            return list(images), list(targets), [], {"val": "none (image too small to split)"}
+        val = [(center_crop(image[cut:], config.val_crop), center_crop(target[cut:],
+                config.val_crop), None)]
+        info = {"train": [names[0]], "val": [f"{names[0]} rows {cut}-{image.shape[0]}"]}
+        return [image[:cut]], [target[:cut]], val, info
+    train_idx, val_idx = split_blocks(len(images), config.val_fraction, config.val_block)
+    val = [(center_crop(images[i], config.val_crop), center_crop(targets[i], config.val_crop),
+            None) for i in val_idx]
+    info = {"train": [names[i] for i in train_idx], "val": [names[i] for i in val_idx]}
+    return [images[i] for i in train_idx], [targets[i] for i in train_idx], val, info
+
+
+def train(
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    config: TrainConfig | None = None,
+    class_mapping: ClassMapping | None = None,
+    *,
+    names: Sequence[str] | None = None,
+    class_colors: Sequence[str] | None = None,
+    pixel_size_nm: float | None = None,
+    model_name: str | None = None,
+) -> Generator[TrainStep | Validation | Message, None, TrainResult]:
+    """Train a new U-Net on 2D images and masks.
+
+    Parameters
+    ----------
+    images : sequence of numpy.ndarray
+        2D grayscale images (any numeric dtype), in file order (the validation block is
+        taken from one end of this order).
+    masks : sequence of numpy.ndarray
+        Integer masks of the same shapes, with the values named in ``class_mapping``.
+    config : TrainConfig, optional
+        Settings; defaults to ``TrainConfig()``.
+    class_mapping : ClassMapping, optional
+        Mask values -> classes; default: every non-zero value present is a class.
+    names : sequence of str, optional
+        Image names for the provenance (default ``image 0``, ...).
+    class_colors : sequence of str, optional
+        Hex colours per class (default palette).
+    pixel_size_nm : float, optional
+        Pixel size of the training data, stored as a hint in the model file.
+    model_name : str, optional
+        Stored as ``provenance["name"]``.
+
+    Yields
+    ------
+    TrainStep, Validation, Message
+
+    Returns
+    -------
+    TrainResult
+    """
+    config = config or TrainConfig()
+    if len(images) != len(masks):
+        raise InputError(f"{len(images)} images but {len(masks)} masks")
+    if not images:
+        raise InputError("no training images given")
+    names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
+    for image, mask, name in zip(images, masks, names):
+        check_pair(image, mask, name)
+    mapping = class_mapping or ClassMapping.from_masks(masks)
+    n_classes = mapping.n_classes
+    unet = (config.unet or preset(config.preset)).with_(n_classes=n_classes, in_channels=1)
+    device = resolve_device(config.device)
+    patch = -(-config.patch // unet.stride) * unet.stride
+    targets = [mapping.apply(m) for m in masks]
+    counts = class_pixel_counts(targets, n_classes)
+    if counts[1:].sum() == 0:
+        raise InputError(
+            f"no mask pixel has any of the class values {list(mapping.values)}; "
+            "check --classes against the mask values"
+        )
+    train_images, train_targets, val_items, split_info = _split(images, targets, names, config)
+    started_at = now_iso()
+    template = ModelFile.new(
+        unet,
+        class_names=list(mapping.names),
+        seed=config.seed,
+        normalization=config.normalization,
+        class_colors=list(class_colors) if class_colors else [],
+        pixel_size_nm=pixel_size_nm,
+        provenance={"name": model_name} if model_name else {},
+    )
+    torch.manual_seed(config.seed)  # dropout and anything else drawing from torch's RNG
+    sampler = PatchSampler(
+        train_images, train_targets, n_classes, patch, config.normalization, config.augment,
+        oversample_rare=config.oversample_rare, seed=config.seed,
+    )
+    total_steps = config.steps
+    if config.epochs is not None:
+        epoch_steps = math.ceil(config.epochs * sampler.patches_per_epoch / config.batch_size)
+        total_steps = min(total_steps or epoch_steps, epoch_steps)
+    class_weights = None
+    if config.class_weighting == "median_frequency":
+        weights = median_frequency_weights(train_targets, n_classes)
+        class_weights = torch.from_numpy(weights)
+    net = template.build(device).train()
+    validate = None
+    if val_items:
+        def validate(model_net: UNet) -> tuple[float, float, dict[str, float]]:
+            acc = predict_scores(template.with_weights(model_net), val_items, device)
+            metrics = acc.metrics(mapping.names)
+            return metrics["dice"], metrics.get("loss", float("nan")), metrics
+
+    yield Message(
+        f"training {config.preset if config.unet is None else 'custom'} U-Net "
+        f"({template.n_parameters:,} parameters, {n_classes} classes) on {device}: "
+        f"{len(train_images)} training / {len(val_items)} validation images, patch {patch}"
+    )
+    state = FitState()
+    try:
+        yield from fit(
+            net, sampler, device=device, batch_size=config.batch_size, lr=config.lr,
+            weight_decay=config.weight_decay, schedule=config.schedule,
+            warmup_fraction=config.warmup_fraction, total_steps=total_steps,
+            time_budget_s=config.time_budget_s, val_every=config.val_every,
+            validate=validate, patience=config.patience, class_weights=class_weights,
+            mixed_precision=config.mixed_precision, dice_weight=config.dice_weight,
+            state=state,
+        )
+        last_state = cpu_state(net)
+    finally:
+        # Free accelerator memory promptly, also when the run is cancelled.
+        del net
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    best_validation = next(
+        (v for v in state.validations if v["step"] == state.best_step), None
+    )
+    provenance = {
+        "created": now_iso(),
+        "started": started_at,
+        "parent": None,
+        "kind": "train",
+        "steps": state.steps,
+        "time_s": round(state.elapsed_s, 2),
+        "device": str(device),
+        "stop_reason": state.stop_reason,
+        "training_data": {
+            "n_images": len(images),
+            "names": names,
+            "shapes": [list(np.shape(im)) for im in images],
+            "pixel_counts": {mapping.names[c]: int(counts[c]) for c in range(n_classes)},
+            "class_values": list(mapping.values),
+            **split_info,
+        },
+        "history": subsample_history(state.history),
+        "recipe": {**config.to_dict(), "class_mapping": mapping.to_dict(), "patch": patch,
+                   "total_steps": total_steps,
+                   "class_weights": None if class_weights is None
+                   else [float(w) for w in class_weights]},
+        "validations": [{"step": v["step"], "dice": v["dice"]} for v in state.validations],
+    }
+    last_metrics = state.validations[-1]["metrics"] if state.validations else {}
+    last = _from_state(template, last_state, {
+        **provenance, "metrics": {"validation": last_metrics}, "selected": "last"})
+    if state.best_state is not None:
+        best = _from_state(template, state.best_state, {
+            **provenance,
+            "metrics": {"validation": best_validation["metrics"] if best_validation else {}},
+            "selected": f"best validation Dice at step {state.best_step}",
+            "best_step": state.best_step,
+        })
+    else:
+        best = last
+    return TrainResult(
+        best=best,
+        last=last,
+        steps=state.steps,
+        elapsed_s=state.elapsed_s,
+        best_step=state.best_step if state.best_state is not None else state.steps,
+        best_dice=state.best_dice,
+        stop_reason=state.stop_reason,
+        history=subsample_history(state.history),
+        validations=state.validations,
+    )
+
+
+def _from_state(
+    template: ModelFile, state_dict: dict[str, torch.Tensor], provenance: dict[str, Any]
+) -> ModelFile:
+    """A copy of ``template`` with these weights and provenance (template untouched)."""
+    model = copy.copy(template)
+    model.state_dict = {k: v.detach().to("cpu").clone() for k, v in state_dict.items()}
+    model.provenance = {**copy.deepcopy(template.provenance), **copy.deepcopy(provenance)}
+    model.source_path = None
+    return model
