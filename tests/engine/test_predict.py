@@ -19,7 +19,7 @@ from napari_cryoseg.model.config import preset
 def _whole(image, model):
     """Reference: the whole image as one tile (no tiling at all)."""
     return drain(segment(image, model, TilingConfig(tile=4096, overlap=0.0),
-                         return_probabilities=True))
+                         return_probabilities=True, mixed_precision=False))
 
 
 @pytest.mark.parametrize("shape", [(296, 408), (301, 411), (257, 263)])
@@ -29,7 +29,7 @@ def test_tiled_equals_whole_image_away_from_border(tiny_model, shape, tile, over
     image = image[: shape[0], : shape[1]]
     whole = _whole(image, tiny_model)
     tiled = drain(segment(image, tiny_model, TilingConfig(tile, overlap, batch_size=3),
-                          return_probabilities=True))
+                          return_probabilities=True, mixed_precision=False))
     assert tiled.info["tiles"] > 1
     margin = 64
     diff = np.abs(whole.probabilities - tiled.probabilities)[0, margin:-margin, margin:-margin]
@@ -42,7 +42,7 @@ def test_no_overlap_has_seams_so_the_seam_test_can_fail(tiny_model):
     image, _ = make_sample(3)
     whole = _whole(image[:256, :384], tiny_model)
     tiled = drain(segment(image[:256, :384], tiny_model, TilingConfig(64, 0.0),
-                          return_probabilities=True))
+                          return_probabilities=True, mixed_precision=False))
     diff = np.abs(whole.probabilities - tiled.probabilities)[0, 64:-64, 64:-64]
     assert diff.max() > 0.01
 
@@ -66,9 +66,10 @@ def test_dtypes_give_labels_of_input_shape(tiny_model, dtype):
 def test_intensity_scale_invariance(tiny_model):
     """Percentile normalization: uint8 and the same image as uint16*257 agree."""
     image = (make_sample(2)[0][:128, :128] // 256).astype(np.uint8)
-    a = drain(segment(image, tiny_model, TilingConfig(64, 0.25), return_probabilities=True))
+    a = drain(segment(image, tiny_model, TilingConfig(64, 0.25), return_probabilities=True,
+                      mixed_precision=False))
     b = drain(segment(image.astype(np.uint16) * 257, tiny_model, TilingConfig(64, 0.25),
-                      return_probabilities=True))
+                      return_probabilities=True, mixed_precision=False))
     assert np.allclose(a.probabilities, b.probabilities, atol=1e-4)
 
 
@@ -85,8 +86,8 @@ def test_stack_equals_per_slice(tiny_model, rng):
 def test_dask_input_matches_numpy_and_is_not_loaded_whole(tiny_model):
     image, _ = make_sample(4)
     lazy = da.from_array(image, chunks=(64, 512))
-    ref = drain(segment(image, tiny_model, TilingConfig(128, 0.25)))
-    got = drain(segment(lazy, tiny_model, TilingConfig(128, 0.25)))
+    ref = drain(segment(image, tiny_model, TilingConfig(128, 0.25), mixed_precision=False))
+    got = drain(segment(lazy, tiny_model, TilingConfig(128, 0.25), mixed_precision=False))
     assert np.array_equal(ref.labels, got.labels)
 
 
@@ -147,7 +148,7 @@ def test_channel_mismatch_is_explained(rng):
 
 def test_oom_halves_the_batch_and_completes(tiny_model, rng):
     """A simulated CUDA out-of-memory error on big batches: the run still completes."""
-    segmenter = Segmenter(tiny_model, "cpu")
+    segmenter = Segmenter(tiny_model, "cpu", mixed_precision=False)
     real_run = segmenter._run
 
     def run_with_memory_limit(batch):
@@ -158,6 +159,15 @@ def test_oom_halves_the_batch_and_completes(tiny_model, rng):
     segmenter._run = run_with_memory_limit
     image = rng.normal(size=(200, 200)).astype(np.float32)
     result = drain(segment(image, segmenter, TilingConfig(64, 0.25, batch_size=8)))
-    reference = drain(segment(image, tiny_model, TilingConfig(64, 0.25, batch_size=8)))
+    reference = drain(segment(image, tiny_model, TilingConfig(64, 0.25, batch_size=8),
+                              mixed_precision=False))
     assert segmenter.max_batch == 2
     assert np.array_equal(result.labels, reference.labels)
+
+
+def test_mixed_precision_agrees_with_fp32(tiny_model):
+    """bf16 (where the device runs it natively) changes labels only marginally."""
+    image, _ = make_sample(6)
+    fp32 = drain(segment(image, tiny_model, TilingConfig(256, 0.25), mixed_precision=False))
+    mixed = drain(segment(image, tiny_model, TilingConfig(256, 0.25), mixed_precision=True))
+    assert (fp32.labels == mixed.labels).mean() > 0.98

@@ -69,7 +69,8 @@ class Segmenter:
     device : str or torch.device
         ``"auto"`` picks cuda, then mps, then cpu.
     mixed_precision : bool
-        bf16/fp16 autocast and channels_last on CUDA (ignored on CPU).
+        bf16/fp16 autocast with channels_last on CUDA, and bf16 on CPUs with native
+        bf16 (AMX / AVX512-BF16); False forces fp32 everywhere.
     compile : bool
         ``torch.compile`` the network (pays off for large jobs on CUDA).
     """
@@ -86,7 +87,8 @@ class Segmenter:
         self.device = resolve_device(device)
         self.net = model.build(self.device)
         self.amp_dtype = autocast_dtype(self.device) if mixed_precision else None
-        if self.device.type == "cuda" and mixed_precision:
+        if self.amp_dtype is not None:
+            # channels_last lets cuDNN / oneDNN use their fast mixed-precision kernels.
             self.net = self.net.to(memory_format=torch.channels_last)
         self._forward = torch.compile(self.net) if compile else self.net
         self.max_batch: int | None = None  # lowered after a CUDA out-of-memory error
@@ -97,7 +99,7 @@ class Segmenter:
         return self.model.config
 
     def _run(self, batch: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cuda" and self.amp_dtype is not None:
+        if self.amp_dtype is not None:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.autocast(
             device_type=self.device.type,
@@ -373,6 +375,7 @@ def segment(
     threshold: float = 0.5,
     return_probabilities: bool = False,
     labels_out: Any = None,
+    mixed_precision: bool = True,
 ) -> Generator[Progress, None, Prediction]:
     """Segment a 2D image, a (Z, Y, X) stack or a (T, Y, X) series, tile by tile.
 
@@ -394,6 +397,8 @@ def segment(
     labels_out : array-like, optional
         Where to write labels (e.g. a zarr array or memmap of the input's shape);
         default is a new numpy array.
+    mixed_precision : bool
+        Used when ``model`` is a ModelFile: bf16/fp16 where the device runs it fast.
 
     Yields
     ------
@@ -405,7 +410,11 @@ def segment(
     Prediction
     """
     started = time.perf_counter()
-    segmenter = model if isinstance(model, Segmenter) else Segmenter(model, device)
+    segmenter = (
+        model
+        if isinstance(model, Segmenter)
+        else Segmenter(model, device, mixed_precision=mixed_precision)
+    )
     model_file = segmenter.model
     tiling = tiling or model_file.tiling
     context = model_file.temporal_context
