@@ -104,7 +104,7 @@ def main() -> None:
         model = ModelFile.new(preset(name), seed=0)
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-        t_naive, naive = timed(lambda: naive_loop(image, model, device), device, repeats=1)
+        t_naive, naive = timed(lambda m=model: naive_loop(image, m, device), device, repeats=1)
         row = {"preset": name, "variant": "naive fp32 1x512 no overlap",
                "seconds": t_naive, "mp_per_s": megapixels / t_naive, "ratio": 1.0}
         results["throughput"].append(row)
@@ -155,11 +155,10 @@ def main() -> None:
             del big
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
-    print("\n%-8s %-34s %8s %8s" % ("preset", "variant", "MP/s", "ratio"))
+    print(f"\n{'preset':8} {'variant':34} {'MP/s':>8} {'ratio':>8}")
     for row in results["throughput"]:
         if "mp_per_s" in row:
-            print("%-8s %-34s %8.1f %8.2f" % (row["preset"], row["variant"], row["mp_per_s"],
-                                               row["ratio"]))
+            print(f"{row['preset']:8} {row['variant']:34} {row['mp_per_s']:8.1f} {row['ratio']:8.2f}")
 
 
 if __name__ == "__main__":
