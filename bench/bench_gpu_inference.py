@@ -158,7 +158,8 @@ def main() -> None:
     print(f"\n{'preset':8} {'variant':34} {'MP/s':>8} {'ratio':>8}")
     for row in results["throughput"]:
         if "mp_per_s" in row:
-            print(f"{row['preset']:8} {row['variant']:34} {row['mp_per_s']:8.1f} {row['ratio']:8.2f}")
+            rate, ratio = row["mp_per_s"], row["ratio"]
+            print(f"{row['preset']:8} {row['variant']:34} {rate:8.1f} {ratio:8.2f}")
 
 
 if __name__ == "__main__":

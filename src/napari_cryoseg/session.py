@@ -75,6 +75,8 @@ class Session:
         self.records: dict[int, SegmentationRecord] = {}
         self.busy: str | None = None
         self._model_listeners: list[Callable[[ModelFile | None], None]] = []
+        #: Per-feature state kept by other modules (e.g. "corrections"), keyed by name.
+        self.extensions: dict[str, Any] = {}
 
     @classmethod
     def for_viewer(cls, viewer: Any) -> Session:

@@ -42,9 +42,7 @@ def _write_imagej(
         kwargs["resolution"] = (1 / pixel_size, 1 / pixel_size)
     if spacing is not None:
         metadata["spacing"] = spacing
-    tifffile.imwrite(
-        path, data, imagej=True, metadata=metadata, compression=compression, **kwargs
-    )
+    tifffile.imwrite(path, data, imagej=True, metadata=metadata, compression=compression, **kwargs)
     return path
 
 
@@ -188,9 +186,7 @@ def test_bool_tiff_is_accepted(tmp_path):
 @pytest.mark.parametrize("compression", [None, "zlib"])
 def test_lazy_tiff_matches_eager(tmp_path, compression):
     data = _image((4, 64, 80), "uint16")
-    path = _write_imagej(
-        tmp_path / "lazy.tif", data, pixel_size=2.0, compression=compression
-    )
+    path = _write_imagej(tmp_path / "lazy.tif", data, pixel_size=2.0, compression=compression)
 
     lazy = read_image(path, lazy=True)
     eager = read_image(path)
@@ -387,8 +383,11 @@ def test_text_file_renamed_mrc(tmp_path):
 def test_truncated_mrc(tmp_path):
     path = _write_mrc(tmp_path / "cut.mrc", _image((4, 32, 32), "float32"))
     _truncate(path, 0.6)
-    with pytest.raises(InputError, match="cut.mrc"):
+    with pytest.raises(InputError, match="truncated") as info:
         read_image(path)
+    assert "cut.mrc" in str(info.value)
+    with pytest.raises(InputError, match="truncated"):
+        read_image(path, lazy=True)
 
 
 def test_unknown_suffix(tmp_path):

@@ -47,15 +47,15 @@ def _check_target(path: Path, overwrite: bool) -> None:
         )
 
 
-def _create_temp(path: Path) -> tuple[int, Path]:
-    """Create ``.<name>.<random>.tmp`` next to ``path``; return its descriptor and path."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+def _create_temp(path: Path) -> tuple[BinaryIO, Path]:
+    """Create ``.<name>.<random>.tmp`` next to ``path``; return it opened ``"w+b"``."""
     stem = path.name[:_MAX_TMP_STEM]
     for _ in range(100):
         tmp = path.with_name(f".{stem}.{secrets.token_hex(4)}.tmp")
         try:
-            # mode 0o666 is reduced by the umask, like an ordinary new file.
-            return os.open(tmp, flags, 0o666), tmp
+            # "x": create exclusively; permissions 0o666 minus the umask, like any new file.
+            # Opened by name so that `fileobj.name` is the path (tifffile needs it).
+            return open(tmp, "x+b"), tmp  # closed by atomic_write
         except FileExistsError:
             continue
         except PermissionError as err:
@@ -110,7 +110,7 @@ def atomic_write(
 ) -> Path:
     """Write a file atomically.
 
-    ``write_fn`` receives a binary file object (opened ``"w+b"``, seekable) of a hidden
+    ``write_fn`` receives a binary file object (read/write, seekable) of a hidden
     temp file ``.<name>.<random>.tmp`` in the destination folder and writes the whole
     content into it (for example ``lambda f: tifffile.imwrite(f, data)`` or
     ``lambda f: torch.save(obj, f)``). The temp file is then flushed, fsync'ed and
@@ -146,9 +146,9 @@ def atomic_write(
     """
     path = Path(path)
     _check_target(path, overwrite)
-    fd, tmp = _create_temp(path)
+    fileobj, tmp = _create_temp(path)
     try:
-        with os.fdopen(fd, "w+b") as fileobj:
+        with fileobj:
             write_fn(fileobj)
             fileobj.flush()
             os.fsync(fileobj.fileno())

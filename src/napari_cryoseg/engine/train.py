@@ -637,10 +637,10 @@ def train(
         "validations": [{"step": v["step"], "dice": v["dice"]} for v in state.validations],
     }
     last_metrics = state.validations[-1]["metrics"] if state.validations else {}
-    last = _from_state(template, last_state, {
+    last = model_from_state(template, last_state, {
         **provenance, "metrics": {"validation": last_metrics}, "selected": "last"})
     if state.best_state is not None:
-        best = _from_state(template, state.best_state, {
+        best = model_from_state(template, state.best_state, {
             **provenance,
             "metrics": {"validation": best_validation["metrics"] if best_validation else {}},
             "selected": f"best validation Dice at step {state.best_step}",
@@ -661,7 +661,7 @@ def train(
     )
 
 
-def _from_state(
+def model_from_state(
     template: ModelFile, state_dict: dict[str, torch.Tensor], provenance: dict[str, Any]
 ) -> ModelFile:
     """A copy of ``template`` with these weights and provenance (template untouched)."""

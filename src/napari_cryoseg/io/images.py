@@ -14,6 +14,7 @@ import os
 import re
 import threading
 import warnings
+import weakref
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -519,22 +520,33 @@ def read_tiff(
     if lazy:
         data = _lazy_tiff(path)
     assert data is not None
-    data = _native(data[index] if index else data)
+    if any(isinstance(i, int) for i in index):  # drop singleton non-YX axes
+        data = data[index]
+    data = _native(data)
     if axes != "ZYX":
         z = None
     return data, px, z, axes
 
 
 def _lazy_tiff(path: Path) -> dask.array.Array:
-    """dask array over tifffile's zarr store of series 0 (level 0); reads nothing yet."""
+    """dask array over tifffile's zarr store of series 0 (level 0); reads nothing yet.
+
+    The file stays open while the store is alive and is closed when the store (i.e. the
+    dask array and everything derived from it) is garbage collected.
+    """
     import dask.array as da
     import zarr
 
+    tif = None
     try:
-        store = tifffile.imread(path, aszarr=True, series=0, level=0)
+        tif = tifffile.TiffFile(path)
+        store = tif.series[0].aszarr(level=0)
+        weakref.finalize(store, tif.close)  # holds `tif`, not `store`
         array = zarr.open_array(store, mode="r")
         return da.from_zarr(array)
     except Exception as err:
+        if tif is not None:
+            tif.close()
         raise InputError(
             f"TIFF file {_q(path)} could not be opened lazily ({_one_line(err)}); "
             "try reading it without lazy loading"
@@ -577,8 +589,9 @@ def read_mrc(
             if mrc is not None:
                 mrc.close()
             raise InputError(
-                f"MRC file {_q(path)} has an invalid header ({_one_line(strict_err)}); "
-                "the file is damaged or not an MRC file, so export it again"
+                f"MRC file {_q(path)} has an invalid header or is truncated "
+                f"({_one_line(strict_err)}); the file is damaged or not an MRC file, "
+                "so export it again"
             ) from strict_err
         _log.warning("MRC file %s read in permissive mode: %s", path, _one_line(strict_err))
     name = f"image {_q(path)}"
