@@ -50,3 +50,11 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real EM data not found at {SHARED_DATA} (../shared/data beside the repo)")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Never let a test write autosaves or recent-model lists into the user's home."""
+    base = tmp_path_factory.mktemp("user")
+    monkeypatch.setenv("CRYOSEG_PROJECT_DIR", str(base / "projects"))
+    monkeypatch.setenv("CRYOSEG_CONFIG_DIR", str(base / "config"))

@@ -1,0 +1,87 @@
+"""``cryoseg finetune``: fine-tune a model on corrected masks and write a new model file."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from napari_cryoseg.cli._common import (
+    ProgressBar,
+    add_device_argument,
+    check_positive,
+    echo,
+    format_duration,
+    load_model_arg,
+)
+from napari_cryoseg.cli.train import (
+    add_classes_arguments,
+    check_output,
+    print_metrics,
+    read_pairs,
+    split_tokens,
+)
+from napari_cryoseg.engine.data import ClassMapping
+from napari_cryoseg.engine.events import drain
+from napari_cryoseg.engine.finetune import FinetuneConfig, finetune
+from napari_cryoseg.model.checkpoint import save_model
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``cryoseg finetune``."""
+    parser = subparsers.add_parser(
+        "finetune",
+        help="fine-tune a model on corrected masks",
+        description="Fine-tune a copy of a model on images with corrected masks (paired by "
+        "file name). Part of the corrections is held out; the new model is only kept if it "
+        "beats the input model there (else the input weights are written unchanged).",
+    )
+    parser.add_argument("--model", required=True, metavar="MODEL", help="model file to start from")
+    parser.add_argument("--images", required=True, metavar="DIR", help="folder of images")
+    parser.add_argument("--masks", required=True, metavar="DIR",
+                        help="folder of corrected masks with the same file names")
+    parser.add_argument("--valid", default=None, metavar="DIR",
+                        help="folder of masks of the reviewed pixels (non-zero = reviewed); "
+                        "only those pixels are learned from (default: all pixels)")
+    parser.add_argument("--out", required=True, metavar="MODEL2", help="model file to write")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, default=None, metavar="N",
+                        help="optimiser steps (default 200 when no time budget is given)")
+    length.add_argument("--time-budget", type=float, default=None, metavar="S",
+                        help="fine-tune for this many seconds")
+    add_classes_arguments(parser, names=False)
+    add_device_argument(parser)
+    parser.add_argument("--freeze-encoder", action="store_true",
+                        help="train only the decoder (less forgetting with few corrections)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``cryoseg finetune``."""
+    out = check_output(args.out, args.overwrite)
+    check_positive(args.time_budget, "--time-budget")
+    model = load_model_arg(args.model)
+    names, images, masks, valid, _ = read_pairs(args.images, args.masks, args.valid)
+    classes = split_tokens(args.classes)
+    mapping = ClassMapping.parse(",".join(classes), None) if classes else None
+    if mapping is not None and mapping.n_classes == model.config.n_classes:
+        mapping = ClassMapping(mapping.values, tuple(model.class_names))
+    config = FinetuneConfig(steps=args.steps, time_budget_s=args.time_budget,
+                            freeze_encoder=args.freeze_encoder, device=args.device)
+    bar = ProgressBar("finetune", unit="steps")
+    try:
+        result = drain(
+            finetune(model, images, masks, valid, config, class_mapping=mapping, names=names),
+            on_event=bar,
+        )
+    finally:
+        bar.close()
+    save_model(result.model, out, overwrite=args.overwrite)
+    echo(f"wrote {out} ({result.steps} steps in {format_duration(result.elapsed_s)}, "
+         f"{result.n_corrected_pixels:,} corrected pixels)")
+    echo(result.message)
+    if result.before:
+        print_metrics(result.before, "held-out corrections, before:")
+        print_metrics(result.after, "held-out corrections, after:")
+    return 0

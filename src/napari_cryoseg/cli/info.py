@@ -1,0 +1,84 @@
+"""``cryoseg info``: describe a model file and the compute devices found."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from napari_cryoseg.cli._common import echo, load_model_arg
+from napari_cryoseg.engine.device import describe_devices
+from napari_cryoseg.model.checkpoint import ModelFile
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``cryoseg info``."""
+    parser = subparsers.add_parser(
+        "info",
+        help="show what a model file contains and which devices are available",
+        description="Show a model file's classes, architecture, parameter count, "
+        "normalization, tiling hint, pixel size and provenance, and the devices found.",
+    )
+    parser.add_argument("model", nargs="?", default=None, metavar="MODEL",
+                        help="model file (.pt); default: the bundled model")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def describe(model: ModelFile) -> list[str]:
+    """Human-readable lines describing ``model`` (what ``cryoseg info`` prints)."""
+    summary = model.summary()
+    cfg = model.config
+    arch = (
+        f"U-Net, depth {cfg.depth} (tiles multiple of {cfg.stride}), base {cfg.base_channels} "
+        f"channels, {cfg.in_channels} input channel(s), upsampling {cfg.upsampling}, "
+        f"batch norm {'on' if cfg.batch_norm else 'off'}, dropout {cfg.dropout}, "
+        f"skip connections {'on' if cfg.skip_connections else 'off'}, "
+        f"{'sigmoid (binary)' if cfg.out_channels == 1 else 'softmax'} output"
+    )
+    norm = model.normalization
+    pixel = summary["pixel size (nm)"]
+    lines = [
+        f"model: {summary['name']}"
+        + (f" ({model.source_path})" if model.source_path is not None else ""),
+        "classes: " + ", ".join(f"{i} {name}" for i, name in summary["classes"].items()),
+        f"architecture: {arch}",
+        f"parameters: {summary['parameters']:,} ({summary['parameters']})",
+        f"normalization: percentiles {norm.low:g}-{norm.high:g} -> [0, 1], clipped to "
+        f"[-{norm.clip:g}, {1 + norm.clip:g}]",
+        f"tile hint: {model.tiling.tile} px, overlap {model.tiling.overlap:g}, "
+        f"batch {model.tiling.batch_size}",
+        f"pixel size: {'unknown' if pixel is None else f'{pixel:g} nm'}",
+        f"temporal context: {summary['temporal context']}",
+        "provenance:",
+    ]
+    provenance = summary["provenance"] or {}
+    lines += [f"  {key}: {_value(value)}" for key, value in provenance.items()]
+    if not provenance:
+        lines.append("  (none)")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the description (or JSON) of the model and the devices."""
+    model = load_model_arg(args.model)
+    devices = describe_devices()
+    if args.json:
+        data = {
+            **model.summary(),
+            "path": None if model.source_path is None else str(model.source_path),
+            "devices": devices,
+        }
+        echo(json.dumps(data, indent=2, default=str))
+        return 0
+    for line in describe(model):
+        echo(line)
+    echo(f"devices: {devices}")
+    return 0

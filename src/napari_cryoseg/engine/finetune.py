@@ -1,0 +1,404 @@
+"""Fine-tuning an existing model on user corrections, as a cancellable generator.
+
+A *copy* of the model is trained (the input :class:`ModelFile` and its tensors are never
+touched, so cancelling at any time leaves it as it was). Part of the corrected data is
+held out: the last block of images when there are at least 4, else the bottom rows of
+each image (holding ``holdout_fraction`` of its reviewed pixels). The held-out part is
+scored before and during training and the best weights are kept; if no step beats the
+parent on the held-out part, the parent's weights are returned and a message says so.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_cryoseg.core.errors import InputError
+from napari_cryoseg.engine.data import AugmentConfig, ClassMapping, PatchSampler, check_pair
+from napari_cryoseg.engine.device import resolve_device
+from napari_cryoseg.engine.events import Message, TrainStep, Validation
+from napari_cryoseg.engine.train import (
+    SCHEDULES,
+    FitState,
+    fit,
+    model_from_state,
+    predict_scores,
+    subsample_history,
+)
+from napari_cryoseg.model.checkpoint import ModelFile, now_iso
+
+DEFAULT_STEPS = 200  # when neither steps nor a time budget is given
+_CONTEXT_ROWS = 32  # rows above a held-out strip given to the network as context
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Settings of a fine-tuning run (stored as the new model's recipe).
+
+    Attributes
+    ----------
+    steps, time_budget_s : optional
+        Optimiser steps and/or wall seconds (whichever ends first); default
+        :data:`DEFAULT_STEPS` steps.
+    lr, weight_decay : float
+        AdamW peak learning rate (lower than for training from scratch) and weight decay.
+    schedule, warmup_fraction : str, float
+        Learning-rate schedule (see :class:`~napari_cryoseg.engine.train.TrainConfig`).
+    freeze_encoder : bool
+        Train only the decoder and head (fewer corrections needed, less forgetting).
+    batch_size, patch : int
+        Patches per step and patch edge (rounded up to the network stride).
+    holdout_fraction : float
+        Fraction of the corrections held out for before/after metrics (0 = none; then
+        the trained weights are returned without a check).
+    val_every : int, optional
+        Steps between held-out evaluations (default: about 5 per run).
+    augment : AugmentConfig
+        Patch augmentations.
+    oversample_rare : float
+        Probability of centring a patch on the rarest class present.
+    seed : int
+        Seeds patch sampling, augmentation and dropout.
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``.
+    mixed_precision : bool
+        bf16 (or fp16) autocast on CUDA.
+    """
+
+    steps: int | None = None
+    time_budget_s: float | None = None
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup_fraction: float = 0.05
+    freeze_encoder: bool = False
+    batch_size: int = 4
+    patch: int = 256
+    holdout_fraction: float = 0.25
+    val_every: int | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    oversample_rare: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    mixed_precision: bool = True
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.steps is not None and self.steps < 1:
+            problems.append(f"steps {self.steps} must be >= 1")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            problems.append(f"time budget {self.time_budget_s} s must be > 0")
+        if not self.lr > 0:
+            problems.append(f"learning rate {self.lr} must be > 0")
+        if self.batch_size < 1:
+            problems.append(f"batch size {self.batch_size} must be >= 1")
+        if self.patch < 16:
+            problems.append(f"patch {self.patch} must be >= 16 pixels")
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            problems.append(f"holdout fraction {self.holdout_fraction} must be in [0, 1)")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule {self.schedule!r} must be one of {', '.join(SCHEDULES)}")
+        if problems:
+            raise InputError("invalid fine-tuning settings: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (the recipe stored in the model file)."""
+        return asdict(self)
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` returns.
+
+    Attributes
+    ----------
+    model : ModelFile
+        The new model (a copy; the parent's weights when fine-tuning did not help).
+    before, after : dict
+        Held-out metrics (``"dice"``, ``"dice/<class>"``, ``"iou/<class>"``, ``"loss"``)
+        of the parent and of ``model``; empty without a holdout.
+    improved : bool
+        True when ``model`` has the fine-tuned weights (better on the holdout, or no
+        holdout); False when the parent weights were kept.
+    steps : int
+        Optimiser steps done.
+    elapsed_s : float
+        Wall time.
+    n_corrected_pixels : int
+        Reviewed pixels (sum of the valid masks, or all mask pixels).
+    best_step : int
+        Step of the returned weights (0 = parent).
+    message : str
+        One line summarising the outcome.
+    history : list of [step, loss]
+        Sub-sampled training loss.
+    validations : list of dict
+        Held-out evaluations during the run.
+    """
+
+    model: ModelFile
+    before: dict[str, float]
+    after: dict[str, float]
+    improved: bool
+    steps: int
+    elapsed_s: float
+    n_corrected_pixels: int
+    best_step: int
+    message: str
+    history: list[list[float]]
+    validations: list[dict[str, Any]]
+
+
+def _row_cut(valid: np.ndarray | None, height: int, fraction: float) -> int:
+    """First held-out row: the bottom rows holding ``fraction`` of the reviewed pixels."""
+    if valid is None:
+        cut = int(round(height * (1 - fraction)))
+    else:
+        per_row = valid.sum(axis=1).astype(np.float64)
+        total = per_row.sum()
+        if total == 0:
+            return height
+        # First row whose running total exceeds the training share: rows above it train.
+        cut = int(np.searchsorted(np.cumsum(per_row), total * (1 - fraction), side="right"))
+    return min(max(cut, 1), height - 1)
+
+
+def split_holdout(
+    images: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    valid_masks: Sequence[np.ndarray] | None,
+    fraction: float,
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray] | None, list[tuple], str]:
+    """Split corrections into training data and held-out items.
+
+    With >= 4 images the last ``ceil(n * fraction)`` images are held out whole
+    (contiguous, as neighbouring sections are correlated); else the bottom rows of each
+    image holding ``fraction`` of its reviewed pixels.
+
+    Returns
+    -------
+    train_images, train_targets, train_valid (or None), holdout items
+    ``(image, target, valid or None)`` and a description.
+    """
+    n = len(images)
+    valid_list = list(valid_masks) if valid_masks is not None else None
+    if fraction <= 0:
+        return list(images), list(targets), valid_list, [], "none"
+    if n >= 4:
+        n_hold = min(max(1, math.ceil(n * fraction)), n - 1)
+        keep = range(n - n_hold)
+        hold = range(n - n_hold, n)
+        holdout = [(images[i], targets[i], None if valid_list is None else valid_list[i])
+                   for i in hold]
+        return ([images[i] for i in keep], [targets[i] for i in keep],
+                None if valid_list is None else [valid_list[i] for i in keep], holdout,
+                f"last {n_hold} of {n} images")
+    train_images, train_targets, train_valid, holdout, cuts = [], [], [], [], []
+    for i, (image, target) in enumerate(zip(images, targets)):
+        valid = None if valid_list is None else valid_list[i]
+        height = image.shape[0]
+        cut = _row_cut(valid, height, fraction)
+        cuts.append(cut)
+        train_images.append(image[:cut])
+        train_targets.append(target[:cut])
+        if valid is not None:
+            train_valid.append(valid[:cut])
+        # The held-out strip is predicted with some rows of context above it; only rows
+        # from ``cut`` on are scored (the context rows' valid mask is False).
+        top = max(cut - _CONTEXT_ROWS, 0)
+        scored = np.zeros((height - top, image.shape[1]), dtype=bool)
+        scored[cut - top :] = True if valid is None else valid[cut:]
+        holdout.append((image[top:], target[top:], scored))
+    return (train_images, train_targets, train_valid if valid_list is not None else None,
+            holdout, f"bottom rows from {cuts} of {n} image(s)")
+
+
+def finetune(
+    model: ModelFile,
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    valid_masks: Sequence[np.ndarray] | None = None,
+    config: FinetuneConfig | None = None,
+    *,
+    class_mapping: ClassMapping | None = None,
+    names: Sequence[str] | None = None,
+) -> Generator[TrainStep | Validation | Message, None, FinetuneResult]:
+    """Fine-tune a copy of ``model`` on corrected masks.
+
+    Parameters
+    ----------
+    model : ModelFile
+        The parent; never modified.
+    images : sequence of numpy.ndarray
+        2D images.
+    masks : sequence of numpy.ndarray
+        Corrected masks: the model's class indices (0..n_classes-1), or mask values
+        mapped by ``class_mapping``.
+    valid_masks : sequence of numpy.ndarray, optional
+        bool masks of reviewed pixels; only they count (default: all pixels).
+    config : FinetuneConfig, optional
+        Settings.
+    class_mapping : ClassMapping, optional
+        Mask values -> the model's classes.
+    names : sequence of str, optional
+        Image names for the provenance.
+
+    Yields
+    ------
+    TrainStep, Validation, Message
+
+    Returns
+    -------
+    FinetuneResult
+    """
+    config = config or FinetuneConfig()
+    started = time.perf_counter()
+    if len(images) != len(masks) or not images:
+        raise InputError(f"{len(images)} images but {len(masks)} masks; give matching pairs")
+    if valid_masks is not None and len(valid_masks) != len(images):
+        raise InputError(f"{len(images)} images but {len(valid_masks)} valid masks")
+    if model.temporal_context:
+        raise InputError("fine-tuning models with temporal context is not supported")
+    names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
+    n_classes = model.config.n_classes
+    if class_mapping is not None and class_mapping.n_classes != n_classes:
+        raise InputError(
+            f"--classes gives {class_mapping.n_classes - 1} foreground classes but the model "
+            f"has {n_classes - 1} ({', '.join(model.class_names[1:])})"
+        )
+    targets = []
+    for i, (image, mask, name) in enumerate(zip(images, masks, names)):
+        check_pair(image, mask, name)
+        if valid_masks is not None:
+            check_pair(image, valid_masks[i], f"{name} (valid mask)")
+        target = class_mapping.apply(mask) if class_mapping is not None else np.asarray(mask)
+        if target.max(initial=0) >= n_classes or target.min(initial=0) < 0:
+            raise InputError(
+                f"mask of {name} has values up to {int(target.max())} but the model has "
+                f"{n_classes} classes; map mask values to classes with --classes"
+            )
+        targets.append(target.astype(np.uint8))
+    valid = None if valid_masks is None else [np.asarray(v).astype(bool) for v in valid_masks]
+    n_corrected = int(sum(v.sum() for v in valid)) if valid is not None else int(
+        sum(t.size for t in targets))
+    if n_corrected == 0:
+        raise InputError("no reviewed pixels: the valid masks are empty; correct some pixels")
+    device = resolve_device(config.device)
+    stride = model.config.stride
+    patch = -(-config.patch // stride) * stride
+    train_images, train_targets, train_valid, holdout, holdout_info = split_holdout(
+        images, targets, valid, config.holdout_fraction
+    )
+    torch.manual_seed(config.seed)
+    sampler = PatchSampler(
+        train_images, train_targets, n_classes, patch, model.normalization, config.augment,
+        valid_masks=train_valid, oversample_rare=config.oversample_rare, seed=config.seed,
+    )
+    parent_state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict.items()}
+    before: dict[str, float] = {}
+    validate = None
+    initial_best = None
+    if holdout:
+        yield Message(f"scoring the parent model on the held-out corrections ({holdout_info})")
+        before = predict_scores(model, holdout, device).metrics(model.class_names)
+        initial_best = (before["dice"], parent_state)
+
+        def validate(net: torch.nn.Module) -> tuple[float, float, dict[str, float]]:
+            metrics = predict_scores(model.with_weights(net), holdout, device).metrics(
+                model.class_names)
+            return metrics["dice"], metrics.get("loss", float("nan")), metrics
+
+    # model.build() copies the weights into a new network: the parent's tensors are
+    # never handed to the optimiser.
+    net = model.build(device).train()
+    frozen: list[torch.nn.Module] = []
+    if config.freeze_encoder:
+        for param in net.encoders.parameters():
+            param.requires_grad_(False)
+        frozen = [net.encoders]  # also keep their BatchNorm statistics fixed
+    total_steps = config.steps
+    if total_steps is None and config.time_budget_s is None:
+        total_steps = DEFAULT_STEPS
+    every = config.val_every or (max(5, total_steps // 5) if total_steps else None)
+    state = FitState()
+    yield Message(
+        f"fine-tuning {model.name} on {n_corrected:,} corrected pixels in {len(images)} "
+        f"image(s) on {device}" + (f"; holdout: {holdout_info}" if holdout else "")
+    )
+    try:
+        yield from fit(
+            net, sampler, device=device, batch_size=config.batch_size, lr=config.lr,
+            weight_decay=config.weight_decay, schedule=config.schedule,
+            warmup_fraction=config.warmup_fraction, total_steps=total_steps,
+            time_budget_s=config.time_budget_s, val_every=every, validate=validate,
+            initial_best=initial_best, mixed_precision=config.mixed_precision,
+            frozen=frozen, state=state,
+        )
+        final_state = {k: v.detach().to("cpu").clone() for k, v in net.state_dict().items()}
+    finally:
+        del net
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    if holdout:
+        improved = state.best_step > 0
+        chosen = state.best_state if improved else parent_state
+        best_validation = next(
+            (v for v in state.validations if v["step"] == state.best_step), None)
+        after = best_validation["metrics"] if improved and best_validation else dict(before)
+        if improved:
+            message = (f"held-out Dice {before['dice']:.4f} -> {after['dice']:.4f} "
+                       f"(kept step {state.best_step} of {state.steps})")
+        else:
+            message = (f"fine-tuning did not beat the parent on the held-out corrections "
+                       f"(Dice {before['dice']:.4f}); the parent's weights are kept")
+    else:
+        improved, chosen, after = True, final_state, {}
+        message = f"fine-tuned for {state.steps} steps (no holdout: not checked)"
+    yield Message(message)
+    elapsed = time.perf_counter() - started
+    provenance = {
+        "created": now_iso(),
+        "kind": "finetune",
+        "parent": {
+            "name": model.name,
+            "path": None if model.source_path is None else str(model.source_path),
+            "created": model.provenance.get("created"),
+        },
+        "steps": state.steps,
+        "time_s": round(elapsed, 2),
+        "device": str(device),
+        "n_corrected_pixels": n_corrected,
+        "finetune": {
+            "before": before,
+            "after": after,
+            "improved": improved,
+            "best_step": state.best_step if improved else 0,
+            "holdout": holdout_info,
+            "message": message,
+            "images": names,
+            "recipe": {**config.to_dict(), "patch": patch, "total_steps": total_steps},
+        },
+        "history": subsample_history(state.history),
+        "metrics": {"holdout_before": before, "holdout_after": after},
+    }
+    new_model = model_from_state(model, chosen, provenance)
+    new_model.provenance.pop("name", None)  # the parent's display name is not ours
+    return FinetuneResult(
+        model=new_model,
+        before=before,
+        after=after,
+        improved=improved,
+        steps=state.steps,
+        elapsed_s=elapsed,
+        n_corrected_pixels=n_corrected,
+        best_step=state.best_step if improved else 0,
+        message=message,
+        history=subsample_history(state.history),
+        validations=state.validations,
+    )

@@ -1,0 +1,151 @@
+"""Fine-tuning: the parent stays untouched, holdout metrics, best weights, budget, cancel."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cryoseg.core.errors import InputError
+from napari_cryoseg.engine.events import Message, TrainStep, drain
+from napari_cryoseg.engine.finetune import FinetuneConfig, finetune, split_holdout
+from napari_cryoseg.model.checkpoint import ModelFile, save_model
+from napari_cryoseg.model.config import preset
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny networks run faster on one thread, much faster on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+
+def _disks(n, size=64, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    images, masks = [], []
+    for _ in range(n):
+        mask = np.zeros((size, size), np.uint8)
+        for _ in range(3):
+            cy, cx = rng.integers(8, size - 8, 2)
+            mask[(yy - cy) ** 2 + (xx - cx) ** 2 < int(rng.integers(5, 10)) ** 2] = 1
+        image = (60 + 120 * mask + rng.normal(0, 20, mask.shape)).clip(0, 255).astype(np.uint8)
+        images.append(image)
+        masks.append(mask)
+    return images, masks
+
+
+FAST = dict(batch_size=4, patch=64, seed=0, device="cpu")
+
+
+@pytest.fixture
+def parent(tmp_path) -> ModelFile:
+    model = ModelFile.new(preset("tiny"), class_names=["background", "disk"], seed=0)
+    save_model(model, tmp_path / "parent.pt")  # gives it a name and a path
+    return model
+
+
+def _snapshot(model):
+    return {k: v.clone() for k, v in model.state_dict.items()}
+
+
+def _assert_unchanged(model, snapshot):
+    assert model.state_dict.keys() == snapshot.keys()
+    for key, value in snapshot.items():
+        assert torch.equal(model.state_dict[key], value), key
+
+
+def test_weak_model_improves_and_parent_is_untouched(parent):
+    images, masks = _disks(4)
+    before = _snapshot(parent)
+    provenance = dict(parent.provenance)
+    events = []
+    result = drain(finetune(parent, images, masks, None,
+                            FinetuneConfig(steps=30, lr=3e-3, val_every=15, **FAST)),
+                   events.append)
+    _assert_unchanged(parent, before)
+    assert parent.provenance == provenance
+    assert result.improved and result.best_step > 0
+    assert result.after["dice"] > result.before["dice"] + 0.1
+    assert any(isinstance(e, Message) and "->" in e.text for e in events)
+    prov = result.model.provenance
+    assert prov["kind"] == "finetune"
+    assert prov["parent"] == {"name": "parent", "path": str(parent.source_path),
+                              "created": parent.provenance["created"]}
+    assert prov["n_corrected_pixels"] == 4 * 64 * 64 == result.n_corrected_pixels
+    assert prov["steps"] == 30 and prov["time_s"] > 0
+    assert prov["finetune"]["holdout"] == "last 1 of 4 images"
+    assert prov["finetune"]["before"]["dice"] == pytest.approx(result.before["dice"])
+    assert prov["finetune"]["after"]["dice"] == pytest.approx(result.after["dice"])
+    assert result.model.state_dict is not parent.state_dict
+    assert not torch.equal(result.model.state_dict["head.weight"], parent.state_dict["head.weight"])
+
+
+def test_no_improvement_keeps_parent_weights(parent):
+    # The parent predicts background everywhere and the held-out rows hold no foreground:
+    # its held-out Dice is 1 (both empty), which no fine-tuned step can beat.
+    parent.state_dict["head.bias"].fill_(-50.0)
+    images, masks = _disks(2)
+    for mask in masks:
+        mask[40:] = 0
+    result = drain(finetune(parent, images, masks, None,
+                            FinetuneConfig(steps=3, lr=1e-2, **FAST)))
+    assert result.before["dice"] == 1.0
+    assert not result.improved and result.best_step == 0
+    assert "parent" in result.message
+    assert result.after == result.before
+    _assert_unchanged(result.model, _snapshot(parent))
+
+
+def test_cancel_leaves_parent_unchanged(parent):
+    images, masks = _disks(2)
+    before = _snapshot(parent)
+    gen = finetune(parent, images, masks, None, FinetuneConfig(steps=500, lr=1e-2, **FAST))
+    for event in gen:
+        if isinstance(event, TrainStep) and event.step == 3:
+            break
+    gen.close()
+    _assert_unchanged(parent, before)
+
+
+def test_valid_masks_time_budget_and_row_holdout(parent):
+    images, masks = _disks(2, size=96)
+    valid = [np.zeros_like(m, bool) for m in masks]
+    for v in valid:
+        v[10:80, 20:70] = True
+    budget = 1.5
+    started = time.perf_counter()
+    events = []
+    result = drain(finetune(parent, images, masks, valid,
+                            FinetuneConfig(time_budget_s=budget, freeze_encoder=True, **FAST)),
+                   events.append)
+    steps = [e for e in events if isinstance(e, TrainStep)]
+    assert steps and steps[-1].elapsed_s < budget + 3.0  # the loop stops at the budget
+    assert time.perf_counter() - started < budget + 30  # + scoring before/after
+    assert result.n_corrected_pixels == sum(int(v.sum()) for v in valid)
+    assert "bottom rows" in result.model.provenance["finetune"]["holdout"]
+    assert {"dice", "dice/disk"} <= set(result.before) and {"dice"} <= set(result.after)
+
+
+def test_split_holdout_rows_hold_the_right_share():
+    image = np.zeros((100, 10))
+    valid = np.zeros((100, 10), bool)
+    valid[20:60] = True  # 400 reviewed pixels
+    _, targets, train_valid, holdout, _ = split_holdout([image], [image.astype(np.uint8)],
+                                                         [valid], 0.25)
+    held = holdout[0][2].sum()
+    assert held == 100 and train_valid[0].sum() == 300
+
+
+def test_bad_input(parent):
+    images, masks = _disks(1)
+    with pytest.raises(InputError, match="values up to 3"):
+        drain(finetune(parent, images, [masks[0] * 3], None, FinetuneConfig(steps=1, **FAST)))
+    with pytest.raises(InputError, match="valid masks are empty"):
+        drain(finetune(parent, images, masks, [np.zeros_like(masks[0], bool)],
+                       FinetuneConfig(steps=1, **FAST)))

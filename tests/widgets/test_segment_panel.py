@@ -1,0 +1,159 @@
+"""CryoSeg dock: segment one layer, re-run + undo, live threshold, cancel, device combo."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from napari_cryoseg.core.metrics import mean_foreground_dice
+from napari_cryoseg.core.synthetic import SampleConfig, make_sample
+from napari_cryoseg.engine import predict
+from napari_cryoseg.layers import relabel
+from napari_cryoseg.model.bundled import default_model_path
+from napari_cryoseg.model.checkpoint import ModelFile, load_model
+from napari_cryoseg.model.config import preset
+from napari_cryoseg.widgets import _workers
+from napari_cryoseg.widgets.main import CryoSegWidget
+
+
+@pytest.fixture
+def dock(make_napari_viewer, monkeypatch, tmp_path):
+    monkeypatch.setenv("CRYOSEG_CONFIG_DIR", str(tmp_path / "config"))
+    viewer = make_napari_viewer()
+    widget = CryoSegWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="CryoSeg")
+    return viewer, widget
+
+
+def wait_done(qtbot, panel, timeout=30_000):
+    qtbot.waitUntil(lambda: panel.job is None and panel.run_button.isEnabled(), timeout=timeout)
+
+
+def small_image(seed=0, size=128):
+    return make_sample(seed, SampleConfig(shape=(size, size)))
+
+
+def test_device_combo_lists_cpu(dock):
+    _, widget = dock
+    items = [widget.model_panel.device.itemText(i)
+             for i in range(widget.model_panel.device.count())]
+    assert "cpu" in items
+    assert items[0] == "auto"
+    assert "cpu" in widget.model_panel.device_info.text()
+
+
+def test_sample_segmented_with_default_model(dock, qtbot):
+    path = default_model_path()
+    if not path.is_file():
+        standin = os.environ.get("CRYOSEG_STANDIN_MODEL")
+        if not standin:
+            pytest.skip(f"bundled default model not trained yet ({path})")
+        model = load_model(standin)
+    else:
+        model = None
+    viewer, widget = dock
+    if model is not None:
+        widget.session.set_model(model)
+    viewer.open_sample("napari-cryoseg", "grid_square")
+    image, truth = viewer.layers["grid square"], viewer.layers["grid square ground truth"]
+    panel = widget.segment_panel
+    panel.image.select(image)
+    panel.run()
+    wait_done(qtbot, panel, timeout=60_000)
+    labels = viewer.layers["grid square labels"]
+    assert labels.data.shape == image.data.shape
+    assert labels.data.dtype == np.uint8
+    assert tuple(labels.scale) == tuple(image.scale) == (50.0, 50.0)
+    dice = mean_foreground_dice(labels.data, truth.data, 4)
+    assert dice >= 0.9, f"mean foreground Dice {dice:.3f}"
+
+
+def test_rerun_updates_same_layer_and_undo(dock, qtbot):
+    viewer, widget = dock
+    widget.session.set_model(ModelFile.new(preset("tiny", n_classes=4), seed=0))
+    image = viewer.add_image(small_image()[0], name="img", scale=(2.0, 2.0))
+    panel = widget.segment_panel
+    panel.run()
+    wait_done(qtbot, panel)
+    layer = viewer.layers["img labels"]
+    assert panel.status.text().startswith("Added 'img labels'")
+    first = layer.data.copy()
+    assert tuple(layer.scale) == (2.0, 2.0)
+    widget.session.set_model(ModelFile.new(preset("tiny", n_classes=4), seed=7))
+    panel.run()
+    wait_done(qtbot, panel)
+    assert len(viewer.layers) == 2
+    assert viewer.layers["img labels"] is layer
+    assert not np.array_equal(layer.data, first)
+    assert panel.status.text().startswith("Updated 'img labels'")
+    assert widget.session.record_for(layer).image_layer is image
+    layer.undo()
+    np.testing.assert_array_equal(layer.data, first)
+
+
+def test_threshold_relabels_without_network(dock, qtbot, monkeypatch):
+    viewer, widget = dock
+    widget.session.set_model(ModelFile.new(preset("tiny"), seed=0))  # binary
+    panel = widget.segment_panel
+    assert panel.threshold.isVisibleTo(widget)
+    viewer.add_image(small_image()[0], name="img")
+    panel.run()
+    wait_done(qtbot, panel)
+    layer = viewer.layers["img labels"]
+    record = widget.session.record_for(layer)
+    starts = dict(_workers.STARTS)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network must not run for a threshold change")
+
+    monkeypatch.setattr(predict.Segmenter, "probabilities", no_network)
+    threshold = float(np.quantile(record.probabilities, 0.3))
+    panel.threshold.setValue(round(threshold, 2))
+    qtbot.waitUntil(lambda: panel.relabel_count == 1, timeout=5_000)
+    assert starts == _workers.STARTS
+    expected = relabel(record.probabilities, round(threshold, 2), 2)
+    np.testing.assert_array_equal(layer.data, expected)
+    assert layer.data.any()
+
+
+def test_multiclass_model_hides_threshold(dock):
+    _, widget = dock
+    widget.session.set_model(ModelFile.new(preset("tiny", n_classes=4)))
+    assert not widget.segment_panel.threshold.isVisibleTo(widget)
+
+
+def test_cancel_leaves_existing_layers(dock, qtbot):
+    viewer, widget = dock
+    widget.session.set_model(ModelFile.new(preset("tiny", n_classes=4), seed=0))
+    panel = widget.segment_panel
+    small = viewer.add_image(small_image()[0], name="small")
+    panel.image.select(small)
+    panel.run()
+    wait_done(qtbot, panel)
+    before = viewer.layers["small labels"].data.copy()
+    big = viewer.add_image(np.random.default_rng(0).random((1024, 1024), np.float32), name="big")
+    panel.image.select(big)
+    panel.tile.setValue(64)
+    panel.batch.setValue(1)
+    panel.run()
+    qtbot.waitUntil(lambda: "tiles" in panel.status.text(), timeout=10_000)
+    panel.cancel()
+    wait_done(qtbot, panel)
+    assert [lyr.name for lyr in viewer.layers] == ["small", "small labels", "big"]
+    np.testing.assert_array_equal(viewer.layers["small labels"].data, before)
+    assert widget.session.busy is None
+    assert "Cancelled" in panel.status.text()
+
+
+def test_worker_error_becomes_status_and_frees_session(dock, qtbot):
+    viewer, widget = dock
+    widget.session.set_model(ModelFile.new(preset("tiny", n_classes=4), seed=0))
+    viewer.add_image(np.zeros((1, 64), np.float32), name="line")
+    panel = widget.segment_panel
+    panel.run()
+    wait_done(qtbot, panel)
+    assert panel.status.text().startswith("Failed: image of shape (1, 64) is too small")
+    assert widget.session.busy is None
+    assert [lyr.name for lyr in viewer.layers] == ["line"]
