@@ -149,6 +149,7 @@ def test_channel_mismatch_is_explained(rng):
 def test_oom_halves_the_batch_and_completes(tiny_model, rng):
     """A simulated CUDA out-of-memory error on big batches: the run still completes."""
     segmenter = Segmenter(tiny_model, "cpu", mixed_precision=False)
+    segmenter.max_batch = None  # as on a GPU: whole batches until memory runs out
     real_run = segmenter._run
 
     def run_with_memory_limit(batch):

@@ -96,11 +96,6 @@ def test_corrupt_file_is_a_model_file_error(tmp_path):
     assert str(path) in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="checkpoint._read_payload reports non-zip garbage as 'refused ... Python objects' "
-    "(weights_only raises UnpicklingError for it); it should say corrupt",
-)
 def test_corrupt_file_is_called_corrupt_not_dangerous(tmp_path):
     path = tmp_path / "noise.pt"
     path.write_bytes(np.random.default_rng(0).bytes(10_000))

@@ -52,6 +52,10 @@ class FinetuneConfig:
         Learning-rate schedule (see :class:`~napari_cryoseg.engine.train.TrainConfig`).
     freeze_encoder : bool
         Train only the decoder and head (fewer corrections needed, less forgetting).
+    freeze_batchnorm : bool
+        Keep BatchNorm running statistics fixed (eval mode) while the weights train:
+        statistics re-estimated from patches of one or two images drift away from what
+        the network learnt on its full training set.
     batch_size, patch : int
         Patches per step and patch edge (rounded up to the network stride).
     holdout_fraction : float
@@ -78,6 +82,7 @@ class FinetuneConfig:
     schedule: str = "cosine"
     warmup_fraction: float = 0.05
     freeze_encoder: bool = False
+    freeze_batchnorm: bool = True
     batch_size: int = 4
     patch: int = 256
     holdout_fraction: float = 0.25
@@ -110,6 +115,11 @@ class FinetuneConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (the recipe stored in the model file)."""
         return asdict(self)
+
+
+#: Held-out checks early in a run: few-shot fine-tuning often peaks within tens of steps
+#: and then over-fits the one or two corrected images, so the best weights are kept.
+EARLY_VALIDATION_STEPS = (10, 25, 50, 100, 200)
 
 
 @dataclass
@@ -322,6 +332,8 @@ def finetune(
         for param in net.encoders.parameters():
             param.requires_grad_(False)
         frozen = [net.encoders]  # also keep their BatchNorm statistics fixed
+    if config.freeze_batchnorm:
+        frozen += [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     total_steps = config.steps
     if total_steps is None and config.time_budget_s is None:
         total_steps = DEFAULT_STEPS
@@ -338,7 +350,7 @@ def finetune(
             warmup_fraction=config.warmup_fraction, total_steps=total_steps,
             time_budget_s=config.time_budget_s, val_every=every, validate=validate,
             initial_best=initial_best, mixed_precision=config.mixed_precision,
-            frozen=frozen, state=state,
+            frozen=frozen, state=state, early_val_steps=EARLY_VALIDATION_STEPS,
         )
         final_state = {k: v.detach().to("cpu").clone() for k, v in net.state_dict().items()}
     finally:

@@ -363,6 +363,7 @@ def fit(
     initial_best: tuple[float, dict[str, torch.Tensor]] | None = None,
     frozen: Sequence[torch.nn.Module] = (),
     state: FitState | None = None,
+    early_val_steps: Sequence[int] = (),
 ) -> Generator[TrainStep | Validation | Message, None, FitState]:
     """The optimisation loop shared by training and fine-tuning.
 
@@ -371,6 +372,7 @@ def fit(
     steps and at the end with ``validate(net) -> (dice, loss, metrics)``, keeping a CPU
     copy of the best weights. ``initial_best`` (dice, state) is a baseline that must be
     beaten (fine-tuning passes the parent). Modules in ``frozen`` stay in eval mode.
+    ``early_val_steps`` adds validations at these steps (fine-tuning peaks early).
     The caller's ``state`` object is filled in as it goes, so it is valid after a close().
     """
     state = state or FitState()
@@ -453,8 +455,10 @@ def fit(
         state.steps = step
         state.elapsed_s = time.perf_counter() - started
         yield TrainStep(step, total_steps, loss_value, current_lr, state.elapsed_s, time_budget_s)
-        due = (every is not None and step % every == 0) or (
-            next_val_s is not None and state.elapsed_s >= next_val_s
+        due = (
+            (every is not None and step % every == 0)
+            or (next_val_s is not None and state.elapsed_s >= next_val_s)
+            or step in early_val_steps
         )
         if validate is not None and due:
             if next_val_s is not None and every_s is not None:

@@ -221,6 +221,14 @@ def save_model(model: ModelFile, path: str | os.PathLike, *, overwrite: bool = F
     return path
 
 
+def _names_a_python_object(message: str) -> bool:
+    """True when torch's safe loader stopped at a pickled global (class, function)."""
+    return any(
+        phrase in message
+        for phrase in ("Unsupported global", "GLOBAL", "Unsupported class", "not an allowed global")
+    )
+
+
 def _read_payload(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ModelFileError(f"model file {path} does not exist")
@@ -231,6 +239,11 @@ def _read_payload(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if not _names_a_python_object(str(err)):
+            # Random bytes also fail the safe unpickler; that is damage, not danger.
+            raise ModelFileError(
+                f"{path} is not a readable PyTorch file (corrupt or not a model file)"
+            ) from None
         raise ModelFileError(
             f"refused to load {path}: it contains Python objects that could run code "
             f"({str(err).splitlines()[0][:160]}). Only napari-cryoseg model files and plain "
