@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 SAMPLE_SEED = 0
@@ -45,6 +46,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--headless", nargs="?", const=DEFAULT_OUTDIR, default=None, metavar="OUTDIR",
         help=f"no GUI: write TIFFs to OUTDIR (default ./{DEFAULT_OUTDIR}) and print the Dice",
+    )
+    parser.add_argument(
+        "--screenshot", metavar="PNG", default=None,
+        help="GUI: save a screenshot of the window once the sample is segmented, then quit",
     )
     parser.add_argument("--size", type=int, default=SAMPLE_SIZE,
                         help=f"sample edge in pixels (default {SAMPLE_SIZE})")
@@ -96,9 +101,35 @@ def run_headless(
     return dice
 
 
+def _screenshot_when_done(viewer, path: str) -> None:
+    """Save the whole window once the segmentation is shown, then close napari."""
+    from qtpy.QtCore import QTimer
+
+    from napari_cryoseg.session import Session
+
+    session = Session.for_viewer(viewer)
+    timer = QTimer()
+    started = time.monotonic()
+
+    def check() -> None:
+        done = "grid square labels" in viewer.layers and session.busy is None
+        if not done and time.monotonic() - started < 300:
+            return
+        timer.stop()
+        viewer.reset_view()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        viewer.screenshot(path, canvas_only=False, flash=False)
+        _say(f"wrote {path}" if done else f"timed out; wrote {path} anyway")
+        viewer.close()
+
+    timer.timeout.connect(check)
+    timer.start(250)
+    viewer._cryoseg_demo_timer = timer  # keep a reference for the event loop's lifetime
+
+
 def run_gui(
     size: int = SAMPLE_SIZE, device: str = "auto", *, model_path: str | None = None,
-    block: bool = True,
+    block: bool = True, screenshot: str | None = None,
 ):
     """Open napari with the sample and the dock, start segmenting; returns (viewer, dock)."""
     import napari
@@ -123,6 +154,9 @@ def run_gui(
 
         _say(message, err=True)
         show_error(message.replace("\n", " "))
+    if screenshot:
+        viewer.window.resize(1500, 950)
+        _screenshot_when_done(viewer, screenshot)
     if block:
         napari.run()
     return viewer, dock
@@ -144,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             _say(f"cryoseg-demo: {err}", err=True)
             return 1
         return 0
-    run_gui(args.size, args.device, model_path=args.model)
+    run_gui(args.size, args.device, model_path=args.model, screenshot=args.screenshot)
     return 0
 
 
