@@ -1,4 +1,11 @@
-"""``cryoseg segment``: segment TIFF/MRC files or folders and write label TIFFs."""
+"""``cryoseg segment``: segment TIFF/MRC/zarr images or folders; write label TIFFs or zarr.
+
+Big inputs (zarr, or files above :data:`LAZY_BYTES`) are read lazily strip by strip; with
+``--output-format zarr`` labels are written chunk by chunk into ``<stem>_labels.zarr``
+(OME-Zarr), so neither image nor labels are ever held whole in memory. ``--scheduler``
+runs the blocks on a dask.distributed cluster (``local:N`` or a scheduler address, e.g.
+of a dask-jobqueue SLURM/PBS cluster).
+"""
 
 from __future__ import annotations
 
@@ -22,12 +29,16 @@ from napari_cryoseg.cli._common import (
 from napari_cryoseg.core.atomic import atomic_write
 from napari_cryoseg.core.errors import CryoSegError, InputError
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.predict import Segmenter, segment
+from napari_cryoseg.engine.predict import Segmenter, labels_dtype, segment
 from napari_cryoseg.io import labels_output_path, list_images, read_image, write_labels_tiff
+from napari_cryoseg.io.zarr_io import LabelsZarrWriter, is_zarr_path, read_zarr
 
 #: Files larger than this are read lazily (strip by strip) instead of loaded whole.
 LAZY_BYTES = 512 * 2**20
 LABELS_SUFFIX = "_labels.tif"
+ZARR_LABELS_SUFFIX = "_labels.zarr"
+#: Inputs larger than this (uncompressed) get zarr output unless --output-format says tif.
+ZARR_OUTPUT_BYTES = 2 * 2**30
 PROBABILITIES_SUFFIX = "_probabilities.tif"
 
 
@@ -53,6 +64,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help=f"also write <stem>{PROBABILITIES_SUFFIX} (float32 per-class "
                         "probabilities)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--output-format", choices=("tif", "zarr"), default=None,
+                        help=f"labels as <stem>{LABELS_SUFFIX} or <stem>{ZARR_LABELS_SUFFIX} "
+                        "(OME-Zarr, written chunk by chunk); default: zarr for zarr inputs "
+                        "and images above 2 GiB, else tif")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="run on a dask.distributed cluster: local[:N] starts N local "
+                        "workers (1 thread each), or a scheduler address such as "
+                        "tcp://host:8786 (e.g. a dask-jobqueue SLURM/PBS cluster)")
+    parser.add_argument("--block", type=int, default=4096, metavar="N",
+                        help="block edge in pixels per distributed task (default 4096)")
     parser.set_defaults(func=run)
     return parser
 
@@ -79,14 +100,16 @@ def _create_out_dir(out_dir: Path) -> None:
 
 
 def _planned_outputs(
-    files: list[Path], out_dir: Path, probabilities: bool, overwrite: bool
+    files: list[Path], out_dir: Path, probabilities: bool, overwrite: bool,
+    formats: list[str] | None = None,
 ) -> list[tuple[Path, Path | None]]:
     """Output paths per input; refuses name clashes and existing files up front."""
     plans: list[tuple[Path, Path | None]] = []
     owner: dict[Path, Path] = {}
     existing: list[Path] = []
-    for path in files:
-        labels = labels_output_path(out_dir, path, LABELS_SUFFIX)
+    for i, path in enumerate(files):
+        suffix = ZARR_LABELS_SUFFIX if formats and formats[i] == "zarr" else LABELS_SUFFIX
+        labels = labels_output_path(out_dir, path, suffix)
         probs = labels_output_path(out_dir, path, PROBABILITIES_SUFFIX) if probabilities else None
         for target in (labels, probs):
             if target is None:
@@ -132,6 +155,79 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(str(s) for s in shape)
 
 
+def _output_format(path: Path, requested: str | None) -> str:
+    """``tif`` or ``zarr`` for one input (see ``--output-format``)."""
+    if requested:
+        return requested
+    if is_zarr_path(path):
+        return "zarr"
+    try:
+        return "zarr" if path.stat().st_size > ZARR_OUTPUT_BYTES else "tif"
+    except OSError:
+        return "tif"
+
+
+def _segment_one(
+    args: argparse.Namespace, path: Path, labels_path: Path, fmt: str, segmenter: Segmenter,
+    tiling: Any, client: Any, bar: ProgressBar,
+) -> tuple[Any, Any, Any]:
+    """Segment one input and write its labels: (image, result or None, foreground px)."""
+    lazy = is_zarr_path(path) or path.stat().st_size > LAZY_BYTES or client is not None
+    image = read_image(path, lazy=lazy)
+    meta = {"pixel_size_nm": image.pixel_size_nm, "overwrite": args.overwrite}
+    n_classes = segmenter.model.config.n_classes
+    if client is not None:
+        from napari_cryoseg.engine.distributed import segment_distributed
+
+        labels = segment_distributed(
+            image.data, segmenter.model, tiling, client, block=args.block,
+            threshold=args.threshold, device=args.device, torch_threads=1,
+        )
+        if fmt == "zarr":
+            with LabelsZarrWriter(labels_path, image.shape, labels.dtype,
+                                  chunks=labels.chunksize, z_size_nm=image.z_size_nm,
+                                  class_names=segmenter.model.class_names, axes=image.axes,
+                                  **meta) as writer:
+                labels.store(writer.array, lock=False)
+                writer.commit()
+            foreground = _count_foreground(labels_path)
+        else:
+            array = labels.compute()
+            write_labels_tiff(labels_path, array, class_names=segmenter.model.class_names,
+                              z_size_nm=image.z_size_nm, **meta)
+            foreground = int(np.count_nonzero(array))
+        return image, None, foreground
+    if fmt == "zarr":
+        with LabelsZarrWriter(labels_path, image.shape, labels_dtype(n_classes),
+                              z_size_nm=image.z_size_nm, class_names=segmenter.model.class_names,
+                              axes=image.axes, **meta) as writer:
+            # The engine writes finished strips of tile rows straight into the zarr array.
+            result = drain(
+                segment(image.data, segmenter, tiling, threshold=args.threshold,
+                        return_probabilities=args.probabilities, labels_out=writer.array),
+                on_event=bar,
+            )
+            writer.commit()
+        return image, result, _count_foreground(labels_path)
+    result = drain(
+        segment(image.data, segmenter, tiling, threshold=args.threshold,
+                return_probabilities=args.probabilities),
+        on_event=bar,
+    )
+    write_labels_tiff(
+        labels_path, result.labels, class_names=result.class_names,
+        z_size_nm=image.z_size_nm, **meta,
+    )
+    return image, result, int(np.count_nonzero(result.labels))
+
+
+def _count_foreground(labels_path: Path) -> int:
+    """Non-zero labels of a written zarr, counted chunk by chunk."""
+    import dask.array as da
+
+    return int(da.count_nonzero(read_zarr(labels_path)[0]).compute())
+
+
 def run(args: argparse.Namespace) -> int:
     """Segment every input; returns 0, or 2 if some files failed (others are written)."""
     files = list_images(args.inputs)
@@ -139,7 +235,14 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--threshold {args.threshold} must be between 0 and 1")
     # Every check that can fail runs before the output folder is created or work starts.
     out_dir = _check_out_dir(args.out)
-    plans = _planned_outputs(files, out_dir, args.probabilities, args.overwrite)
+    formats = [_output_format(path, getattr(args, "output_format", None)) for path in files]
+    args.scheduler = getattr(args, "scheduler", None)
+    args.block = getattr(args, "block", 4096)
+    if args.scheduler and args.probabilities:
+        raise InputError("--probabilities is not available with --scheduler; drop one of them")
+    if args.block < 256:
+        raise InputError(f"--block {args.block} is too small; use at least 256 pixels")
+    plans = _planned_outputs(files, out_dir, args.probabilities, args.overwrite, formats)
     model = load_model_arg(args.model)
     tiling = tiling_from_args(args, model)
     # One Segmenter for all files: the network is built and moved to the device once.
@@ -151,26 +254,39 @@ def run(args: argparse.Namespace) -> int:
         f"{len(files)} image(s) -> {out_dir}",
         err=True,
     )
+    client = cluster = None
+    if args.scheduler:
+        from napari_cryoseg.engine.distributed import make_client
+
+        client, cluster = make_client(args.scheduler)
+        echo(f"dask scheduler {client.scheduler.address}, block {args.block} px", err=True)
     started = time.perf_counter()
     failed: list[Path] = []
     pixels = 0
-    for path, (labels_path, probs_path) in zip(files, plans):
+    try:
+        return _run_files(args, files, plans, formats, segmenter, tiling, client, out_dir,
+                          started, failed, pixels)
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _run_files(
+    args: argparse.Namespace, files: list[Path], plans: list, formats: list[str],
+    segmenter: Segmenter, tiling: Any, client: Any, out_dir: Path, started: float,
+    failed: list[Path], pixels: int,
+) -> int:
+    """The per-file loop of :func:`run`."""
+    for path, (labels_path, probs_path), fmt in zip(files, plans, formats):
         bar = ProgressBar(path.name, unit="tiles")
         t0 = time.perf_counter()
         try:
-            lazy = path.stat().st_size > LAZY_BYTES
-            image = read_image(path, lazy=lazy)
-            result = drain(
-                segment(image.data, segmenter, tiling, threshold=args.threshold,
-                        return_probabilities=args.probabilities),
-                on_event=bar,
+            image, result, foreground = _segment_one(
+                args, path, labels_path, fmt, segmenter, tiling, client, bar
             )
-            write_labels_tiff(
-                labels_path, result.labels, pixel_size_nm=image.pixel_size_nm,
-                class_names=result.class_names, overwrite=args.overwrite,
-                z_size_nm=image.z_size_nm,
-            )
-            if probs_path is not None and result.probabilities is not None:
+            if probs_path is not None and result is not None and result.probabilities is not None:
                 _write_probabilities(
                     probs_path, result.probabilities, image.pixel_size_nm, args.overwrite
                 )
@@ -183,7 +299,6 @@ def run(args: argparse.Namespace) -> int:
             continue
         finally:
             bar.close()
-        foreground = int(np.count_nonzero(result.labels))
         pixels += int(np.prod(image.shape))
         extra = f", {probs_path.name}" if probs_path is not None else ""
         echo(

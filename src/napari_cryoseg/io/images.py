@@ -643,10 +643,11 @@ def read_image(path: str | os.PathLike[str], *, lazy: bool = False) -> ImageData
     Parameters
     ----------
     path : str or os.PathLike
-        ``.tif``/``.tiff`` (incl. ImageJ and OME-TIFF) or ``.mrc``/``.mrcs``/``.map``/``.st``.
+        ``.tif``/``.tiff`` (incl. ImageJ and OME-TIFF), ``.mrc``/``.mrcs``/``.map``/``.st``,
+        or a ``.zarr`` folder (plain zarr or OME-Zarr: highest-resolution level).
     lazy : bool
         If True, return a dask array (tifffile's zarr store for TIFF, a memory map for
-        MRC): no pixels are read until computed.
+        MRC, the zarr array itself for zarr): no pixels are read until computed.
 
     Returns
     -------
@@ -660,6 +661,15 @@ def read_image(path: str | os.PathLike[str], *, lazy: bool = False) -> ImageData
         The file is missing, empty, truncated, not a valid TIFF/MRC, of an unsupported
         type, RGB or multi-channel, not 2D/3D, complex, or smaller than 2×2 pixels.
     """
+    from napari_cryoseg.io.zarr_io import is_zarr_path, read_zarr
+
+    if is_zarr_path(Path(path).expanduser()):
+        p = Path(path).expanduser()
+        data, px, z, axes = read_zarr(p)  # lazy: the highest-resolution level
+        if not lazy:
+            data = np.asarray(data)
+        validate_image_array(data, name=f"image {_q(p)}")
+        return ImageData(data=data, pixel_size_nm=px, z_size_nm=z, path=p, axes=axes)
     p = check_input_file(path)
     if p.suffix.lower() in TIFF_SUFFIXES:
         data, px, z, axes = read_tiff(p, lazy=lazy)
@@ -679,7 +689,8 @@ def list_images(inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str
     """Expand files and folders into a list of image files.
 
     Folders are scanned non-recursively for files with a suffix in
-    :data:`IMAGE_SUFFIXES` (case-insensitive; hidden files are skipped) and sorted
+    :data:`IMAGE_SUFFIXES` and for ``*.zarr`` stores (case-insensitive; hidden
+    entries are skipped; a ``.zarr`` folder given directly is one image) and sorted
     naturally by name (``img2`` before ``img10``). Files are kept in the given order;
     duplicates are dropped.
 
@@ -698,6 +709,8 @@ def list_images(inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str
     InputError
         A path does not exist, a file has an unsupported suffix, or no image was found.
     """
+    from napari_cryoseg.io.zarr_io import is_zarr_path
+
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     items = [Path(item).expanduser() for item in inputs]
@@ -708,7 +721,9 @@ def list_images(inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str
     for item in items:
         if not item.exists():
             raise InputError(f"input {_q(item)} does not exist; check the path and spelling")
-        if item.is_dir():
+        if item.is_dir() and is_zarr_path(item):
+            files = [item]  # a zarr store is one image, not a folder of images
+        elif item.is_dir():
             try:
                 children = list(item.iterdir())
             except OSError as err:
@@ -720,8 +735,10 @@ def list_images(inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str
                     c
                     for c in children
                     if not c.name.startswith(".")
-                    and c.suffix.lower() in IMAGE_SUFFIXES
-                    and c.is_file()
+                    and (
+                        (c.suffix.lower() in IMAGE_SUFFIXES and c.is_file())
+                        or (c.suffix.lower() == ".zarr" and c.is_dir())
+                    )
                 ),
                 key=_natural_key,
             )
