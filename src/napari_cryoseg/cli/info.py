@@ -57,6 +57,7 @@ def describe(model: ModelFile) -> list[str]:
         f"batch {model.tiling.batch_size}",
         f"pixel size: {'unknown' if pixel is None else f'{pixel:g} nm'}",
         f"temporal context: {summary['temporal context']}",
+        f"background subtraction: {summary.get('background subtraction', 'none')}",
         "provenance:",
     ]
     provenance = summary["provenance"] or {}

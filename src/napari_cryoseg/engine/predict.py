@@ -22,6 +22,7 @@ import torch
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.normalization import check_numeric, percentile_range
+from napari_cryoseg.core.temporal import preprocess_series
 from napari_cryoseg.core.tiling import TileGrid, TilingConfig, padded_shape_for, tile_shape_for
 from napari_cryoseg.engine.device import autocast_dtype, resolve_device
 from napari_cryoseg.engine.events import Progress
@@ -155,8 +156,9 @@ def _validate_input(image: Any, temporal_context: int) -> None:
         raise InputError(f"image of shape {tuple(image.shape)} is empty")
     if temporal_context and image.ndim != 3:
         raise InputError(
-            "this model uses temporal context (frames t-2..t+2 as channels): "
-            f"give a (T, Y, X) time series, not an image of shape {tuple(image.shape)}"
+            f"this model uses temporal context (frames t-{temporal_context}..t+"
+            f"{temporal_context} as channels): give a (T, Y, X) time series, not an image "
+            f"of shape {tuple(image.shape)}"
         )
 
 
@@ -379,6 +381,7 @@ def segment(
     return_probabilities: bool = False,
     labels_out: Any = None,
     mixed_precision: bool = True,
+    value_range: tuple[float, float] | None = None,
 ) -> Generator[Progress, None, Prediction]:
     """Segment a 2D image, a (Z, Y, X) stack or a (T, Y, X) series, tile by tile.
 
@@ -402,6 +405,9 @@ def segment(
         default is a new numpy array.
     mixed_precision : bool
         Used when ``model`` is a ModelFile: bf16/fp16 where the device runs it fast.
+    value_range : tuple of float, optional
+        Intensities mapped to [0, 1]; default: the model's percentiles of this image.
+        Pass the whole image's range when segmenting blocks of it separately.
 
     Yields
     ------
@@ -422,6 +428,10 @@ def segment(
     tiling = tiling or model_file.tiling
     context = model_file.temporal_context
     _validate_input(image, context)
+    background = getattr(model_file, "background_subtraction", "none")
+    if background != "none":
+        # Temporal-median background subtraction, exactly as in training (whole series).
+        image = preprocess_series(image, background)
     expected_channels = 2 * context + 1
     if segmenter.config.in_channels != expected_channels:
         raise InputError(
@@ -435,7 +445,10 @@ def segment(
     stride = segmenter.config.stride
     tile = tile_shape_for(plane_shape, tiling.tile, stride)
     norm = model_file.normalization
-    value_range = percentile_range(image, norm)
+    if value_range is None:
+        value_range = percentile_range(image, norm)
+    elif not value_range[1] > value_range[0]:
+        raise InputError(f"value range {value_range} must have high > low")
     n_classes = model_file.config.n_classes
     if labels_out is None:
         labels_out = np.zeros(shape, dtype=labels_dtype(n_classes))
