@@ -23,6 +23,9 @@ COMMAND_MODULES = (
     "evaluate",
     "info",
     "import_weights",
+    "measure",
+    "export",
+    "import_bioimageio",
 )
 
 

@@ -17,7 +17,13 @@ from napari_cryoseg.cli._common import (
     format_duration,
 )
 from napari_cryoseg.core.errors import InputError, OutputExistsError
-from napari_cryoseg.engine.data import ClassMapping, check_pair, pair_by_stem
+from napari_cryoseg.core.temporal import BACKGROUND_MODES
+from napari_cryoseg.engine.data import (
+    ClassMapping,
+    check_pair,
+    check_series_pair,
+    pair_by_stem,
+)
 from napari_cryoseg.engine.events import drain
 from napari_cryoseg.engine.train import CLASS_WEIGHTINGS, TrainConfig, train
 from napari_cryoseg.io import list_images, read_image, read_labels_tiff
@@ -180,22 +186,62 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="cross-entropy class weights (default none)")
     parser.add_argument("--oversample-rare", type=float, default=0.0, metavar="P",
                         help="probability of centring a patch on the rarest class (default 0)")
+    parser.add_argument("--temporal-context", type=int, default=0, metavar="K",
+                        help="time-lapse training: images and masks are (T, Y, X) stacks and "
+                        "frames t-K..t+K are the 2K+1 input channels (default 0 = 2D images)")
+    parser.add_argument("--background-subtraction", default="none",
+                        choices=list(BACKGROUND_MODES),
+                        help="time-lapse only: subtract the per-pixel temporal median of each "
+                        "stack before normalisation (stored in the model; default none)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.set_defaults(func=run)
     return parser
+
+
+def read_series_pairs(
+    images_dir: str, masks_dir: str
+) -> tuple[list[str], list[np.ndarray], list[np.ndarray], float | None]:
+    """(T, Y, X) time-lapse stacks and (T, Y, X) masks paired by file stem, all checked."""
+    pairs = pair_by_stem(list_images(images_dir), list_images(masks_dir))
+    names, images, masks, sizes = [], [], [], set()
+    for image_path, mask_path in pairs:
+        data = read_image(image_path)
+        series = np.squeeze(np.asarray(data.data))
+        if mask_path.suffix.lower() in _TIFF:
+            mask = np.squeeze(read_labels_tiff(mask_path)[0])
+        else:
+            mask = np.squeeze(np.asarray(read_image(mask_path).data))
+        if not (mask.dtype == np.bool_ or np.issubdtype(mask.dtype, np.integer)):
+            raise InputError(f"mask '{mask_path}' has {mask.dtype} pixels; masks must be "
+                             "integer labels")
+        check_series_pair(series, mask, image_path.name)
+        names.append(image_path.stem)
+        images.append(series)
+        masks.append(mask)
+        sizes.add(None if data.pixel_size_nm is None else round(float(data.pixel_size_nm), 4))
+    pixel_size = next(iter(sizes)) if len(sizes) == 1 else None
+    return names, images, masks, pixel_size
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``cryoseg train``."""
     out = check_output(args.out, args.overwrite)
     check_positive(args.time_budget, "--time-budget")
-    names, images, masks, _, pixel_size = read_pairs(args.images, args.masks)
+    context = getattr(args, "temporal_context", 0) or 0
+    background = getattr(args, "background_subtraction", "none") or "none"
+    if context < 0:
+        raise InputError("--temporal-context must be >= 0")
+    if context or background != "none":
+        names, images, masks, pixel_size = read_series_pairs(args.images, args.masks)
+    else:
+        names, images, masks, _, pixel_size = read_pairs(args.images, args.masks)
     mapping = mapping_from_args(args, masks)
     config = TrainConfig(
         preset=args.preset, steps=args.steps, epochs=args.epochs,
         time_budget_s=args.time_budget, batch_size=args.batch_size, patch=args.patch,
         lr=args.lr, val_fraction=args.val_fraction, seed=args.seed, device=args.device,
         class_weighting=args.class_weighting, oversample_rare=args.oversample_rare,
+        temporal_context=context, background_subtraction=background,
     )
     echo(f"training on {len(images)} image(s): classes {', '.join(mapping.names)}", err=True)
     bar = ProgressBar("train", unit="steps")

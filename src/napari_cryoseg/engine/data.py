@@ -19,6 +19,7 @@ import torch
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.normalization import NormalizationConfig, normalize, percentile_range
+from napari_cryoseg.core.temporal import stack_context
 
 #: Target value of pixels that do not count in the loss (outside the ``valid`` mask).
 IGNORE_INDEX = -1
@@ -288,6 +289,8 @@ def normalize_image(image: np.ndarray, normalization: NormalizationConfig) -> np
 
 
 def _pad_to(array: np.ndarray, size: int, mode: str) -> np.ndarray:
+    if array.ndim == 3:  # (C, Y, X) multi-channel (temporal context): pad each channel
+        return np.stack([_pad_to(channel, size, mode) for channel in array])
     pad_y, pad_x = max(size - array.shape[0], 0), max(size - array.shape[1], 0)
     if not (pad_y or pad_x):
         return array
@@ -328,6 +331,11 @@ class PatchSampler:
         Probability that a patch is centred on a random pixel of the rarest class present.
     seed : int or numpy.random.Generator
         Seed of the sampler's random generator.
+    temporal_context : int or None
+        None (default): 2D images. An int ``k`` (0 included): ``images`` and ``masks`` are
+        ``(T, Y, X)`` time series; each frame ``t`` becomes one training image whose
+        ``2k+1`` channels are the frames ``t-k..t+k`` (edges repeated), normalised over
+        the whole series as inference does; its target is ``masks[t]``.
     """
 
     def __init__(
@@ -341,7 +349,12 @@ class PatchSampler:
         valid_masks: Sequence[np.ndarray] | None = None,
         oversample_rare: float = 0.0,
         seed: int | np.random.Generator = 0,
+        temporal_context: int | None = None,
     ) -> None:
+        if temporal_context is not None:
+            images, masks, valid_masks = _series_to_frames(
+                images, masks, valid_masks, temporal_context, normalization)
+            normalization = None  # already normalised per series
         if not images:
             raise InputError("no training images; give at least one image with a mask")
         if len(images) != len(masks):
@@ -355,11 +368,13 @@ class PatchSampler:
         self.augment = augment or AugmentConfig()
         self.oversample_rare = float(oversample_rare)
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        normalization = normalization or NormalizationConfig()
+        if temporal_context is None:
+            normalization = normalization or NormalizationConfig()
         self.images: list[np.ndarray] = []
         self.targets: list[np.ndarray] = []
         for i, (image, mask) in enumerate(zip(images, masks)):
-            check_pair(image, mask, f"image {i}")
+            plane = image[0] if temporal_context is not None else image  # (C, Y, X) frames
+            check_pair(plane, mask, f"image {i}")
             target = np.asarray(mask).astype(np.int16)
             if target.max(initial=0) >= n_classes:
                 raise InputError(
@@ -367,13 +382,16 @@ class PatchSampler:
                 )
             if valid_masks is not None:
                 valid = np.asarray(valid_masks[i]).astype(bool)
-                check_pair(image, valid, f"valid mask {i}")
+                check_pair(plane, valid, f"valid mask {i}")
                 target[~valid] = IGNORE_INDEX
-            normalized = normalize_image(image, normalization)
+            normalized = (  # series frames were normalised per series already
+                np.asarray(image, dtype=np.float32) if temporal_context is not None
+                else normalize_image(image, normalization)
+            )
             self.images.append(_pad_to(normalized, self.patch, "reflect"))
             self.targets.append(_pad_to(target, self.patch, "reflect"))
         # Whole-image sampling weighted by area (each pixel equally likely).
-        areas = np.array([im.size for im in self.images], dtype=np.float64)
+        areas = np.array([t.size for t in self.targets], dtype=np.float64)
         self._image_p = areas / areas.sum()
         # With sparse corrections (fine-tuning), random crops would mostly hold ignored
         # pixels: crops are then placed so that they contain a random reviewed pixel.
@@ -416,23 +434,23 @@ class PatchSampler:
             index = int(self.rng.choice(len(self.images), p=self._rare_p))
             coords = self._rare_coords[index]
             cy, cx = coords[self.rng.integers(len(coords))]
-            h, w = self.images[index].shape
+            h, w = self.images[index].shape[-2:]
             y = int(np.clip(cy - p // 2, 0, h - p))
             x = int(np.clip(cx - p // 2, 0, w - p))
         elif self._valid_coords:
             index = int(self.rng.choice(len(self.images), p=self._valid_p))
             coords = self._valid_coords[index]
             cy, cx = coords[self.rng.integers(len(coords))]
-            h, w = self.images[index].shape
+            h, w = self.images[index].shape[-2:]
             y = int(np.clip(cy - self.rng.integers(p), 0, h - p))
             x = int(np.clip(cx - self.rng.integers(p), 0, w - p))
         else:
             index = int(self.rng.choice(len(self.images), p=self._image_p))
-            h, w = self.images[index].shape
+            h, w = self.images[index].shape[-2:]
             y = int(self.rng.integers(0, h - p + 1))
             x = int(self.rng.integers(0, w - p + 1))
         return (
-            self.images[index][y : y + p, x : x + p],
+            self.images[index][..., y : y + p, x : x + p],
             self.targets[index][y : y + p, x : x + p],
         )
 
@@ -440,12 +458,12 @@ class PatchSampler:
         aug, rng = self.augment, self.rng
         if aug.flips:
             if rng.random() < 0.5:
-                image, target = image[::-1], target[::-1]
+                image, target = image[..., ::-1, :], target[::-1]
             if rng.random() < 0.5:
-                image, target = image[:, ::-1], target[:, ::-1]
+                image, target = image[..., :, ::-1], target[:, ::-1]
         if aug.rotate90:
             k = int(rng.integers(4))
-            image, target = np.rot90(image, k), np.rot90(target, k)
+            image, target = np.rot90(image, k, axes=(-2, -1)), np.rot90(target, k)
         image = np.array(image, dtype=np.float32)  # own copy before in-place changes
         if aug.gamma > 0:
             gamma = float(np.exp(rng.uniform(-aug.gamma, aug.gamma)))
@@ -463,13 +481,17 @@ class PatchSampler:
         return image, np.ascontiguousarray(target)
 
     def sample_numpy(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """A batch as numpy: images (B, 1, P, P) float32, targets (B, P, P) int64."""
+        """A batch as numpy: images (B, C, P, P) float32, targets (B, P, P) int64.
+
+        C is 1 for 2D images and ``2k+1`` with temporal context ``k``.
+        """
         xs, ys = [], []
         for _ in range(batch_size):
             image, target = self._augment(*self._crop())
             xs.append(image)
             ys.append(target)
-        return np.stack(xs)[:, None], np.stack(ys).astype(np.int64)
+        batch = np.stack(xs)
+        return (batch if batch.ndim == 4 else batch[:, None]), np.stack(ys).astype(np.int64)
 
     def sample(
         self, batch_size: int, device: torch.device | str = "cpu"
@@ -481,4 +503,43 @@ class PatchSampler:
     @property
     def patches_per_epoch(self) -> int:
         """Patches that tile all images once (what one "epoch" means here)."""
-        return int(sum(max(1, round(im.size / self.patch**2)) for im in self.images))
+        return int(sum(max(1, round(t.size / self.patch**2)) for t in self.targets))
+
+
+def check_series_pair(series: Any, mask: Any, name: str = "series") -> None:
+    """Raise :class:`InputError` unless ``series`` and ``mask`` are (T, Y, X) of one shape."""
+    if tuple(series.shape) != tuple(mask.shape):
+        raise InputError(
+            f"{name}: series shape {tuple(series.shape)} differs from mask shape "
+            f"{tuple(mask.shape)}; give one mask frame per image frame"
+        )
+    if len(series.shape) != 3:
+        raise InputError(
+            f"{name}: shape {tuple(series.shape)} is not a (T, Y, X) time series; temporal "
+            "training uses time-lapse stacks with a mask for every frame"
+        )
+
+
+def _series_to_frames(
+    series_list: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    valid_masks: Sequence[np.ndarray] | None,
+    context: int,
+    normalization: NormalizationConfig | None,
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray] | None]:
+    """(T, Y, X) series -> per-frame (2k+1, Y, X) normalised inputs and 2D masks."""
+    if context < 0:
+        raise InputError(f"temporal context {context} must be >= 0")
+    if len(series_list) != len(masks):
+        raise InputError(f"{len(series_list)} series but {len(masks)} masks")
+    normalization = normalization or NormalizationConfig()
+    frames, targets, valids = [], [], []
+    for i, (series, mask) in enumerate(zip(series_list, masks)):
+        check_series_pair(series, mask, f"series {i}")
+        normalised = normalize_image(np.asarray(series), normalization)
+        for t in range(normalised.shape[0]):
+            frames.append(stack_context(normalised, t, context))
+            targets.append(np.asarray(mask[t]))
+            if valid_masks is not None:
+                valids.append(np.asarray(valid_masks[i][t]))
+    return frames, targets, (valids if valid_masks is not None else None)

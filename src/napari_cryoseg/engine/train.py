@@ -24,12 +24,14 @@ import torch
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.metrics import confusion_counts, scores_from_counts
 from napari_cryoseg.core.normalization import NormalizationConfig
+from napari_cryoseg.core.temporal import BACKGROUND_MODES, preprocess_series
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine.data import (
     AugmentConfig,
     ClassMapping,
     PatchSampler,
     check_pair,
+    check_series_pair,
     class_pixel_counts,
     median_frequency_weights,
 )
@@ -99,6 +101,14 @@ class TrainConfig:
         Intensity normalisation stored in the model file.
     dice_weight : float
         Weight of the soft Dice term of the loss.
+    temporal_context : int
+        ``k > 0``: train on ``(T, Y, X)`` time series (masks ``(T, Y, X)``) with the
+        frames ``t-k..t+k`` as ``2k+1`` input channels (edges repeated); stored in the
+        model file, and inference then stacks frames the same way.
+    background_subtraction : str
+        ``"none"`` or ``"median"``: subtract each series' per-pixel temporal median
+        before normalisation (time series only; stored in the model file and applied
+        identically at inference).
     """
 
     preset: str = "small"
@@ -125,9 +135,16 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
     dice_weight: float = 1.0
+    temporal_context: int = 0
+    background_subtraction: str = "none"
 
     def __post_init__(self) -> None:
         problems = []
+        if self.temporal_context < 0:
+            problems.append(f"temporal context {self.temporal_context} must be >= 0")
+        if self.background_subtraction not in BACKGROUND_MODES:
+            problems.append(f"background subtraction {self.background_subtraction!r} must be "
+                            f"one of {', '.join(BACKGROUND_MODES)}")
         if self.steps is not None and self.steps < 1:
             problems.append(f"steps {self.steps} must be >= 1")
         if self.epochs is not None and self.epochs <= 0:
@@ -319,7 +336,10 @@ def predict_scores(
         if valid is not None:
             target = np.where(valid, target, -1)
         acc.add(prediction.labels, target)
-        acc.losses.append(probability_loss(prediction.probabilities, target))
+        probabilities = prediction.probabilities
+        if probabilities.ndim == target.ndim + 1 and target.ndim == 3:
+            probabilities = np.moveaxis(probabilities, 1, 0)  # (T, K, Y, X) -> (K, T, Y, X)
+        acc.losses.append(probability_loss(probabilities, target))
     return acc
 
 
@@ -545,11 +565,14 @@ def train(
     if not images:
         raise InputError("no training images given")
     names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
+    context = config.temporal_context
+    series_mode = context > 0 or config.background_subtraction != "none"
     for image, mask, name in zip(images, masks, names):
-        check_pair(image, mask, name)
+        (check_series_pair if series_mode else check_pair)(image, mask, name)
     mapping = class_mapping or ClassMapping.from_masks(masks)
     n_classes = mapping.n_classes
-    unet = (config.unet or preset(config.preset)).with_(n_classes=n_classes, in_channels=1)
+    unet = (config.unet or preset(config.preset)).with_(
+        n_classes=n_classes, in_channels=2 * context + 1)
     device = resolve_device(config.device)
     patch = -(-config.patch // unet.stride) * unet.stride
     targets = [mapping.apply(m) for m in masks]
@@ -569,11 +592,17 @@ def train(
         class_colors=list(class_colors) if class_colors else [],
         pixel_size_nm=pixel_size_nm,
         provenance={"name": model_name} if model_name else {},
+        temporal_context=context,
+        background_subtraction=config.background_subtraction,
     )
     torch.manual_seed(config.seed)  # dropout and anything else drawing from torch's RNG
+    if series_mode:  # validation series stay raw: segment() preprocesses them itself
+        train_images = [preprocess_series(s, config.background_subtraction)
+                        for s in train_images]
     sampler = PatchSampler(
         train_images, train_targets, n_classes, patch, config.normalization, config.augment,
         oversample_rare=config.oversample_rare, seed=config.seed,
+        temporal_context=context if series_mode else None,
     )
     total_steps = config.steps
     if config.epochs is not None:

@@ -13,7 +13,7 @@ reads it; pickled objects are refused)::
       "class_colors": ["#000000", "#33cc66", ...],
       "tiling": {"tile": 512, "overlap": 0.125, "batch_size": 4},
       "pixel_size_nm": 50.0 | None,
-      "input_mode": {"temporal_context": 0},
+      "input_mode": {"temporal_context": 0, "background_subtraction": "none"},
       "provenance": {"created": iso, "parent": str|None, "training_data": {...},
                      "steps": int, "metrics": {...}, "history": [...], ...},
     }
@@ -38,6 +38,7 @@ from napari_cryoseg import __version__
 from napari_cryoseg.core.atomic import atomic_write
 from napari_cryoseg.core.errors import ModelFileError
 from napari_cryoseg.core.normalization import NormalizationConfig
+from napari_cryoseg.core.temporal import check_background_mode
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.model.config import UNetConfig
 from napari_cryoseg.model.unet import UNet
@@ -80,11 +81,17 @@ class ModelFile:
     tiling: TilingConfig = field(default_factory=TilingConfig)
     pixel_size_nm: float | None = None
     temporal_context: int = 0
+    #: ``"none"`` or ``"median"`` (temporal median subtracted before normalisation).
+    background_subtraction: str = "none"
     provenance: dict[str, Any] = field(default_factory=dict)
     source_path: Path | None = None
 
     def __post_init__(self) -> None:
         n = self.config.n_classes
+        try:
+            check_background_mode(self.background_subtraction)
+        except Exception as err:  # noqa: BLE001 - report as a model file problem
+            raise ModelFileError(str(err)) from None
         if not self.class_names:
             self.class_names = default_class_names(n)
         if not self.class_colors:
@@ -169,7 +176,8 @@ class ModelFile:
                 "batch_size": self.tiling.batch_size,
             },
             "pixel_size_nm": None if self.pixel_size_nm is None else float(self.pixel_size_nm),
-            "input_mode": {"temporal_context": int(self.temporal_context)},
+            "input_mode": {"temporal_context": int(self.temporal_context),
+                           "background_subtraction": str(self.background_subtraction)},
             "provenance": _plain(self.provenance),
         }
 
@@ -184,6 +192,7 @@ class ModelFile:
             "tile hint": {"tile": self.tiling.tile, "overlap": self.tiling.overlap},
             "pixel size (nm)": self.pixel_size_nm,
             "temporal context": self.temporal_context,
+            "background subtraction": self.background_subtraction,
             "provenance": self.provenance,
         }
 
@@ -229,6 +238,18 @@ def _names_a_python_object(message: str) -> bool:
     )
 
 
+def _is_torchscript(path: Path) -> bool:
+    """True for a TorchScript archive (a zip holding ``code/`` and ``constants.pkl``)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(
+        name.endswith("/constants.pkl") or name.split("/")[1:2] == ["code"] for name in names
+    )
+
+
 def _read_payload(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ModelFileError(f"model file {path} does not exist")
@@ -236,6 +257,12 @@ def _read_payload(path: Path) -> dict[str, Any]:
         raise ModelFileError(f"{path} is a folder; give the path of a .pt model file")
     if path.stat().st_size == 0:
         raise ModelFileError(f"model file {path} is empty (0 bytes); it was not saved completely")
+    if _is_torchscript(path):
+        raise ModelFileError(
+            f"refused to load {path}: it is a TorchScript archive, which carries code; "
+            "napari-cryoseg does not load TorchScript. Save the weights with "
+            "torch.save(model.state_dict(), path) and convert them with `cryoseg import-weights`"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -303,6 +330,8 @@ def load_model(path: str | os.PathLike) -> ModelFile:
             tiling=TilingConfig(**tiling) if tiling else TilingConfig(),
             pixel_size_nm=payload.get("pixel_size_nm"),
             temporal_context=int(payload.get("input_mode", {}).get("temporal_context", 0)),
+            background_subtraction=str(
+                payload.get("input_mode", {}).get("background_subtraction", "none")),
             provenance=dict(payload.get("provenance", {})),
             source_path=path,
         )

@@ -10,6 +10,7 @@ from superqt import QCollapsible
 from napari_cryoseg.session import Session
 from napari_cryoseg.widgets.batch_panel import BatchPanel
 from napari_cryoseg.widgets.export_panel import ExportPanel
+from napari_cryoseg.widgets.measure_panel import MeasurePanel
 from napari_cryoseg.widgets.model_panel import ModelPanel
 from napari_cryoseg.widgets.segment_panel import SegmentPanel
 
@@ -30,6 +31,8 @@ class CryoSegWidget(QWidget):
         self.segment_panel = SegmentPanel(napari_viewer, self.session)
         self.batch_panel = BatchPanel(napari_viewer, self.session, self.segment_panel)
         self.export_panel = ExportPanel(napari_viewer, self.session)
+        self.measure_panel = MeasurePanel(napari_viewer, self.session,
+                                          folder=lambda: self.export_panel.folder.text())
         self.finetune_panel = FinetunePanel(napari_viewer, self.session) if FinetunePanel else None
 
         body = QWidget()
@@ -37,7 +40,8 @@ class CryoSegWidget(QWidget):
         body_layout.setContentsMargins(2, 2, 2, 2)
         self.sections: dict[str, QCollapsible] = {}
         sections = [("Model", self.model_panel, True), ("Segment", self.segment_panel, True),
-                    ("Batch", self.batch_panel, False), ("Export", self.export_panel, False)]
+                    ("Batch", self.batch_panel, False), ("Export", self.export_panel, False),
+                    ("Objects", self.measure_panel, False)]
         if self.finetune_panel is not None:
             sections.append(("Correct & fine-tune", self.finetune_panel, False))
         for title, panel, expanded in sections:

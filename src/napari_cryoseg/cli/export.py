@@ -1,0 +1,55 @@
+"""``cryoseg export``: a model file as ONNX and/or a bioimage.io model package."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from napari_cryoseg.cli._common import echo, load_model_arg
+from napari_cryoseg.core.errors import InputError
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``cryoseg export``."""
+    parser = subparsers.add_parser(
+        "export",
+        help="export a model to ONNX or a bioimage.io model package",
+        description="Export a napari-cryoseg model file. --onnx writes an ONNX graph "
+        "(normalised image in, probabilities out; dynamic batch, H, W) and checks it with "
+        "onnxruntime against PyTorch. --bioimageio writes a bioimage.io model package "
+        "(a folder, or a .zip) with rdf.yaml, weights, test tensors and a cover image.",
+    )
+    parser.add_argument("model", nargs="?", default=None, metavar="MODEL",
+                        help="model file (.pt); default: the bundled model")
+    parser.add_argument("--onnx", default=None, metavar="OUT.onnx", help="ONNX file to write")
+    parser.add_argument("--bioimageio", default=None, metavar="OUT",
+                        help="bioimage.io package to write: a new folder or a .zip file")
+    parser.add_argument("--tolerance", type=float, default=1e-4, metavar="F",
+                        help="largest accepted |ONNX - PyTorch| difference (default 1e-4)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``cryoseg export``."""
+    if not args.onnx and not args.bioimageio:
+        raise InputError("nothing to export: pass --onnx OUT.onnx and/or --bioimageio OUT")
+    model = load_model_arg(args.model)
+    if args.onnx:
+        from napari_cryoseg.model.export import export_onnx
+
+        out = Path(args.onnx).expanduser()
+        check = export_onnx(model, out, overwrite=args.overwrite, tolerance=args.tolerance)
+        echo(f"wrote {out}; onnxruntime vs PyTorch on a random {check.shape} input: "
+             f"max abs diff {check.max_abs_diff:.3g} (tolerance {check.tolerance:g})")
+    if args.bioimageio:
+        from napari_cryoseg.model.bioimageio import export_bioimageio, validate_package
+
+        out = Path(args.bioimageio).expanduser()
+        written = export_bioimageio(model, out, overwrite=args.overwrite)
+        echo(f"wrote bioimage.io package {written}")
+        ok, message = validate_package(written)
+        echo(f"bioimage.io validation: {message}", err=not ok)
+    return 0
