@@ -16,7 +16,9 @@ SHARED_DATA = Path(
     os.environ.get("CRYOSEG_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One intra-op thread: tests run beside Qt threads and each other; oversubscribed BLAS
+# threads on 2 cores were measured up to 100x slower than one thread.
+torch.set_num_threads(1)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -77,7 +77,9 @@ def percentile_range(image: Any, config: NormalizationConfig) -> tuple[float, fl
     low, high = float(low), float(high)
     if not high > low:
         # Constant (or nearly) image: centre it at 0.5 rather than divide by zero.
-        low, high = low - 0.5, low + 0.5
+        # The spread grows with the value: ±0.5 vanishes in rounding for |x| >~ 1e15.
+        spread = max(0.5, abs(low) * 1e-6)
+        low, high = low - spread, low + spread
     return low, high
 
 
