@@ -64,6 +64,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help=f"also write <stem>{PROBABILITIES_SUFFIX} (float32 per-class "
                         "probabilities)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the network first (pays off for large jobs on a GPU: "
+        "1.5x for the thesis preset on an H100; adds a minute of compilation)",
+    )
     parser.add_argument("--output-format", choices=("tif", "zarr"), default=None,
                         help=f"labels as <stem>{LABELS_SUFFIX} or <stem>{ZARR_LABELS_SUFFIX} "
                         "(OME-Zarr, written chunk by chunk); default: zarr for zarr inputs "
@@ -246,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model_arg(args.model)
     tiling = tiling_from_args(args, model)
     # One Segmenter for all files: the network is built and moved to the device once.
-    segmenter = Segmenter(model, args.device)
+    segmenter = Segmenter(model, args.device, compile=args.compile)
     _create_out_dir(out_dir)
     echo(
         f"model {model.name} ({', '.join(model.class_names)}) on {segmenter.device}; "
