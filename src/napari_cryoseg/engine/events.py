@@ -94,3 +94,19 @@ def drain(
             return stop.value
         if on_event is not None:
             on_event(event)
+
+
+def relay(
+    generator: Generator[Any, Any, R], transform: Callable[[Any], Any]
+) -> Generator[Any, None, R]:
+    """Yield ``transform(event)`` for each event of ``generator``; return its result.
+
+    Used to nest one engine generator in another (e.g. per-image progress inside a
+    multi-image job) without losing the inner result.
+    """
+    while True:
+        try:
+            event = next(generator)
+        except StopIteration as stop:
+            return stop.value
+        yield transform(event)

@@ -22,7 +22,7 @@ import numpy as np
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.tiling import TilingConfig
-from napari_cryoseg.engine.events import Progress
+from napari_cryoseg.engine.events import Progress, relay
 from napari_cryoseg.engine.predict import Segmenter, count_tiles, segment
 from napari_cryoseg.model.checkpoint import ModelFile
 
@@ -106,16 +106,10 @@ def tta_uncertainty(
     for run, name in enumerate(transforms):
         k, flip = TRANSFORMS[name]
         gen = segment(_forward(image, k, flip), segmenter, tiling, return_probabilities=True)
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                prediction = stop.value
-                break
-            yield Progress(
-                "uncertainty", run * per_run + event.done, total,
-                f"{name}: {event.done}/{event.total} tiles", time.perf_counter() - started,
-            )
+        prediction = yield from relay(gen, lambda event, run=run, name=name: Progress(
+            "uncertainty", run * per_run + event.done, total,
+            f"{name}: {event.done}/{event.total} tiles", time.perf_counter() - started,
+        ))
         probs = _inverse(prediction.probabilities, k, flip)  # (..., K', Y, X)
         if probs.shape[-3] == 1:  # binary: p(foreground) -> [1 - p, p]
             probs = np.concatenate([1.0 - probs, probs], axis=-3)

@@ -42,7 +42,7 @@ from qtpy.QtWidgets import (
 from napari_cryoseg.core.corrections import changed_mask
 from napari_cryoseg.core.errors import CryoSegError, OutputExistsError
 from napari_cryoseg.corrections import CorrectionStore, camera_of, canvas_size, restore
-from napari_cryoseg.engine.events import Message, Progress, TrainStep, Validation
+from napari_cryoseg.engine.events import Message, Progress, TrainStep, Validation, relay
 from napari_cryoseg.session import SegmentationRecord, Session
 from napari_cryoseg.widgets._loss_plot import LossPlot
 from napari_cryoseg.widgets._workers import guarded as _guarded
@@ -112,16 +112,11 @@ def _resegment(items: list[tuple[Any, Any]], model: Any, device: str):
     segmenter = Segmenter(model, device)
     results = []
     for index, (key, image) in enumerate(items):
-        prediction = None
         gen = segment(image, segmenter, return_probabilities=True)
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                prediction = stop.value
-                break
-            yield Progress("re-segment", index, len(items), f"image {index + 1}/{len(items)}: "
-                           f"{event.done}/{event.total} tiles", event.elapsed_s)
+        prediction = yield from relay(gen, lambda event, index=index: Progress(
+            "re-segment", index, len(items),
+            f"image {index + 1}/{len(items)}: {event.done}/{event.total} tiles", event.elapsed_s,
+        ))
         results.append((key, prediction))
     return results
 
