@@ -34,7 +34,6 @@ from napari_cryoseg.engine.train import (
 from napari_cryoseg.model.checkpoint import ModelFile, now_iso
 
 DEFAULT_STEPS = 200  # when neither steps nor a time budget is given
-_CONTEXT_ROWS = 32  # rows above a held-out strip given to the network as context
 
 
 @dataclass(frozen=True)
@@ -227,12 +226,13 @@ def split_holdout(
         train_targets.append(target[:cut])
         if valid is not None:
             train_valid.append(valid[:cut])
-        # The held-out strip is predicted with some rows of context above it; only rows
-        # from ``cut`` on are scored (the context rows' valid mask is False).
-        top = max(cut - _CONTEXT_ROWS, 0)
-        scored = np.zeros((height - top, image.shape[1]), dtype=bool)
-        scored[cut - top :] = True if valid is None else valid[cut:]
-        holdout.append((image[top:], target[top:], scored))
+        # The held-out rows are scored inside the WHOLE image: the network sees the same
+        # context and whole-image normalisation as when the user segments it (a strip
+        # cut out on its own gets other percentiles and border effects). Only rows from
+        # ``cut`` on are scored; the model never trains on them.
+        scored = np.zeros(image.shape[:2], dtype=bool)
+        scored[cut:] = True if valid is None else valid[cut:]
+        holdout.append((image, target, scored))
     return (train_images, train_targets, train_valid if valid_list is not None else None,
             holdout, f"bottom rows from {cuts} of {n} image(s)")
 
