@@ -38,6 +38,7 @@ class CryoSegWidget(QWidget):
         body = QWidget()
         body_layout = QVBoxLayout(body)
         body_layout.setContentsMargins(2, 2, 2, 2)
+        body_layout.setSpacing(4)
         self.sections: dict[str, QCollapsible] = {}
         sections = [("Model", self.model_panel, True), ("Segment", self.segment_panel, True),
                     ("Batch", self.batch_panel, False), ("Export", self.export_panel, False),
@@ -46,6 +47,8 @@ class CryoSegWidget(QWidget):
             sections.append(("Correct & fine-tune", self.finetune_panel, False))
         for title, panel, expanded in sections:
             section = QCollapsible(title.replace("&", "&&"))  # '&' is a Qt mnemonic
+            # superqt's default margins leave a tall empty band under collapsed headers.
+            section.layout().setContentsMargins(0, 0, 0, 0)
             section.addWidget(panel)
             if expanded:
                 section.expand(animate=False)
