@@ -96,8 +96,8 @@ class SegmentPanel(QWidget):
         self.overlap = QDoubleSpinBox()
         self.overlap.setRange(0.0, 0.5)
         self.overlap.setSingleStep(0.05)
+        self.overlap.setDecimals(3)  # before setValue: 2 decimals would round 0.125 to 0.13
         self.overlap.setValue(0.125)
-        self.overlap.setDecimals(3)
         self.overlap.setToolTip("Fraction of a tile shared with each neighbour (seams blend)")
         form.addRow("Overlap:", self.overlap)
         self.batch = QSpinBox()
