@@ -9,6 +9,7 @@ import pytest
 
 from napari_cryoseg.core.metrics import mean_foreground_dice
 from napari_cryoseg.core.synthetic import SampleConfig, make_sample
+from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine import predict
 from napari_cryoseg.layers import relabel
 from napari_cryoseg.model.bundled import default_model_path
@@ -42,6 +43,12 @@ def test_device_combo_lists_cpu(dock):
     assert "cpu" in items
     assert items[0] == "auto"
     assert "cpu" in widget.model_panel.device_info.text()
+
+
+def test_tiling_defaults_are_not_rounded(dock):
+    """The spin boxes hold the engine's defaults exactly (0.125, not 0.13)."""
+    _, widget = dock
+    assert widget.segment_panel.tiling() == TilingConfig()
 
 
 def test_sample_segmented_with_default_model(dock, qtbot):
