@@ -12,13 +12,13 @@ second image; the window with the live curve is saved. Needs Xvfb when there is 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-IMAGES = Path(__file__).resolve().parent / "images"
+from _screens import save, settle, virtual_display
+
 NEW_LOOK = {"shape": (384, 384), "noise": 0.3, "charging": 0.8}
 
 
@@ -26,15 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=int, default=30)
     args = parser.parse_args(argv)
-    display = None
-    if not os.environ.get("DISPLAY") and sys.platform == "linux":
-        from pyvirtualdisplay import Display
-
-        display = Display(visible=False, size=(1500, 950), color_depth=24)
-        display.start()
-    try:
+    with virtual_display((1500, 950)):
         import napari
-        from skimage.io import imsave
 
         from napari_cryoseg.core.synthetic import SampleConfig, make_sample
         from napari_cryoseg.corrections import CorrectionStore
@@ -73,17 +66,11 @@ def main(argv: list[str] | None = None) -> int:
                 time.monotonic() < end:
             app.processEvents()
             time.sleep(0.02)
-        for _ in range(30):
-            app.processEvents()
-            time.sleep(0.02)
+        settle()
         viewer.reset_view()
-        path = IMAGES / "finetune.png"
-        imsave(path, viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
-        sys.stdout.write(f"wrote {path}\n{panel.metrics_label.text()}\n")
+        save(viewer, "finetune.png")
+        sys.stdout.write(f"{panel.metrics_label.text()}\n")
         viewer.close()
-    finally:
-        if display is not None:
-            display.stop()
     return 0
 
 

@@ -10,14 +10,10 @@ classifier and saves ``viewer.screenshot(canvas_only=False, flash=False)``.
 
 from __future__ import annotations
 
-import os
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
-
-IMAGES = Path(__file__).resolve().parent / "images"
+from _screens import save, settle, virtual_display
 
 
 def scene(seed: int = 3, size: int = 420, n: int = 34):
@@ -55,16 +51,8 @@ def scene(seed: int = 3, size: int = 420, n: int = 34):
 
 
 def main() -> int:
-    display = None
-    if not os.environ.get("DISPLAY") and sys.platform == "linux":
-        from pyvirtualdisplay import Display
-
-        display = Display(visible=False, size=(1500, 950), color_depth=24)
-        display.start()
-    try:
+    with virtual_display((1500, 950)):
         import napari
-        from qtpy.QtWidgets import QApplication
-        from skimage.io import imsave
 
         from napari_cryoseg.widgets.main import CryoSegWidget
 
@@ -95,18 +83,11 @@ def main() -> int:
         panel.select_row(0)
         lab.visible = False
         viewer.reset_view()
-        app = QApplication.instance()
-        for _ in range(40):
-            app.processEvents()
-            time.sleep(0.02)
-        path = IMAGES / "objects.png"
-        imsave(path, viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
+        settle(40)
+        save(viewer, "objects.png")
         correct = np.mean([p == t for p, t in zip(result.extra["predicted class"], truth)])
-        sys.stdout.write(f"wrote {path} (classifier accuracy {correct:.2f})\n")
+        sys.stdout.write(f"classifier accuracy {correct:.2f}\n")
         viewer.close()
-    finally:
-        if display is not None:
-            display.stop()
     return 0
 
 

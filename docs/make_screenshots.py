@@ -11,23 +11,11 @@ and saves ``viewer.screenshot(canvas_only=False, flash=False)`` for each section
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-IMAGES = Path(__file__).resolve().parent / "images"
-
-
-def _display():
-    if os.environ.get("DISPLAY") or sys.platform != "linux":
-        return None
-    from pyvirtualdisplay import Display
-
-    display = Display(visible=False, size=(1400, 900), color_depth=24)
-    display.start()
-    return display
+from _screens import IMAGES, save, virtual_display
 
 
 def _wait(app, done, timeout=300.0):
@@ -42,21 +30,11 @@ def _wait(app, done, timeout=300.0):
         time.sleep(0.02)
 
 
-def _save(viewer, name: str) -> Path:
-    from skimage.io import imsave
-
-    path = IMAGES / name
-    imsave(path, viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
-    sys.stdout.write(f"wrote {path}\n")
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="model file (default: the bundled default model)")
     args = parser.parse_args(argv)
-    display = _display()
-    try:
+    with virtual_display((1400, 900)):
         import napari
         from qtpy.QtWidgets import QApplication
 
@@ -66,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
         IMAGES.mkdir(parents=True, exist_ok=True)
         viewer = napari.Viewer(title="CryoSeg", show=True)
-        viewer.window._qt_window.resize(1360, 860)
+        viewer.window.resize(1360, 860)
         app = QApplication.instance()
         for data, kwargs, kind in sample_layers(seed=0, size=512):
             getattr(viewer, f"add_{kind}")(data, **kwargs)
@@ -84,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         viewer.layers.selection.active = viewer.layers["grid square labels"]
         dock.show_section("Segment")
         viewer.reset_view()
-        _save(viewer, "dock-segment.png")
+        save(viewer, "dock-segment.png")
 
         # Batch: two more images (one a 3-slice stack), all checked.
         cfg = SampleConfig(shape=(384, 384), pixel_size_nm=50.0)
@@ -103,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         viewer.layers.selection.active = viewer.layers["stack C labels"]
         viewer.dims.set_current_step(0, 1)
         viewer.reset_view()
-        _save(viewer, "dock-batch.png")
+        save(viewer, "dock-batch.png")
 
         # Export: all CryoSeg labels layers to a temporary folder, twice (no overwrite).
         dock.show_section("Export", only=True)
@@ -117,11 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         viewer.layers.selection.active = viewer.layers["grid square labels"]
         viewer.reset_view()
         _wait(app, lambda: True)
-        _save(viewer, "dock-export.png")
+        save(viewer, "dock-export.png")
         viewer.close()
-    finally:
-        if display is not None:
-            display.stop()
     return 0
 
 

@@ -8,19 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-import torch
 
 from napari_cryoseg.cli import main
 from napari_cryoseg.model.checkpoint import load_model
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks run faster on one thread, much faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _write_set(root: Path, n: int = 4, size: int = 64, seed: int = 0) -> Path:

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.data import ClassMapping
@@ -18,16 +17,6 @@ from napari_cryoseg.engine.evaluate import (
 )
 from napari_cryoseg.engine.events import Progress, drain
 from napari_cryoseg.engine.predict import segment
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks run faster on one thread, much faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 
 def test_perfect_prediction_scores_one():

@@ -15,16 +15,6 @@ from napari_cryoseg.model.checkpoint import ModelFile, save_model
 from napari_cryoseg.model.config import preset
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks run faster on one thread, much faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-
 def _disks(n, size=64, seed=0):
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]

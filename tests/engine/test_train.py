@@ -22,16 +22,6 @@ from napari_cryoseg.engine.losses import segmentation_loss
 from napari_cryoseg.engine.train import TrainConfig, lr_factor, split_blocks, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks run faster on one thread, much faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-
 def _samples(seeds, size=128):
     config = SampleConfig(shape=(size, size))
     pairs = [make_sample(s, config) for s in seeds]

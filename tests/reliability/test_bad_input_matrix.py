@@ -31,15 +31,6 @@ RNG = np.random.default_rng(7)
 IMG = (RNG.random((48, 56)) * 4000).astype(np.uint16)  # a small valid image
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on 2 shared cores, 2 spinning OpenMP threads can be 100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --------------------------------------------------------------------------- fixtures
 
 

@@ -38,15 +38,6 @@ FINETUNE_TRIALS = 8
 KILL_TRIALS = 6  # per target kind (model file, labels file)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on 2 shared cores, 2 spinning OpenMP threads can be 100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _weights(model: ModelFile) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict.items()}
 

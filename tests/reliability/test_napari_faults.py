@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from napari_cryoseg.corrections import CorrectionStore
 from napari_cryoseg.engine.events import drain
@@ -22,15 +21,6 @@ from napari_cryoseg.widgets.finetune_panel import FinetunePanel
 from napari_cryoseg.widgets.main import CryoSegWidget
 
 TIMEOUT_MS = 60_000
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on 2 shared cores, 2 spinning OpenMP threads can be 100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

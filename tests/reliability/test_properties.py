@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -24,15 +23,6 @@ from napari_cryoseg.model.checkpoint import ModelFile
 from napari_cryoseg.model.config import preset
 
 STRIDE = 8  # the tiny preset: depth 3
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on 2 shared cores, 2 spinning OpenMP threads can be 100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 shapes = st.tuples(st.integers(2, 300), st.integers(2, 300))
