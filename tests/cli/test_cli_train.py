@@ -73,6 +73,13 @@ def test_train_finetune_evaluate(tmp_path, capsys):
     data_json = json.loads(report.read_text())
     assert [im["name"] for im in data_json["images"]] == [f"img_{i}" for i in range(4)]
     assert plot.read_bytes()[:4] == b"\x89PNG"
+    assert data_json["info"]["tta"] == 1
+
+    tta_report = tmp_path / "tta.json"
+    assert main(["evaluate", "--model", str(tuned), "--images", images, "--masks", masks,
+                 "--classes", "2", "--json", str(tta_report), "--device", "cpu",
+                 "--tta", "4"]) == 0
+    assert json.loads(tta_report.read_text())["info"]["tta"] == 4
 
 
 def _error_line(capsys) -> str:

@@ -172,3 +172,34 @@ def test_mixed_precision_agrees_with_fp32(tiny_model):
     fp32 = drain(segment(image, tiny_model, TilingConfig(256, 0.25), mixed_precision=False))
     mixed = drain(segment(image, tiny_model, TilingConfig(256, 0.25), mixed_precision=True))
     assert (fp32.labels == mixed.labels).mean() > 0.98
+
+
+def _flip_rot_reference(image, model, k, flip):
+    """Probabilities of the transformed image, transformed back (one tile, fp32)."""
+    view = np.rot90(image, k) if k else image
+    view = np.ascontiguousarray(view[:, ::-1] if flip else view)
+    probs = _whole(view, model).probabilities[0]
+    probs = probs[:, ::-1] if flip else probs
+    return np.rot90(probs, -k) if k else probs
+
+
+@pytest.mark.parametrize(("shape", "copies"), [((64, 64), 4), ((48, 80), 8)])
+def test_tta_averages_flipped_and_rotated_predictions(tiny_model, shape, copies):
+    image, _ = make_sample(5)
+    image = image[: shape[0], : shape[1]]
+    from napari_cryoseg.engine.predict import TTA_TRANSFORMS
+
+    expected = np.mean([_flip_rot_reference(image, tiny_model, k, flip)
+                        for k, flip in TTA_TRANSFORMS[:copies]], axis=0)
+    got = drain(segment(image, tiny_model, TilingConfig(tile=4096, overlap=0.0),
+                        return_probabilities=True, mixed_precision=False, tta=copies))
+    assert got.info["tta"] == copies
+    np.testing.assert_allclose(got.probabilities[0], expected, atol=1e-5)
+    plain = _whole(image, tiny_model).probabilities[0]
+    assert np.abs(plain - expected).max() > 1e-3  # the copies really differ
+    assert np.array_equal(got.labels, (expected > 0.5).astype(np.uint8))
+
+
+def test_tta_must_be_a_supported_count(tiny_model):
+    with pytest.raises(InputError, match="test-time augmentation 3 must be one of 1, 2, 4, 8"):
+        Segmenter(tiny_model, "cpu", tta=3)

@@ -14,8 +14,8 @@ from napari_cryoseg.core.tiling import (
     TileGrid,
     TilingConfig,
     padded_shape_for,
+    plan_tiles,
     round_up,
-    tile_shape_for,
 )
 from napari_cryoseg.engine.events import drain
 from napari_cryoseg.engine.predict import Segmenter, segment
@@ -33,10 +33,13 @@ overlaps = st.floats(0.0, 0.5, allow_nan=False)
 @settings(max_examples=60, deadline=None, database=None)
 @given(shape=shapes, tile=tiles, overlap=overlaps)
 def test_tile_grid_covers_every_pixel_with_positive_weights(shape, tile, overlap):
-    tile_hw = tile_shape_for(shape, tile, STRIDE)
+    tile_hw, overlap_px = plan_tiles(shape, tile, overlap, STRIDE)
     padded = padded_shape_for(shape, STRIDE)
-    overlap_px = int(round(max(tile_hw) * overlap))
     grid = TileGrid(padded, tile_hw, overlap_px, STRIDE)
+    # Balanced tiles: never larger than asked, never more of them than the asked size needs.
+    unbalanced = tuple(min(round_up(tile, STRIDE), p) for p in padded)
+    assert all(t <= u for t, u in zip(tile_hw, unbalanced))
+    assert len(grid) <= len(TileGrid(padded, unbalanced, overlap_px, STRIDE))
     weight = np.zeros(padded, np.float64)
     for t in grid.tiles:
         assert t.y % STRIDE == 0 and t.x % STRIDE == 0

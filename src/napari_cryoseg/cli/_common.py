@@ -13,6 +13,7 @@ from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine.device import DEVICE_CHOICES
 from napari_cryoseg.engine.events import Message, Progress, TrainStep, Validation
+from napari_cryoseg.engine.predict import TTA_CHOICES
 from napari_cryoseg.model.bundled import load_default_model
 from napari_cryoseg.model.checkpoint import ModelFile, load_model
 
@@ -20,6 +21,7 @@ __all__ = [
     "ProgressBar",
     "add_device_argument",
     "add_tiling_arguments",
+    "add_tta_argument",
     "echo",
     "format_duration",
     "load_model_arg",
@@ -42,6 +44,15 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
         metavar="DEVICE",
         help=f"compute device: {', '.join(DEVICE_CHOICES)} or cuda:N (default: auto = "
         "cuda, then mps, then cpu)",
+    )
+
+
+def add_tta_argument(parser: argparse.ArgumentParser) -> None:
+    """``--tta N``: test-time augmentation copies averaged per tile."""
+    parser.add_argument(
+        "--tta", type=int, default=1, choices=TTA_CHOICES, metavar="N",
+        help="test-time augmentation: average the predictions of N flipped/rotated copies "
+        "of every tile (1 = off, 2, 4, 8; N times slower, usually a little more accurate)",
     )
 
 

@@ -7,7 +7,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from napari_cryoseg.cli._common import ProgressBar, add_device_argument, echo, load_model_arg
+from napari_cryoseg.cli._common import (
+    ProgressBar,
+    add_device_argument,
+    add_tta_argument,
+    echo,
+    load_model_arg,
+)
 from napari_cryoseg.cli.train import add_classes_arguments, read_pairs, split_tokens
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.data import ClassMapping
@@ -32,6 +38,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--plot", default=None, metavar="FILE",
                         help="write per-class Dice/IoU box plots (PNG; needs matplotlib)")
     add_device_argument(parser)
+    add_tta_argument(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -78,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     bar = ProgressBar("evaluate", unit="images")
     try:
         report = drain(
-            evaluate(model, images, masks, names, mapping, device=args.device),
+            evaluate(model, images, masks, names, mapping, device=args.device, tta=args.tta),
             on_event=lambda e: bar(e) if isinstance(e, Progress) and e.stage == "evaluate"
             else None,
         )

@@ -21,6 +21,7 @@ from napari_cryoseg.cli._common import (
     ProgressBar,
     add_device_argument,
     add_tiling_arguments,
+    add_tta_argument,
     echo,
     format_duration,
     load_model_arg,
@@ -64,6 +65,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help=f"also write <stem>{PROBABILITIES_SUFFIX} (float32 per-class "
                         "probabilities)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_tta_argument(parser)
     parser.add_argument(
         "--compile", action="store_true",
         help="torch.compile the network first (pays off for large jobs on a GPU: "
@@ -186,7 +188,7 @@ def _segment_one(
 
         labels = segment_distributed(
             image.data, segmenter.model, tiling, client, block=args.block,
-            threshold=args.threshold, device=args.device, torch_threads=1,
+            threshold=args.threshold, device=args.device, torch_threads=1, tta=args.tta,
         )
         if fmt == "zarr":
             with LabelsZarrWriter(labels_path, image.shape, labels.dtype,
@@ -251,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model_arg(args.model)
     tiling = tiling_from_args(args, model)
     # One Segmenter for all files: the network is built and moved to the device once.
-    segmenter = Segmenter(model, args.device, compile=args.compile)
+    segmenter = Segmenter(model, args.device, compile=args.compile, tta=args.tta)
     _create_out_dir(out_dir)
     echo(
         f"model {model.name} ({', '.join(model.class_names)}) on {segmenter.device}; "

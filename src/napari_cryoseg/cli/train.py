@@ -19,6 +19,7 @@ from napari_cryoseg.cli._common import (
 from napari_cryoseg.core.errors import InputError, OutputExistsError
 from napari_cryoseg.core.temporal import BACKGROUND_MODES
 from napari_cryoseg.engine.data import (
+    AugmentConfig,
     ClassMapping,
     check_pair,
     check_series_pair,
@@ -193,6 +194,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         choices=list(BACKGROUND_MODES),
                         help="time-lapse only: subtract the per-pixel temporal median of each "
                         "stack before normalisation (stored in the model; default none)")
+    # Defaults come from AugmentConfig, so changing the library default changes the CLI's.
+    augment = AugmentConfig()
+    parser.add_argument("--elastic", type=float, default=augment.elastic, metavar="PIXELS",
+                        help="elastic deformation: standard deviation in pixels of smooth "
+                        "random displacements, as in the U-Net paper (e.g. 10; default "
+                        "%(default)g = off)")
+    parser.add_argument("--elastic-spacing", type=int, default=augment.elastic_spacing,
+                        metavar="PIXELS",
+                        help="distance between the control points of the elastic "
+                        "displacement field; larger is smoother (default %(default)d)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.set_defaults(func=run)
     return parser
@@ -227,6 +238,11 @@ def run(args: argparse.Namespace) -> int:
     """Run ``cryoseg train``."""
     out = check_output(args.out, args.overwrite)
     check_positive(args.time_budget, "--time-budget")
+    defaults = AugmentConfig()  # checked here, before any image is read
+    augment = AugmentConfig(
+        elastic=getattr(args, "elastic", defaults.elastic),
+        elastic_spacing=getattr(args, "elastic_spacing", defaults.elastic_spacing),
+    )
     context = getattr(args, "temporal_context", 0) or 0
     background = getattr(args, "background_subtraction", "none") or "none"
     if context < 0:
@@ -241,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
         time_budget_s=args.time_budget, batch_size=args.batch_size, patch=args.patch,
         lr=args.lr, val_fraction=args.val_fraction, seed=args.seed, device=args.device,
         class_weighting=args.class_weighting, oversample_rare=args.oversample_rare,
-        temporal_context=context, background_subtraction=background,
+        temporal_context=context, background_subtraction=background, augment=augment,
     )
     echo(f"training on {len(images)} image(s): classes {', '.join(mapping.names)}", err=True)
     bar = ProgressBar("train", unit="steps")

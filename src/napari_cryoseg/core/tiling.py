@@ -185,13 +185,48 @@ class TileGrid:
         return start, stop
 
 
-def tile_shape_for(shape: tuple[int, int], tile: int, stride: int) -> tuple[int, int]:
-    """(height, width) of the tiles for an image: multiples of ``stride``, no bigger than needed.
+def plan_tiles(
+    shape: tuple[int, int], tile: int, overlap: float, stride: int
+) -> tuple[tuple[int, int], int]:
+    """Tile (height, width) and overlap in pixels for a plane of ``shape``.
 
-    An axis shorter than ``tile`` gets a tile just covering it (less padding, less work).
+    The overlap is ``overlap`` times the requested tile (rounded up to ``stride``). Along
+    each axis the plane needs ``n`` tiles of the requested size; those ``n`` tiles are
+    then shrunk to the smallest multiple of ``stride`` that still covers the axis with
+    that overlap. Same tile count, same overlap, fewer redundant pixels: a 4096-pixel
+    axis with 1024-pixel tiles and a 64-pixel overlap needs 5 tiles, and 5 tiles of 880
+    compute 1.07x the axis instead of 1.25x with 1024. An axis shorter than the tile
+    gets one tile just covering it.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (Y, X) of the plane (before padding to the stride).
+    tile : int
+        Requested (largest) tile edge.
+    overlap : float
+        Overlap as a fraction of the requested tile.
+    stride : int
+        The network stride: tile sizes are multiples of it.
+
+    Returns
+    -------
+    tile_shape : tuple of int
+        (height, width), multiples of ``stride``, each at most the requested tile.
+    overlap_px : int
+        Overlap between neighbouring tiles in pixels.
     """
-    tile = round_up(tile, stride)
-    return (min(tile, round_up(shape[0], stride)), min(tile, round_up(shape[1], stride)))
+    requested = round_up(tile, stride)
+    overlap_px = int(round(requested * overlap))
+    sizes = []
+    for length in padded_shape_for(shape, stride):
+        size = min(requested, length)
+        if size < length:
+            n_tiles = -(-(length - size) // max(size - overlap_px, stride)) + 1
+            balanced = round_up(-(-(length + (n_tiles - 1) * overlap_px) // n_tiles), stride)
+            size = min(size, balanced)
+        sizes.append(size)
+    return (sizes[0], sizes[1]), overlap_px
 
 
 def padded_shape_for(shape: tuple[int, int], stride: int) -> tuple[int, int]:

@@ -38,7 +38,13 @@ from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.normalization import percentile_range
 from napari_cryoseg.core.tiling import TilingConfig, round_up
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.predict import Segmenter, _validate_input, labels_dtype, segment
+from napari_cryoseg.engine.predict import (
+    TTA_CHOICES,
+    Segmenter,
+    _validate_input,
+    labels_dtype,
+    segment,
+)
 from napari_cryoseg.model.checkpoint import ModelFile
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,15 +71,17 @@ def model_key(model: ModelFile) -> str:
 
 
 def _segmenter(
-    model: ModelFile, key: str, device: str, mixed_precision: bool, torch_threads: int | None
+    model: ModelFile, key: str, device: str, mixed_precision: bool, torch_threads: int | None,
+    tta: int = 1,
 ) -> Segmenter:
     """The cached Segmenter of this worker process (built on first use)."""
-    cache_key = f"{key}:{device}:{int(mixed_precision)}"
+    cache_key = f"{key}:{device}:{int(mixed_precision)}:{tta}"
     with _LOCK:
         if torch_threads:
             torch.set_num_threads(int(torch_threads))
         if cache_key not in _SEGMENTERS:
-            _SEGMENTERS[cache_key] = Segmenter(model, device, mixed_precision=mixed_precision)
+            _SEGMENTERS[cache_key] = Segmenter(model, device, mixed_precision=mixed_precision,
+                                               tta=tta)
         return _SEGMENTERS[cache_key]
 
 
@@ -88,11 +96,12 @@ def segment_block(
     device: str = "auto",
     mixed_precision: bool = True,
     torch_threads: int | None = None,
+    tta: int = 1,
 ) -> np.ndarray:
     """Labels of one block (halo included) with a fixed, image-wide ``value_range``."""
     block = np.asarray(block)
     segmenter = _segmenter(model, key or model_key(model), device, mixed_precision,
-                           torch_threads)
+                           torch_threads, tta)
     result = drain(segment(block, segmenter, tiling, threshold=threshold,
                            value_range=value_range))
     return result.labels
@@ -117,6 +126,7 @@ def segment_distributed(
     mixed_precision: bool = True,
     torch_threads: int | None = None,
     margin: int | None = None,
+    tta: int = 1,
 ) -> dask.array.Array:
     """A lazy dask array of labels for ``image``, computed block by block on ``client``.
 
@@ -145,6 +155,8 @@ def segment_distributed(
         ``torch.set_num_threads`` on each worker (1 for one-thread-per-core workers).
     margin : int, optional
         Halo in pixels; default :func:`block_margin`.
+    tta : int
+        Test-time augmentation copies per tile (1 = off, 2, 4, 8).
 
     Returns
     -------
@@ -154,6 +166,8 @@ def segment_distributed(
     import dask.array as da
 
     tiling = tiling or model_file.tiling
+    if tta not in TTA_CHOICES:
+        raise InputError(f"test-time augmentation {tta} must be one of {TTA_CHOICES}")
     _validate_input(image, model_file.temporal_context)
     if not 0.0 < threshold < 1.0:
         raise InputError(f"threshold {threshold} must be between 0 and 1")
@@ -194,6 +208,7 @@ def segment_distributed(
         device=device,
         mixed_precision=mixed_precision,
         torch_threads=torch_threads,
+        tta=tta,
     )
 
 

@@ -185,6 +185,7 @@ def evaluate(
     class_mapping: ClassMapping | None = None,
     tiling: TilingConfig | None = None,
     device: str = "auto",
+    tta: int = 1,
 ) -> Generator[Progress, None, EvaluationReport]:
     """Segment each image with ``model`` and score it against its mask.
 
@@ -203,6 +204,8 @@ def evaluate(
         Default: the model's hint.
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+    tta : int
+        Test-time augmentation copies averaged per tile (1 = off, 2, 4, 8).
 
     Yields
     ------
@@ -226,7 +229,7 @@ def evaluate(
         )
     names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
     started = time.perf_counter()
-    segmenter = Segmenter(model, device)
+    segmenter = Segmenter(model, device, tta=tta)
     results = []
     yield Progress("evaluate", 0, len(images), "starting", 0.0)
     for i, (image, mask, name) in enumerate(zip(images, masks, names)):
@@ -250,7 +253,7 @@ def evaluate(
         class_names=list(model.class_names),
         images=results,
         elapsed_s=time.perf_counter() - started,
-        info={"device": str(segmenter.device),
+        info={"device": str(segmenter.device), "tta": tta,
               "class_mapping": None if class_mapping is None else class_mapping.to_dict()},
     )
 

@@ -23,10 +23,17 @@ import torch
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.normalization import check_numeric, percentile_range
 from napari_cryoseg.core.temporal import preprocess_series
-from napari_cryoseg.core.tiling import TileGrid, TilingConfig, padded_shape_for, tile_shape_for
+from napari_cryoseg.core.tiling import TileGrid, TilingConfig, padded_shape_for, plan_tiles
 from napari_cryoseg.engine.device import autocast_dtype, resolve_device
 from napari_cryoseg.engine.events import Progress
 from napari_cryoseg.model.checkpoint import ModelFile
+
+#: Test-time augmentation transforms as (rot90 count, flip x afterwards), in the order
+#: used: the first four (identity, flip x, rot180, flip y) keep a tile's shape.
+TTA_TRANSFORMS: tuple[tuple[int, bool], ...] = (
+    (0, False), (0, True), (2, False), (2, True), (1, False), (1, True), (3, False), (3, True),
+)
+TTA_CHOICES = (1, 2, 4, 8)
 
 
 @dataclass
@@ -74,6 +81,10 @@ class Segmenter:
         bf16 (AMX / AVX512-BF16); False forces fp32 everywhere.
     compile : bool
         ``torch.compile`` the network (pays off for large jobs on CUDA).
+    tta : int
+        Test-time augmentation: average the probabilities of 1 (off), 2, 4 or 8
+        flipped/rotated copies of every tile (:data:`TTA_TRANSFORMS`). Costs that many
+        forward passes; smooths out orientation-dependent mistakes (membranes, edges).
     """
 
     def __init__(
@@ -83,7 +94,14 @@ class Segmenter:
         *,
         mixed_precision: bool = True,
         compile: bool = False,
+        tta: int = 1,
     ) -> None:
+        if tta not in TTA_CHOICES:
+            raise InputError(
+                f"test-time augmentation {tta} must be one of {', '.join(map(str, TTA_CHOICES))}"
+                " (number of flipped/rotated copies averaged; 1 = off)"
+            )
+        self.tta = tta
         self.model = model
         self.device = resolve_device(device)
         self.net = model.build(self.device)
@@ -103,6 +121,18 @@ class Segmenter:
         return self.model.config
 
     def _run(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.tta == 1:
+            return self._run_once(batch)
+        total = None
+        for k, flip in TTA_TRANSFORMS[: self.tta]:
+            view = torch.rot90(batch, k, dims=(-2, -1)) if k else batch
+            probs = self._run_once(view.flip(-1) if flip else view)
+            probs = probs.flip(-1) if flip else probs
+            probs = torch.rot90(probs, -k, dims=(-2, -1)) if k else probs
+            total = probs if total is None else total + probs
+        return total / self.tta
+
+    def _run_once(self, batch: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.autocast(
@@ -233,6 +263,7 @@ def _segment_plane(
     reader: _PlaneReader,
     segmenter: Segmenter,
     tile: tuple[int, int],
+    overlap_px: int,
     tiling: TilingConfig,
     value_range: tuple[float, float],
     clip: float,
@@ -247,7 +278,6 @@ def _segment_plane(
     device = segmenter.device
     n_out = segmenter.config.out_channels
     height, width = reader.shape
-    overlap_px = int(round(max(tile) * tiling.overlap))
     grid = TileGrid(reader.padded_shape, tile, overlap_px, segmenter.config.stride)
     tile_h, tile_w = tile
     # Strip k covers image rows grid.strip_bounds(k); its accumulators live on the device
@@ -364,8 +394,7 @@ def _run_tiles(
 def count_tiles(shape: tuple[int, ...], tile: int, overlap: float, stride: int) -> int:
     """Tiles needed for an image (all planes), for progress totals."""
     plane = (int(shape[-2]), int(shape[-1]))
-    tiles = tile_shape_for(plane, tile, stride)
-    overlap_px = int(round(max(tiles) * overlap))
+    tiles, overlap_px = plan_tiles(plane, tile, overlap, stride)
     grid = TileGrid(padded_shape_for(plane, stride), tiles, overlap_px, stride)
     planes = math.prod(shape[:-2]) if len(shape) > 2 else 1
     return len(grid) * planes
@@ -382,6 +411,7 @@ def segment(
     labels_out: Any = None,
     mixed_precision: bool = True,
     value_range: tuple[float, float] | None = None,
+    tta: int = 1,
 ) -> Generator[Progress, None, Prediction]:
     """Segment a 2D image, a (Z, Y, X) stack or a (T, Y, X) series, tile by tile.
 
@@ -408,6 +438,8 @@ def segment(
     value_range : tuple of float, optional
         Intensities mapped to [0, 1]; default: the model's percentiles of this image.
         Pass the whole image's range when segmenting blocks of it separately.
+    tta : int
+        Used when ``model`` is a ModelFile: test-time augmentation copies (1, 2, 4, 8).
 
     Yields
     ------
@@ -422,7 +454,7 @@ def segment(
     segmenter = (
         model
         if isinstance(model, Segmenter)
-        else Segmenter(model, device, mixed_precision=mixed_precision)
+        else Segmenter(model, device, mixed_precision=mixed_precision, tta=tta)
     )
     model_file = segmenter.model
     tiling = tiling or model_file.tiling
@@ -443,7 +475,7 @@ def segment(
     shape = tuple(int(s) for s in image.shape)
     plane_shape = shape[-2:]
     stride = segmenter.config.stride
-    tile = tile_shape_for(plane_shape, tiling.tile, stride)
+    tile, overlap_px = plan_tiles(plane_shape, tiling.tile, tiling.overlap, stride)
     norm = model_file.normalization
     if value_range is None:
         value_range = percentile_range(image, norm)
@@ -469,7 +501,7 @@ def segment(
         if probabilities is not None:
             plane_probs = probabilities if len(shape) == 2 else probabilities[index]
         yield from _segment_plane(
-            reader, segmenter, tile, tiling, value_range, norm.clip, threshold,
+            reader, segmenter, tile, overlap_px, tiling, value_range, norm.clip, threshold,
             plane_labels, plane_probs, counter, total, started,
         )
     return Prediction(
@@ -479,8 +511,9 @@ def segment(
         class_colors=list(model_file.class_colors),
         value_range=value_range,
         elapsed_s=time.perf_counter() - started,
-        info={"tile": tile, "overlap": tiling.overlap, "batch_size": tiling.batch_size,
-              "device": str(segmenter.device), "tiles": total},
+        info={"tile": tile, "overlap": tiling.overlap, "overlap_px": overlap_px,
+              "batch_size": tiling.batch_size, "device": str(segmenter.device), "tiles": total,
+              "tta": segmenter.tta},
     )
 
 

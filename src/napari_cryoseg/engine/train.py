@@ -33,6 +33,7 @@ from napari_cryoseg.engine.data import (
     check_pair,
     check_series_pair,
     class_pixel_counts,
+    elastic_deform,
     median_frequency_weights,
 )
 from napari_cryoseg.engine.device import autocast_dtype, resolve_device
@@ -96,7 +97,8 @@ class TrainConfig:
     oversample_rare : float
         Probability of centring a patch on the rarest class present.
     augment : AugmentConfig
-        Patch augmentations.
+        Patch augmentations (``augment.elastic`` > 0 adds elastic deformation, applied
+        to each batch on the training device).
     normalization : NormalizationConfig
         Intensity normalisation stored in the model file.
     dice_weight : float
@@ -393,6 +395,8 @@ def fit(
     copy of the best weights. ``initial_best`` (dice, state) is a baseline that must be
     beaten (fine-tuning passes the parent). Modules in ``frozen`` stay in eval mode.
     ``early_val_steps`` adds validations at these steps (fine-tuning peaks early).
+    With ``sampler.augment.elastic > 0`` each batch is elastically deformed on ``device``
+    (:func:`~napari_cryoseg.engine.data.elastic_deform`) before the forward pass.
     The caller's ``state`` object is filled in as it goes, so it is valid after a close().
     """
     state = state or FitState()
@@ -411,6 +415,14 @@ def fit(
     every_s = time_budget_s / 10 if every is None and time_budget_s else None
     next_val_s = every_s
     stale = 0
+    augment = sampler.augment
+    warp_generator = None
+    if augment.elastic > 0:
+        # Elastic deformation runs here, on the device, after the batch leaves the sampler.
+        # Its torch generator is seeded from the sampler's numpy generator (itself seeded by
+        # the run's seed), so runs are reproducible; the draw only happens with elastic on,
+        # so runs without it sample exactly the patches they sampled before.
+        warp_generator = torch.Generator().manual_seed(int(sampler.rng.integers(2**63 - 1)))
     started = time.perf_counter()
 
     def run_validation(step: int) -> Generator[Validation | Message, None, bool]:
@@ -457,6 +469,9 @@ def fit(
         for group in optimizer.param_groups:
             group["lr"] = current_lr
         x, y = sampler.sample(batch_size, device)
+        if warp_generator is not None:
+            x, y = elastic_deform(x, y, augment.elastic, augment.elastic_spacing,
+                                  generator=warp_generator)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32,
                             enabled=amp_dtype is not None):
