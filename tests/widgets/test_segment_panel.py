@@ -100,6 +100,24 @@ def test_rerun_updates_same_layer_and_undo(dock, qtbot):
     np.testing.assert_array_equal(layer.data, first)
 
 
+def test_test_time_augmentation_option(dock, qtbot):
+    viewer, widget = dock
+    widget.session.set_model(ModelFile.new(preset("tiny"), seed=0))
+    viewer.add_image(small_image()[0], name="img")
+    panel = widget.segment_panel
+    assert panel.tta.currentData() == 1  # off by default
+    panel.tta.setCurrentIndex(panel.tta.findData(4))
+    panel.run()
+    wait_done(qtbot, panel)
+    assert "with 4x test-time augmentation" in panel.status.text()
+    with_tta = viewer.layers["img labels"].data.copy()
+    panel.tta.setCurrentIndex(panel.tta.findData(1))
+    panel.run()
+    wait_done(qtbot, panel)
+    assert "test-time" not in panel.status.text()
+    assert not np.array_equal(viewer.layers["img labels"].data, with_tta)
+
+
 def test_threshold_relabels_without_network(dock, qtbot, monkeypatch):
     viewer, widget = dock
     widget.session.set_model(ModelFile.new(preset("tiny"), seed=0))  # binary

@@ -23,7 +23,7 @@ from napari_cryoseg import layers as L
 from napari_cryoseg.core.errors import CryoSegError
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine.events import Progress
-from napari_cryoseg.engine.predict import segment
+from napari_cryoseg.engine.predict import TTA_CHOICES, segment
 from napari_cryoseg.widgets._workers import start_job, total_tiles
 
 THRESHOLD_DEBOUNCE_MS = 200
@@ -114,6 +114,13 @@ class SegmentPanel(QWidget):
             "Foreground probability cut-off (binary models). Changing it re-labels the last "
             "result from cached probabilities, without re-running the network")
         form.addRow(self.threshold_label, self.threshold)
+        self.tta = QComboBox()
+        for copies in TTA_CHOICES:
+            self.tta.addItem("off" if copies == 1 else f"{copies} copies", copies)
+        self.tta.setToolTip(
+            "Test-time augmentation: average the predictions of flipped/rotated copies of "
+            "every tile. N copies take N times as long; usually a little more accurate")
+        form.addRow("Test-time aug.:", self.tta)
         self.probabilities = QCheckBox("Also show probabilities layer")
         form.addRow("", self.probabilities)
         layout.addLayout(form)
@@ -174,7 +181,7 @@ class SegmentPanel(QWidget):
             self.job = start_job(
                 self.session, "segment", segment, snap.data, model, tiling,
                 device=self.session.device, threshold=self.threshold.value(),
-                return_probabilities=want_probs,
+                return_probabilities=want_probs, tta=int(self.tta.currentData()),
                 total=total, desc=f"Segmenting {snap.name}",
                 on_event=self._on_event,
                 on_result=lambda prediction: self._on_result(layer, snap, prediction),
@@ -212,9 +219,11 @@ class SegmentPanel(QWidget):
         )
         verb = "Updated" if before is not None and before.labels_layer is labels else "Added"
         undo = " (Ctrl+Z on the labels layer undoes the re-run)" if verb == "Updated" else ""
+        copies = prediction.info.get("tta", 1)
+        tta = f" with {copies}x test-time augmentation" if copies > 1 else ""
         self.status.setText(
             f"{verb} '{labels.name}' in {prediction.elapsed_s:.1f} s "
-            f"on {prediction.info.get('device', '?')}{undo}."
+            f"on {prediction.info.get('device', '?')}{tta}{undo}."
         )
 
     def _on_finish(self, job: Any) -> None:
