@@ -203,3 +203,13 @@ def test_tta_averages_flipped_and_rotated_predictions(tiny_model, shape, copies)
 def test_tta_must_be_a_supported_count(tiny_model):
     with pytest.raises(InputError, match="test-time augmentation 3 must be one of 1, 2, 4, 8"):
         Segmenter(tiny_model, "cpu", tta=3)
+
+
+def test_class_argmax_matches_torch_argmax_with_ties():
+    from napari_cryoseg.engine.predict import _class_argmax
+
+    probs = torch.rand(5, 37, 53)
+    probs[3, :4] = probs[1, :4] = 2.0  # ties go to the lowest class, as argmax does
+    expected = probs.argmax(dim=0).to(torch.int32)
+    assert torch.equal(_class_argmax(probs), expected)
+    assert (_class_argmax(probs)[:4] == 1).all()

@@ -305,7 +305,7 @@ def _segment_plane(
         if n_out == 1:
             labels = (probs[0] > threshold).to(torch.uint8)
         else:
-            labels = probs.argmax(dim=0).to(torch.int32)
+            labels = _class_argmax(probs)
         labels_out[start:stop_valid] = labels.cpu().numpy().astype(labels_out.dtype, copy=False)
         if probs_out is not None:
             probs_out[:, start:stop_valid] = probs.cpu().numpy()
@@ -341,6 +341,22 @@ def _segment_plane(
         executor.shutdown(wait=True, cancel_futures=True)
     for k in sorted(strips):
         finalise(k)
+
+
+def _class_argmax(probs: torch.Tensor) -> torch.Tensor:
+    """``probs.argmax(dim=0)`` as int32 for (K, Y, X), ties to the lowest class.
+
+    One elementwise pass per class: torch's CPU argmax over the leading axis of a
+    (4, 464, 2048) strip took 150 ms, half of a 2048² segmentation with the default
+    model; this takes a few ms and gives the same labels.
+    """
+    best = probs[0].clone()
+    labels = torch.zeros(probs.shape[1:], dtype=torch.int32, device=probs.device)
+    for k in range(1, probs.shape[0]):
+        better = probs[k] > best
+        labels.masked_fill_(better, k)
+        best = torch.where(better, probs[k], best)
+    return labels
 
 
 def _run_tiles(
