@@ -28,11 +28,24 @@ from napari_cryoseg.engine.device import autocast_dtype, resolve_device
 from napari_cryoseg.engine.events import Progress
 from napari_cryoseg.model.checkpoint import ModelFile
 
-#: Test-time augmentation transforms as (rot90 count, flip x afterwards), in the order
-#: used: the first four (identity, flip x, rot180, flip y) keep a tile's shape.
-TTA_TRANSFORMS: tuple[tuple[int, bool], ...] = (
-    (0, False), (0, True), (2, False), (2, True), (1, False), (1, True), (3, False), (3, True),
-)
+#: The 8 symmetries of a square as name -> (k rot90 in the YX plane, flip X afterwards).
+#: Inverse: flip, then rot90(-k). Shared by test-time augmentation and TTA uncertainty.
+TRANSFORMS: dict[str, tuple[int, bool]] = {
+    "identity": (0, False),
+    "flip_x": (0, True),
+    "rot90": (1, False),
+    "rot180": (2, False),
+    "rot270": (3, False),
+    "rot90_flip": (1, True),
+    "rot180_flip": (2, True),
+    "rot270_flip": (3, True),
+}
+#: Test-time augmentation order: the first four (identity, flip x, rot180, flip y) keep a
+#: tile's shape, so ``tta=2`` and ``4`` never transpose rectangular tiles.
+TTA_TRANSFORMS: tuple[tuple[int, bool], ...] = tuple(TRANSFORMS[name] for name in (
+    "identity", "flip_x", "rot180", "rot180_flip", "rot90", "rot90_flip", "rot270",
+    "rot270_flip",
+))
 TTA_CHOICES = (1, 2, 4, 8)
 
 

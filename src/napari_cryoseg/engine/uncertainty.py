@@ -23,22 +23,11 @@ import numpy as np
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine.events import Progress, relay
-from napari_cryoseg.engine.predict import Segmenter, count_tiles, segment
+from napari_cryoseg.engine.predict import TRANSFORMS, Segmenter, count_tiles, segment
 from napari_cryoseg.model.checkpoint import ModelFile
 
 __all__ = ["TRANSFORMS", "most_uncertain_tile", "tta_uncertainty"]
 
-#: name -> (k rot90 in the YX plane, flip X afterwards). Inverse: flip, then rot90(-k).
-TRANSFORMS: dict[str, tuple[int, bool]] = {
-    "identity": (0, False),
-    "flip_x": (0, True),
-    "rot90": (1, False),
-    "rot180": (2, False),
-    "rot270": (3, False),
-    "rot90_flip": (1, True),
-    "rot180_flip": (2, True),
-    "rot270_flip": (3, True),
-}
 DEFAULT_TRANSFORMS = ("identity", "flip_x", "rot90", "rot180_flip")
 
 
