@@ -9,12 +9,13 @@
 #     on ISBI sections 06-29 (never used for adaptation).
 # Usage: DATA=../shared/data OUT=bench/results/quality_cpu DEVICE=cpu PRESET=small \
 #        BUDGET=900 VNC_BUDGET=420 FT_BUDGET=30 KS="1 2 4" STEPS="isbi fewshot" \
-#        bash bench/quality_runs.sh
+#        SEED=0 FT_ARGS="--holdout-layout rows" SCRATCH=1 bash bench/quality_runs.sh
 set -euo pipefail
 DATA=${DATA:-../shared/data}; OUT=${OUT:-bench/results}; W=${WORK:-/tmp/cryoseg-quality}
 DEVICE=${DEVICE:-auto}; PRESET=${PRESET:-thesis}; BUDGET=${BUDGET:-60}
 VNC_BUDGET=${VNC_BUDGET:-$BUDGET}; FT_BUDGET=${FT_BUDGET:-30}; KS=${KS:-"1 2"}
 STEPS=${STEPS:-"isbi fewshot"}; ELASTIC=${ELASTIC:-0}; TRAIN_ARGS=${TRAIN_ARGS:-}
+SEED=${SEED:-0}; FT_ARGS=${FT_ARGS:-}; SCRATCH=${SCRATCH:-1}
 CRYOSEG="${PYTHON:-python3} -m napari_cryoseg.cli"
 I=$DATA/isbi2012_em_membranes; V=$DATA/drosophila_vnc_sstem
 mkdir -p "$OUT" "$W"
@@ -53,11 +54,12 @@ if [[ " $STEPS " == *" fewshot "* ]]; then
   for k in $KS; do
     $CRYOSEG finetune --model $VNC_MODEL --images $W/k$k/images --masks $W/k$k/masks \
       --out $W/ft$k.pt --time-budget $FT_BUDGET --classes 1 --device $DEVICE --overwrite \
-      | tee $OUT/fewshot_finetune_k$k.log
+      --seed $SEED $FT_ARGS | tee $OUT/fewshot_finetune_k$k.log
     evaluate $W/ft$k.pt other $OUT/fewshot_finetune_k$k.json
+    [[ $SCRATCH == 1 ]] || continue
     $CRYOSEG train --images $W/k$k/images --masks $W/k$k/masks --out $W/scratch$k.pt \
       --preset $PRESET --classes 1 --class-names membrane --time-budget $FT_BUDGET \
-      --device $DEVICE --overwrite
+      --device $DEVICE --seed $SEED --overwrite
     evaluate $W/scratch$k.pt other $OUT/fewshot_scratch_k$k.json
   done
 fi

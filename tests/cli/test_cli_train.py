@@ -82,6 +82,29 @@ def test_train_finetune_evaluate(tmp_path, capsys):
     assert json.loads(tta_report.read_text())["info"]["tta"] == 4
 
 
+def test_finetune_holdout_and_recipe_flags(tmp_path, capsys):
+    data = _write_set(tmp_path / "data", n=2, size=160)  # 9 blocks of 64 px each
+    model = tmp_path / "m.pt"
+    images, masks = str(data / "images"), str(data / "masks")
+    assert main(["train", "--images", images, "--masks", masks, "--out", str(model),
+                 *TRAIN_FAST]) == 0
+    for layout, expected in (("rows", "bottom rows"), ("blocks", "scattered 64-px blocks")):
+        tuned = tmp_path / f"{layout}.pt"
+        assert main(["finetune", "--model", str(model), "--images", images, "--masks", masks,
+                     "--out", str(tuned), "--steps", "2", "--classes", "2", "--device", "cpu",
+                     "--holdout-layout", layout, "--holdout-fraction", "0.3", "--lr", "5e-5",
+                     "--seed", "7"]) == 0
+        recipe = load_model(tuned).provenance["finetune"]["recipe"]
+        assert (recipe["holdout_layout"], recipe["holdout_fraction"], recipe["lr"],
+                recipe["seed"]) == (layout, 0.3, 5e-5, 7)
+        assert load_model(tuned).provenance["finetune"]["holdout"].startswith(expected)
+    capsys.readouterr()
+    assert main(["finetune", "--model", str(model), "--images", images, "--masks", masks,
+                 "--out", str(tmp_path / "bad.pt"), "--steps", "2", "--classes", "2",
+                 "--holdout-fraction", "1.5"]) == 2
+    assert "holdout fraction 1.5 must be in [0, 1)" in _error_line(capsys)
+
+
 def _error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert err, "no error message"

@@ -103,7 +103,7 @@ def test_cancel_leaves_parent_unchanged(parent):
     _assert_unchanged(parent, before)
 
 
-def test_valid_masks_time_budget_and_row_holdout(parent):
+def test_valid_masks_time_budget_and_block_holdout(parent):
     images, masks = _disks(2, size=96)
     valid = [np.zeros_like(m, bool) for m in masks]
     for v in valid:
@@ -118,7 +118,7 @@ def test_valid_masks_time_budget_and_row_holdout(parent):
     assert steps and steps[-1].elapsed_s < budget + 3.0  # the loop stops at the budget
     assert time.perf_counter() - started < budget + 30  # + scoring before/after
     assert result.n_corrected_pixels == sum(int(v.sum()) for v in valid)
-    assert "bottom rows" in result.model.provenance["finetune"]["holdout"]
+    assert "scattered 64-px blocks" in result.model.provenance["finetune"]["holdout"]
     assert {"dice", "dice/disk"} <= set(result.before) and {"dice"} <= set(result.after)
 
 
@@ -126,10 +126,56 @@ def test_split_holdout_rows_hold_the_right_share():
     image = np.zeros((100, 10))
     valid = np.zeros((100, 10), bool)
     valid[20:60] = True  # 400 reviewed pixels
-    _, targets, train_valid, holdout, _ = split_holdout([image], [image.astype(np.uint8)],
-                                                         [valid], 0.25)
+    _, targets, train_valid, holdout, info = split_holdout(
+        [image], [image.astype(np.uint8)], [valid], 0.25, layout="rows")
     held = holdout[0][2].sum()
     assert held == 100 and train_valid[0].sum() == 300
+    assert info.startswith("bottom rows")
+
+
+def test_split_holdout_blocks_are_scattered_disjoint_and_seeded():
+    image = np.arange(512 * 512, dtype=np.float32).reshape(512, 512)
+    target = (image % 7 == 0).astype(np.uint8)
+    images, targets, train_valid, holdout, info = split_holdout(
+        [image], [target], None, 0.25, layout="blocks", seed=3)
+    scored = holdout[0][2]
+    kept = train_valid[0]
+    # Whole image kept as context; about a quarter of it held out, in 64-px blocks.
+    assert images[0].shape == image.shape and holdout[0][0] is image
+    assert 0.25 <= scored.mean() < 0.25 + 64 * 64 / 512**2 + 1e-9
+    assert "16 blocks" in info
+    # No held-out pixel trains, nor any pixel within the guard ring around a block.
+    assert not (scored & kept).any()
+    ring = np.zeros_like(scored)
+    ys, xs = np.nonzero(scored)
+    ring[np.clip(ys - 4, 0, 511), xs] = True
+    ring[ys, np.clip(xs + 4, 0, 511)] = True
+    assert not (ring & kept).any()
+    # Blocks spread over the image: held-out pixels in each quarter of the rows.
+    rows = scored.reshape(4, 128, 512).sum(axis=(1, 2))
+    assert (rows > 0).all(), rows
+    # The same seed gives the same blocks; another seed other blocks.
+    again = split_holdout([image], [target], None, 0.25, layout="blocks", seed=3)[3][0][2]
+    other = split_holdout([image], [target], None, 0.25, layout="blocks", seed=4)[3][0][2]
+    assert np.array_equal(again, scored) and not np.array_equal(other, scored)
+
+
+def test_split_holdout_blocks_follow_reviewed_pixels_and_fall_back_to_rows():
+    image = np.zeros((256, 256), np.float32)
+    valid = np.zeros((256, 256), bool)
+    valid[:, :128] = True  # 8 blocks reviewed
+    _, _, train_valid, holdout, _ = split_holdout([image], [image.astype(np.uint8)], [valid],
+                                                  0.25, layout="blocks")
+    scored = holdout[0][2]
+    assert not scored[:, 128:].any() and not train_valid[0][:, 128:].any()
+    assert scored.sum() == 2 * 64 * 64  # 2 of 8 blocks hold a quarter
+    # Reviewed pixels inside one block cannot be split into blocks: bottom rows instead.
+    small = np.zeros((256, 256), bool)
+    small[10:50, 10:50] = True
+    _, _, train_valid, holdout, info = split_holdout(
+        [image], [image.astype(np.uint8)], [small], 0.25, layout="blocks")
+    assert info.startswith("bottom rows (rows from")
+    assert holdout[0][2].sum() == 400 and train_valid[0].sum() == 1200
 
 
 def test_bad_input(parent):

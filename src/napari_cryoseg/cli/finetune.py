@@ -22,7 +22,7 @@ from napari_cryoseg.cli.train import (
 )
 from napari_cryoseg.engine.data import ClassMapping
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.finetune import FinetuneConfig, finetune
+from napari_cryoseg.engine.finetune import HOLDOUT_LAYOUTS, FinetuneConfig, finetune
 from napari_cryoseg.model.checkpoint import save_model
 
 
@@ -52,6 +52,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_device_argument(parser)
     parser.add_argument("--freeze-encoder", action="store_true",
                         help="train only the decoder (less forgetting with few corrections)")
+    parser.add_argument("--lr", type=float, default=FinetuneConfig.lr, metavar="F",
+                        help=f"peak learning rate (default {FinetuneConfig.lr:g})")
+    parser.add_argument("--holdout-fraction", type=float,
+                        default=FinetuneConfig.holdout_fraction, metavar="F",
+                        help="share of the corrections held out to check the new model "
+                        f"(default {FinetuneConfig.holdout_fraction:g}; 0 = no check)")
+    parser.add_argument("--holdout-layout", choices=HOLDOUT_LAYOUTS,
+                        default=FinetuneConfig.holdout_layout,
+                        help="with 1-3 images, hold out scattered 64-px blocks (default) or "
+                        "the bottom rows of each image")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="random seed")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.set_defaults(func=run)
     return parser
@@ -68,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
     if mapping is not None and mapping.n_classes == model.config.n_classes:
         mapping = ClassMapping(mapping.values, tuple(model.class_names))
     config = FinetuneConfig(steps=args.steps, time_budget_s=args.time_budget,
-                            freeze_encoder=args.freeze_encoder, device=args.device)
+                            freeze_encoder=args.freeze_encoder, device=args.device,
+                            lr=args.lr, holdout_fraction=args.holdout_fraction,
+                            holdout_layout=args.holdout_layout, seed=args.seed)
     bar = ProgressBar("finetune", unit="steps")
     try:
         result = drain(

@@ -2,10 +2,11 @@
 
 A *copy* of the model is trained (the input :class:`ModelFile` and its tensors are never
 touched, so cancelling at any time leaves it as it was). Part of the corrected data is
-held out: the last block of images when there are at least 4, else the bottom rows of
-each image (holding ``holdout_fraction`` of its reviewed pixels). The held-out part is
-scored before and during training and the best weights are kept; if no step beats the
-parent on the held-out part, the parent's weights are returned and a message says so.
+held out: the last block of images when there are at least 4, else square blocks
+scattered over each image (holding ``holdout_fraction`` of its reviewed pixels). The
+held-out part is scored before and during training and the best weights are kept; if no
+step beats the parent on the held-out part, the parent's weights are returned and a
+message says so.
 """
 
 from __future__ import annotations
@@ -35,6 +36,15 @@ from napari_cryoseg.model.checkpoint import ModelFile, now_iso
 
 DEFAULT_STEPS = 200  # when neither steps nor a time budget is given
 
+#: Ways to hold out part of one to three corrected images (see ``holdout_layout``).
+HOLDOUT_LAYOUTS = ("blocks", "rows")
+#: Edge of the scattered held-out blocks, in pixels.
+HOLDOUT_BLOCK = 64
+#: Pixels around each held-out block that do not train either: a membrane or an edge that
+#: crosses the block's border would otherwise be learnt one pixel away from where it is
+#: scored, flattering the fine-tuned model against its parent.
+HOLDOUT_GUARD = 4
+
 
 @dataclass(frozen=True)
 class FinetuneConfig:
@@ -62,6 +72,12 @@ class FinetuneConfig:
     holdout_fraction : float
         Fraction of the corrections held out for before/after metrics (0 = none; then
         the trained weights are returned without a check).
+    holdout_layout : str
+        With fewer than 4 corrected images: ``"blocks"`` holds out square blocks of
+        :data:`HOLDOUT_BLOCK` pixels scattered over each image (default), ``"rows"`` its
+        bottom rows. Scattered blocks sample the whole image; one band of rows is a
+        single correlated region whose score can move against the rest of the data
+        (docs/quality.md).
     val_every : int, optional
         Steps between held-out evaluations (default: about 5 per run).
     augment : AugmentConfig
@@ -96,6 +112,7 @@ class FinetuneConfig:
     batch_size: int = 4
     patch: int = 256
     holdout_fraction: float = 0.25
+    holdout_layout: str = "blocks"
     val_every: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig.none)
     oversample_rare: float = 0.0
@@ -122,6 +139,9 @@ class FinetuneConfig:
             problems.append(f"holdout fraction {self.holdout_fraction} must be in [0, 1)")
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule {self.schedule!r} must be one of {', '.join(SCHEDULES)}")
+        if self.holdout_layout not in HOLDOUT_LAYOUTS:
+            problems.append(f"holdout layout {self.holdout_layout!r} must be one of "
+                            f"{', '.join(HOLDOUT_LAYOUTS)}")
         if problems:
             raise InputError("invalid fine-tuning settings: " + "; ".join(problems))
 
@@ -192,17 +212,67 @@ def _row_cut(valid: np.ndarray | None, height: int, fraction: float) -> int:
     return min(max(cut, 1), height - 1)
 
 
+def _block_holdout(
+    valid: np.ndarray | None,
+    shape: tuple[int, int],
+    fraction: float,
+    rng: np.random.Generator,
+    block: int = HOLDOUT_BLOCK,
+    guard: int = HOLDOUT_GUARD,
+) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """Scattered square blocks holding about ``fraction`` of the reviewed pixels.
+
+    Blocks with reviewed pixels are taken in a random order until they hold ``fraction``
+    of them (at least one block, never all). Returns ``(scored, train_valid, n_blocks)``:
+    the held-out reviewed pixels, the reviewed pixels left for training (held-out blocks
+    and a ``guard``-pixel ring around them removed), and the number of blocks; or None
+    when fewer than two blocks hold reviewed pixels (a split needs one for each side).
+    """
+    height, width = shape
+    reviewed = np.ones(shape, bool) if valid is None else valid
+    n_y, n_x = -(-height // block), -(-width // block)
+    padded = np.zeros((n_y * block, n_x * block), np.int64)
+    padded[:height, :width] = reviewed
+    counts = padded.reshape(n_y, block, n_x, block).sum(axis=(1, 3)).ravel()
+    candidates = np.flatnonzero(counts)
+    if len(candidates) < 2:
+        return None
+    order = rng.permutation(candidates)
+    goal = fraction * counts.sum()
+    held, total = [], 0
+    for index in order[:-1]:  # the last candidate always trains
+        held.append(int(index))
+        total += counts[index]
+        if total >= goal:
+            break
+    scored = np.zeros(shape, bool)
+    train_valid = reviewed.copy()
+    for index in held:
+        y0, x0 = (index // n_x) * block, (index % n_x) * block
+        scored[y0:y0 + block, x0:x0 + block] = True
+        train_valid[max(y0 - guard, 0):y0 + block + guard,
+                    max(x0 - guard, 0):x0 + block + guard] = False
+    scored &= reviewed
+    if not train_valid.any():  # tiny reviewed areas: the guard ate the rest
+        return None
+    return scored, train_valid, len(held)
+
+
 def split_holdout(
     images: Sequence[np.ndarray],
     targets: Sequence[np.ndarray],
     valid_masks: Sequence[np.ndarray] | None,
     fraction: float,
+    layout: str = "blocks",
+    seed: int = 0,
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray] | None, list[tuple], str]:
     """Split corrections into training data and held-out items.
 
     With >= 4 images the last ``ceil(n * fraction)`` images are held out whole
-    (contiguous, as neighbouring sections are correlated); else the bottom rows of each
-    image holding ``fraction`` of its reviewed pixels.
+    (contiguous, as neighbouring sections are correlated). With fewer, each image keeps
+    ``fraction`` of its reviewed pixels apart: in square blocks scattered over the image
+    (``layout="blocks"``; seeded by ``seed``) or in its bottom rows (``"rows"``, and the
+    fallback when the reviewed pixels fill fewer than two blocks).
 
     Returns
     -------
@@ -222,25 +292,39 @@ def split_holdout(
         return ([images[i] for i in keep], [targets[i] for i in keep],
                 None if valid_list is None else [valid_list[i] for i in keep], holdout,
                 f"last {n_hold} of {n} images")
-    train_images, train_targets, train_valid, holdout, cuts = [], [], [], [], []
+    rng = np.random.default_rng(seed)
+    train_images, train_targets, train_valid, holdout, parts = [], [], [], [], []
     for i, (image, target) in enumerate(zip(images, targets)):
         valid = None if valid_list is None else valid_list[i]
-        height = image.shape[0]
-        cut = _row_cut(valid, height, fraction)
-        cuts.append(cut)
-        train_images.append(image[:cut])
-        train_targets.append(target[:cut])
-        if valid is not None:
-            train_valid.append(valid[:cut])
-        # The held-out rows are scored inside the WHOLE image: the network sees the same
-        # context and whole-image normalisation as when the user segments it (a strip
-        # cut out on its own gets other percentiles and border effects). Only rows from
-        # ``cut`` on are scored; the model never trains on them.
-        scored = np.zeros(image.shape[:2], dtype=bool)
-        scored[cut:] = True if valid is None else valid[cut:]
+        # Held-out pixels are scored inside the WHOLE image: the network sees the same
+        # context and whole-image normalisation as when the user segments it (a crop on
+        # its own gets other percentiles and border effects). The network may see their
+        # image values as context while training, never their labels.
+        blocks = (_block_holdout(valid, image.shape[:2], fraction, rng)
+                  if layout == "blocks" else None)
+        if blocks is not None:
+            scored, kept, n_blocks = blocks
+            train_images.append(image)
+            train_targets.append(target)
+            train_valid.append(kept)
+            parts.append(f"{n_blocks} blocks")
+        else:
+            height = image.shape[0]
+            cut = _row_cut(valid, height, fraction)
+            train_images.append(image[:cut])
+            train_targets.append(target[:cut])
+            train_valid.append(np.ones((cut, image.shape[1]), bool) if valid is None
+                               else valid[:cut])
+            scored = np.zeros(image.shape[:2], dtype=bool)
+            scored[cut:] = True if valid is None else valid[cut:]
+            parts.append(f"rows from {cut}")
         holdout.append((image, target, scored))
-    return (train_images, train_targets, train_valid if valid_list is not None else None,
-            holdout, f"bottom rows from {cuts} of {n} image(s)")
+    if all(part.startswith("rows") for part in parts) and valid_list is None:
+        train_valid = None  # whole images cut at a row: every training pixel counts
+    any_blocks = any(part.endswith("blocks") for part in parts)
+    kind = f"scattered {HOLDOUT_BLOCK}-px blocks" if any_blocks else "bottom rows"
+    return (train_images, train_targets, train_valid, holdout,
+            f"{kind} ({', '.join(parts)}) of {n} image(s)")
 
 
 def finetune(
@@ -317,7 +401,7 @@ def finetune(
     stride = model.config.stride
     patch = -(-config.patch // stride) * stride
     train_images, train_targets, train_valid, holdout, holdout_info = split_holdout(
-        images, targets, valid, config.holdout_fraction
+        images, targets, valid, config.holdout_fraction, config.holdout_layout, config.seed
     )
     torch.manual_seed(config.seed)
     sampler = PatchSampler(
