@@ -319,6 +319,8 @@ def show_probabilities_layer(viewer: Any, prediction: Any, image: Any) -> Any:
 def apply_threshold(session: Session, labels_layer: Any, threshold: float) -> int:
     """Re-label a CryoSeg labels layer from its cached probabilities (undoable).
 
+    Pixels the user changed (where the layer differs from the stored prediction) or
+    marked as reviewed keep their labels: a new threshold never overwrites corrections.
     Returns the number of changed pixels; 0 when the record has no probabilities.
     """
     record = session.record_for(labels_layer)
@@ -326,7 +328,15 @@ def apply_threshold(session: Session, labels_layer: Any, threshold: float) -> in
         return 0
     n_classes = len(record.extra.get("class_names", [])) or 2
     new = relabel(record.probabilities, threshold, n_classes)
-    changed = update_labels_undoable(labels_layer, new)
+    current = np.asarray(labels_layer.data)
+    shown = new
+    if record.predicted is not None and np.shape(record.predicted) == current.shape == new.shape:
+        keep = current != np.asarray(record.predicted)
+        if record.reviewed is not None and np.shape(record.reviewed) == current.shape:
+            keep |= record.reviewed
+        if keep.any():
+            shown = np.where(keep, current, new)
+    changed = update_labels_undoable(labels_layer, shown)
     record.predicted = new
     return changed
 

@@ -40,13 +40,16 @@ def test_train_finetune_evaluate(tmp_path, capsys):
     model = tmp_path / "m.pt"
     images, masks = str(data / "images"), str(data / "masks")
     assert main(["train", "--images", images, "--masks", masks, "--out", str(model),
-                 *TRAIN_FAST]) == 0
+                 *TRAIN_FAST, "--tune-threshold"]) == 0
     out, err = capsys.readouterr()
     assert "wrote" in out and "disk" in out and "loss" in err
     trained = load_model(model)
     assert trained.class_names == ["background", "disk"]
     assert trained.pixel_size_nm == pytest.approx(50.0)
     assert trained.provenance["training_data"]["val"] == ["img_3"]
+    last = load_model(tmp_path / "m-last.pt")  # the last weights, next to the best
+    assert last.provenance["selected"] == "last" and "m-last.pt" in out
+    assert trained.threshold == trained.provenance["threshold_tuning"]["threshold"]
 
     valid = tmp_path / "valid"
     valid.mkdir()
@@ -80,6 +83,20 @@ def test_train_finetune_evaluate(tmp_path, capsys):
                  "--classes", "2", "--json", str(tta_report), "--device", "cpu",
                  "--tta", "4"]) == 0
     assert json.loads(tta_report.read_text())["info"]["tta"] == 4
+
+
+def test_train_refuses_an_existing_last_model_before_training(tmp_path, capsys):
+    data = _write_set(tmp_path / "data", n=2)
+    (tmp_path / "n-last.pt").write_bytes(b"earlier run")
+    args = ["train", "--images", str(data / "images"), "--masks", str(data / "masks"),
+            "--out", str(tmp_path / "n.pt"), *TRAIN_FAST]
+    assert main(args) == 2
+    assert "n-last.pt already exists" in _error_line(capsys)
+    assert (tmp_path / "n-last.pt").read_bytes() == b"earlier run"
+    assert not (tmp_path / "n.pt").exists()
+    assert main([*args, "--overwrite"]) == 0  # thresholds are tuned only when asked
+    model = load_model(tmp_path / "n.pt")
+    assert model.threshold == 0.5 and "threshold_tuning" not in model.provenance
 
 
 def test_finetune_holdout_and_recipe_flags(tmp_path, capsys):

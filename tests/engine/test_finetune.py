@@ -10,7 +10,12 @@ import torch
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.events import Message, TrainStep, drain
-from napari_cryoseg.engine.finetune import FinetuneConfig, finetune, split_holdout
+from napari_cryoseg.engine.finetune import (
+    FinetuneConfig,
+    blend_states,
+    finetune,
+    split_holdout,
+)
 from napari_cryoseg.model.checkpoint import ModelFile, save_model
 from napari_cryoseg.model.config import preset
 
@@ -74,6 +79,35 @@ def test_weak_model_improves_and_parent_is_untouched(parent):
     assert prov["finetune"]["after"]["dice"] == pytest.approx(result.after["dice"])
     assert result.model.state_dict is not parent.state_dict
     assert not torch.equal(result.model.state_dict["head.weight"], parent.state_dict["head.weight"])
+
+
+def test_blend_states_averages_float_tensors_only():
+    parent = {"w": torch.zeros(3), "n": torch.tensor(5)}
+    child = {"w": torch.tensor([2.0, 4.0, -2.0]), "n": torch.tensor(9)}
+    blended = blend_states(parent, child, 0.25)
+    assert torch.allclose(blended["w"], torch.tensor([0.5, 1.0, -0.5]))
+    assert blended["n"].item() == 9  # counters come from the child
+    assert torch.equal(blend_states(parent, child, 1.0)["w"], child["w"])
+
+
+def test_few_images_return_the_average_with_the_parent(parent):
+    images, masks = _disks(2, size=160)  # 9 blocks of 64 px: scattered-block holdout
+    config = dict(steps=60, lr=3e-3, val_every=20, **FAST)
+    blended = drain(finetune(parent, images, masks, None, FinetuneConfig(**config)))
+    plain = drain(finetune(parent, images, masks, None,
+                           FinetuneConfig(parent_blend=1.0, **config)))
+    assert plain.improved and plain.parent_blend == 1.0
+    assert blended.improved and blended.parent_blend == 0.5
+    assert blended.after["dice"] > blended.before["dice"]
+    assert blended.model.provenance["finetune"]["parent_blend"] == 0.5
+    assert "averaged with the parent" in blended.message
+    # Same seed, same steps: the blend lies halfway between parent and fine-tuned weights.
+    key = "head.weight"
+    expected = (parent.state_dict[key] + plain.model.state_dict[key]) / 2
+    if blended.best_step == plain.best_step:
+        assert torch.allclose(blended.model.state_dict[key], expected, atol=1e-6)
+    with pytest.raises(InputError, match="parent blend 0 must be in"):
+        FinetuneConfig(parent_blend=0)
 
 
 def test_no_improvement_keeps_parent_weights(parent):

@@ -19,7 +19,17 @@ from napari_cryoseg.engine.data import (
 )
 from napari_cryoseg.engine.events import Message, TrainStep, Validation, drain
 from napari_cryoseg.engine.losses import segmentation_loss
-from napari_cryoseg.engine.train import TrainConfig, lr_factor, split_blocks, train
+from napari_cryoseg.engine.predict import segment
+from napari_cryoseg.engine.train import (
+    THRESHOLD_CANDIDATES,
+    TrainConfig,
+    lr_factor,
+    split_blocks,
+    train,
+    tune_threshold,
+)
+from napari_cryoseg.model.checkpoint import ModelFile
+from napari_cryoseg.model.config import preset
 
 
 def _samples(seeds, size=128):
@@ -179,7 +189,8 @@ def test_lr_schedules():
 def disk_run():
     images, masks = _disks(5)
     events = []
-    result = drain(train(images, masks, TrainConfig(steps=60, val_every=30, lr=3e-3, **TINY),
+    result = drain(train(images, masks, TrainConfig(steps=60, val_every=30, lr=3e-3,
+                                                    tune_threshold=True, **TINY),
                          ClassMapping.parse("1", ["disk"]), names=list("abcde")),
                    events.append)
     return images, masks, events, result
@@ -204,6 +215,39 @@ def test_training_learns_and_reports(disk_run):
     assert prov["metrics"]["validation"]["dice"] == pytest.approx(result.best_dice)
     assert prov["recipe"]["preset"] == "tiny" and prov["history"]
     assert result.last.provenance["selected"] == "last"
+
+
+def test_threshold_is_tuned_on_validation_and_used_by_default(disk_run):
+    images, _, events, result = disk_run
+    for model in (result.best, result.last):
+        tuning = model.provenance["threshold_tuning"]
+        assert model.threshold == tuning["threshold"] and model.threshold in THRESHOLD_CANDIDATES
+        assert len(tuning["scores"]) == len(THRESHOLD_CANDIDATES)
+        assert tuning["dice"] >= tuning["dice_at_0.5"]
+    assert any(isinstance(e, Message) and "threshold" in e.text for e in events)
+    model = result.best
+    model.threshold = 0.8
+    default = drain(segment(images[4], model, device="cpu", return_probabilities=True))
+    np.testing.assert_array_equal(default.labels, default.probabilities[0] > 0.8)
+    explicit = drain(segment(images[4], model, device="cpu", threshold=0.2))
+    assert explicit.labels.sum() > default.labels.sum()
+
+
+def test_tune_threshold_finds_the_cut_that_made_the_truth():
+    model = ModelFile.new(preset("tiny"), seed=1)
+    model.state_dict["head.weight"] *= 20  # spread the random model's probabilities over 0-1
+    images, _ = _disks(2, size=64)
+    items = []
+    for image in images:
+        probs = drain(segment(image, model, device="cpu", return_probabilities=True))
+        truth = (probs.probabilities[0] > 0.65).astype(np.uint8)
+        assert 0 < truth.mean() < 1
+        items.append((image, truth, None))
+    threshold, info = tune_threshold(model, items, "cpu")
+    assert threshold == 0.65 and info["dice"] == pytest.approx(1.0)
+    assert info["dice_at_0.5"] < 1.0
+    with pytest.raises(InputError, match="binary"):
+        tune_threshold(ModelFile.new(preset("tiny", n_classes=3)), items, "cpu")
 
 
 def test_same_seed_same_weights():

@@ -46,6 +46,21 @@ def test_round_trip_equal_tensors_and_outputs(tmp_path):
         assert torch.equal(model.build()(x), loaded.build()(x))
 
 
+def test_threshold_round_trip_old_files_and_bad_values(tmp_path):
+    model = ModelFile.new(preset("tiny"), seed=0)
+    assert model.threshold == 0.5
+    model.threshold = 0.425
+    loaded = load_model(save_model(model, tmp_path / "t.pt"))
+    assert loaded.threshold == pytest.approx(0.425)
+    assert loaded.summary()["threshold"] == pytest.approx(0.425)
+    payload = torch.load(tmp_path / "t.pt", weights_only=True)
+    del payload["threshold"]  # a file written before thresholds were stored
+    torch.save(payload, tmp_path / "old.pt")
+    assert load_model(tmp_path / "old.pt").threshold == 0.5
+    with pytest.raises(ModelFileError, match="threshold 1.5 must be between 0 and 1"):
+        ModelFile.new(preset("tiny"), threshold=1.5)
+
+
 def test_file_loads_with_plain_weights_only_torch_load(saved):
     payload = torch.load(saved, weights_only=True)
     assert payload["format"] == checkpoint.FORMAT_NAME

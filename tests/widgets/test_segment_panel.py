@@ -143,6 +143,34 @@ def test_threshold_relabels_without_network(dock, qtbot, monkeypatch):
     assert layer.data.any()
 
 
+def test_threshold_follows_model_and_keeps_corrections(dock, qtbot):
+    viewer, widget = dock
+    model = ModelFile.new(preset("tiny"), seed=0)
+    model.threshold = 0.375  # as tuned by training on a validation block
+    widget.session.set_model(model)
+    panel = widget.segment_panel
+    assert panel.threshold.value() == pytest.approx(0.375)
+    viewer.add_image(small_image()[0], name="img")
+    panel.run()
+    wait_done(qtbot, panel)
+    layer = viewer.layers["img labels"]
+    record = widget.session.record_for(layer)
+    np.testing.assert_array_equal(layer.data, relabel(record.probabilities, 0.375, 2))
+    assert panel.relabel_count == 0  # loading the model re-labelled nothing
+    # The user flips a square of labels (foreground <-> background), then moves the
+    # threshold to 0.99.
+    painted = np.zeros(layer.data.shape, bool)
+    painted[10:30, 10:30] = True
+    flipped = (1 - layer.data[painted]).astype(layer.data.dtype)
+    layer.data_setitem(np.nonzero(painted), flipped)
+    panel.threshold.setValue(0.99)
+    qtbot.waitUntil(lambda: panel.relabel_count == 1, timeout=5_000)
+    new = relabel(record.probabilities, 0.99, 2)
+    np.testing.assert_array_equal(layer.data[painted], flipped)  # the correction survives
+    np.testing.assert_array_equal(layer.data[~painted], new[~painted])
+    np.testing.assert_array_equal(record.predicted, new)
+
+
 def test_multiclass_model_hides_threshold(dock):
     _, widget = dock
     widget.session.set_model(ModelFile.new(preset("tiny", n_classes=4)))

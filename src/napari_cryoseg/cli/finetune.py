@@ -62,6 +62,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         default=FinetuneConfig.holdout_layout,
                         help="with 1-3 images, hold out scattered 64-px blocks (default) or "
                         "the bottom rows of each image")
+    parser.add_argument("--parent-blend", type=float, default=FinetuneConfig.parent_blend,
+                        metavar="W", help="with 1-3 images, return parent + W * (fine-tuned "
+                        f"- parent) (default {FinetuneConfig.parent_blend:g}; 1 = no averaging)")
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="random seed")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.set_defaults(func=run)
@@ -81,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     config = FinetuneConfig(steps=args.steps, time_budget_s=args.time_budget,
                             freeze_encoder=args.freeze_encoder, device=args.device,
                             lr=args.lr, holdout_fraction=args.holdout_fraction,
-                            holdout_layout=args.holdout_layout, seed=args.seed)
+                            holdout_layout=args.holdout_layout, seed=args.seed,
+                            parent_blend=args.parent_blend)
     bar = ProgressBar("finetune", unit="steps")
     try:
         result = drain(

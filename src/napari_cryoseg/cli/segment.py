@@ -59,8 +59,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="output folder (created if missing; its parent must exist)")
     add_tiling_arguments(parser)
     add_device_argument(parser)
-    parser.add_argument("--threshold", type=float, default=0.5, metavar="T",
-                        help="foreground probability threshold for binary models (default 0.5)")
+    parser.add_argument("--threshold", type=float, default=None, metavar="T",
+                        help="foreground probability threshold for binary models (default: "
+                        "the model's, tuned on its validation images when it was trained; "
+                        "0.5 for older model files)")
     parser.add_argument("--probabilities", action="store_true",
                         help=f"also write <stem>{PROBABILITIES_SUFFIX} (float32 per-class "
                         "probabilities)")
@@ -238,7 +240,7 @@ def _count_foreground(labels_path: Path) -> int:
 def run(args: argparse.Namespace) -> int:
     """Segment every input; returns 0, or 2 if some files failed (others are written)."""
     files = list_images(args.inputs)
-    if not 0.0 < args.threshold < 1.0:
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
         raise InputError(f"--threshold {args.threshold} must be between 0 and 1")
     # Every check that can fail runs before the output folder is created or work starts.
     out_dir = _check_out_dir(args.out)

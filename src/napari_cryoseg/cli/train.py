@@ -157,7 +157,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="train a new U-Net on images and masks",
         description="Train a U-Net on a folder of images and a folder of masks paired by file "
         "name. The model with the best validation Dice (validation = the last block of files) "
-        "is written to --out.",
+        "is written to --out, and the weights after the last step to <out>-last.pt.",
     )
     parser.add_argument("--images", required=True, metavar="DIR", help="folder of images")
     parser.add_argument("--masks", required=True, metavar="DIR",
@@ -204,7 +204,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         metavar="PIXELS",
                         help="distance between the control points of the elastic "
                         "displacement field; larger is smoother (default %(default)d)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--tune-threshold", action="store_true",
+                        help="binary models: store the foreground threshold with the best "
+                        "validation Dice (0.3-0.7) in the model instead of 0.5")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out (and <out>-last.pt)")
     parser.set_defaults(func=run)
     return parser
 
@@ -234,9 +238,15 @@ def read_series_pairs(
     return names, images, masks, pixel_size
 
 
+def last_model_path(out: Path) -> Path:
+    """Where ``cryoseg train`` writes the last weights next to the best: ``<stem>-last.pt``."""
+    return out.with_name(f"{out.stem}-last{out.suffix or '.pt'}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``cryoseg train``."""
     out = check_output(args.out, args.overwrite)
+    last_out = check_output(last_model_path(out), args.overwrite)
     check_positive(args.time_budget, "--time-budget")
     defaults = AugmentConfig()  # checked here, before any image is read
     augment = AugmentConfig(
@@ -258,6 +268,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr, val_fraction=args.val_fraction, seed=args.seed, device=args.device,
         class_weighting=args.class_weighting, oversample_rare=args.oversample_rare,
         temporal_context=context, background_subtraction=background, augment=augment,
+        tune_threshold=getattr(args, "tune_threshold", False),
     )
     echo(f"training on {len(images)} image(s): classes {', '.join(mapping.names)}", err=True)
     bar = ProgressBar("train", unit="steps")
@@ -270,8 +281,12 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     save_model(result.best, out, overwrite=args.overwrite)
+    save_model(result.last, last_out, overwrite=args.overwrite)
     echo(f"wrote {out} ({result.steps} steps in {format_duration(result.elapsed_s)}, "
          f"stopped by {result.stop_reason}; kept step {result.best_step})")
+    echo(f"wrote {last_out} (the weights after step {result.steps})")
+    if result.best.config.n_classes == 2 and result.best.threshold != 0.5:
+        echo(f"foreground threshold {result.best.threshold:g} (tuned on the validation images)")
     metrics = result.best.provenance.get("metrics", {}).get("validation", {})
     if metrics:
         print_metrics(metrics, "validation:")

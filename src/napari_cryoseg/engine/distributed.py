@@ -92,7 +92,7 @@ def segment_block(
     value_range: tuple[float, float],
     *,
     key: str | None = None,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     device: str = "auto",
     mixed_precision: bool = True,
     torch_threads: int | None = None,
@@ -121,7 +121,7 @@ def segment_distributed(
     client: distributed.Client | None = None,
     block: int = 4096,
     *,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     device: str = "auto",
     mixed_precision: bool = True,
     torch_threads: int | None = None,
@@ -145,8 +145,8 @@ def segment_distributed(
         Block edge in pixels (rounded up to the network stride and to at least one
         tile). Larger blocks mean fewer halo pixels computed twice (4096: ~6 % extra for
         a 128-pixel halo) but more memory per worker.
-    threshold : float
-        Binary models' foreground threshold.
+    threshold : float, optional
+        Binary models' foreground threshold (default: the model file's).
     device : str
         Device on each worker (``auto`` = its GPU if it has one).
     mixed_precision : bool
@@ -169,6 +169,8 @@ def segment_distributed(
     if tta not in TTA_CHOICES:
         raise InputError(f"test-time augmentation {tta} must be one of {TTA_CHOICES}")
     _validate_input(image, model_file.temporal_context)
+    if threshold is None:
+        threshold = model_file.threshold
     if not 0.0 < threshold < 1.0:
         raise InputError(f"threshold {threshold} must be between 0 and 1")
     if not isinstance(image, da.Array):

@@ -254,6 +254,7 @@ def evaluate(
         images=results,
         elapsed_s=time.perf_counter() - started,
         info={"device": str(segmenter.device), "tta": tta,
+              "threshold": model.threshold if model.config.n_classes == 2 else None,
               "class_mapping": None if class_mapping is None else class_mapping.to_dict()},
     )
 

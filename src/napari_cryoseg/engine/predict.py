@@ -435,7 +435,7 @@ def segment(
     tiling: TilingConfig | None = None,
     *,
     device: str = "auto",
-    threshold: float = 0.5,
+    threshold: float | None = None,
     return_probabilities: bool = False,
     labels_out: Any = None,
     mixed_precision: bool = True,
@@ -455,8 +455,9 @@ def segment(
         Tile, overlap, batch size; defaults to the model file's hint.
     device : str
         Used when ``model`` is a ModelFile.
-    threshold : float
-        Foreground probability threshold for binary models.
+    threshold : float, optional
+        Foreground probability threshold for binary models; default: the model file's
+        (tuned on the validation block when it was trained; 0.5 for older files).
     return_probabilities : bool
         Also return per-class probabilities (float32, memory-heavy for big images).
     labels_out : array-like, optional
@@ -499,6 +500,8 @@ def segment(
             f"model expects {segmenter.config.in_channels} input channels but this image "
             f"provides {expected_channels}; use a model trained for single grayscale images"
         )
+    if threshold is None:
+        threshold = float(getattr(model_file, "threshold", 0.5))
     if not 0.0 < threshold < 1.0:
         raise InputError(f"threshold {threshold} must be between 0 and 1")
     shape = tuple(int(s) for s in image.shape)

@@ -14,6 +14,7 @@ reads it; pickled objects are refused)::
       "tiling": {"tile": 512, "overlap": 0.125, "batch_size": 4},
       "pixel_size_nm": 50.0 | None,
       "input_mode": {"temporal_context": 0, "background_subtraction": "none"},
+      "threshold": 0.5,   # binary models: foreground probability cut (absent = 0.5)
       "provenance": {"created": iso, "parent": str|None, "training_data": {...},
                      "steps": int, "metrics": {...}, "history": [...], ...},
     }
@@ -83,11 +84,16 @@ class ModelFile:
     temporal_context: int = 0
     #: ``"none"`` or ``"median"`` (temporal median subtracted before normalisation).
     background_subtraction: str = "none"
+    #: Foreground probability above which a binary model labels a pixel (training tunes
+    #: it on the validation block; multi-class models take the most probable class).
+    threshold: float = 0.5
     provenance: dict[str, Any] = field(default_factory=dict)
     source_path: Path | None = None
 
     def __post_init__(self) -> None:
         n = self.config.n_classes
+        if not 0.0 < float(self.threshold) < 1.0:
+            raise ModelFileError(f"threshold {self.threshold} must be between 0 and 1")
         try:
             check_background_mode(self.background_subtraction)
         except Exception as err:  # noqa: BLE001 - report as a model file problem
@@ -178,6 +184,7 @@ class ModelFile:
             "pixel_size_nm": None if self.pixel_size_nm is None else float(self.pixel_size_nm),
             "input_mode": {"temporal_context": int(self.temporal_context),
                            "background_subtraction": str(self.background_subtraction)},
+            "threshold": float(self.threshold),
             "provenance": _plain(self.provenance),
         }
 
@@ -193,6 +200,7 @@ class ModelFile:
             "pixel size (nm)": self.pixel_size_nm,
             "temporal context": self.temporal_context,
             "background subtraction": self.background_subtraction,
+            **({"threshold": self.threshold} if self.config.n_classes == 2 else {}),
             "provenance": self.provenance,
         }
 
@@ -332,6 +340,7 @@ def load_model(path: str | os.PathLike) -> ModelFile:
             temporal_context=int(payload.get("input_mode", {}).get("temporal_context", 0)),
             background_subtraction=str(
                 payload.get("input_mode", {}).get("background_subtraction", "none")),
+            threshold=float(payload.get("threshold", 0.5)),
             provenance=dict(payload.get("provenance", {})),
             source_path=path,
         )

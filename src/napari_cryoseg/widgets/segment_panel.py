@@ -108,11 +108,14 @@ class SegmentPanel(QWidget):
         self.threshold_label = QLabel("Threshold:")
         self.threshold = QDoubleSpinBox()
         self.threshold.setRange(0.01, 0.99)
-        self.threshold.setSingleStep(0.05)
+        self.threshold.setDecimals(3)
+        self.threshold.setSingleStep(0.025)
         self.threshold.setValue(0.5)
         self.threshold.setToolTip(
-            "Foreground probability cut-off (binary models). Changing it re-labels the last "
-            "result from cached probabilities, without re-running the network")
+            "Foreground probability cut-off (binary models); set to the model's own, tuned "
+            "on its validation images, when a model is loaded. Changing it re-labels the "
+            "last result from cached probabilities without re-running the network, and "
+            "keeps the pixels you corrected")
         form.addRow(self.threshold_label, self.threshold)
         self.tta = QComboBox()
         for copies in TTA_CHOICES:
@@ -154,6 +157,12 @@ class SegmentPanel(QWidget):
         self.threshold.setVisible(binary)
         self.threshold_label.setVisible(binary)
         if model is not None:
+            if binary:
+                # The model's tuned threshold becomes the default for the next run; signals
+                # are blocked so that loading a model does not re-label existing results.
+                self.threshold.blockSignals(True)
+                self.threshold.setValue(float(getattr(model, "threshold", 0.5)))
+                self.threshold.blockSignals(False)
             self.tile.setValue(int(model.tiling.tile))
             self.overlap.setValue(float(model.tiling.overlap))
             self.batch.setValue(int(model.tiling.batch_size))
