@@ -25,6 +25,9 @@ from napari_cryoseg.engine.events import drain
 from napari_cryoseg.engine.finetune import HOLDOUT_LAYOUTS, FinetuneConfig, finetune
 from napari_cryoseg.model.checkpoint import save_model
 
+#: The engine's defaults, shown in --help and used when a flag is not given.
+DEFAULTS = FinetuneConfig()
+
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``cryoseg finetune``."""
@@ -52,19 +55,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_device_argument(parser)
     parser.add_argument("--freeze-encoder", action="store_true",
                         help="train only the decoder (less forgetting with few corrections)")
-    parser.add_argument("--lr", type=float, default=FinetuneConfig.lr, metavar="F",
-                        help=f"peak learning rate (default {FinetuneConfig.lr:g})")
+    parser.add_argument("--lr", type=float, default=DEFAULTS.lr, metavar="F",
+                        help=f"peak learning rate (default {DEFAULTS.lr:g})")
     parser.add_argument("--holdout-fraction", type=float,
-                        default=FinetuneConfig.holdout_fraction, metavar="F",
+                        default=DEFAULTS.holdout_fraction, metavar="F",
                         help="share of the corrections held out to check the new model "
-                        f"(default {FinetuneConfig.holdout_fraction:g}; 0 = no check)")
+                        f"(default {DEFAULTS.holdout_fraction:g}; 0 = no check)")
     parser.add_argument("--holdout-layout", choices=HOLDOUT_LAYOUTS,
-                        default=FinetuneConfig.holdout_layout,
+                        default=DEFAULTS.holdout_layout,
                         help="with 1-3 images, hold out scattered 64-px blocks (default) or "
                         "the bottom rows of each image")
-    parser.add_argument("--parent-blend", type=float, default=FinetuneConfig.parent_blend,
+    parser.add_argument("--parent-blend", type=float, default=DEFAULTS.parent_blend,
                         metavar="W", help="with 1-3 images, return parent + W * (fine-tuned "
-                        f"- parent) (default {FinetuneConfig.parent_blend:g}; 1 = no averaging)")
+                        f"- parent) (default {DEFAULTS.parent_blend:g}; 1 = no averaging)")
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="random seed")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.set_defaults(func=run)
