@@ -333,7 +333,7 @@ def apply_threshold(session: Session, labels_layer: Any, threshold: float) -> in
     if record.predicted is not None and np.shape(record.predicted) == current.shape == new.shape:
         keep = current != np.asarray(record.predicted)
         if record.reviewed is not None and np.shape(record.reviewed) == current.shape:
-            keep |= record.reviewed
+            keep |= np.asarray(record.reviewed, dtype=bool)
         if keep.any():
             shown = np.where(keep, current, new)
     changed = update_labels_undoable(labels_layer, shown)

@@ -102,10 +102,10 @@ def test_few_images_return_the_average_with_the_parent(parent):
     assert blended.model.provenance["finetune"]["parent_blend"] == 0.5
     assert "averaged with the parent" in blended.message
     # Same seed, same steps: the blend lies halfway between parent and fine-tuned weights.
+    assert blended.best_step == plain.best_step
     key = "head.weight"
     expected = (parent.state_dict[key] + plain.model.state_dict[key]) / 2
-    if blended.best_step == plain.best_step:
-        assert torch.allclose(blended.model.state_dict[key], expected, atol=1e-6)
+    assert torch.allclose(blended.model.state_dict[key], expected, atol=1e-6)
     with pytest.raises(InputError, match="parent blend 0 must be in"):
         FinetuneConfig(parent_blend=0)
 

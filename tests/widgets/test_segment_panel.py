@@ -163,11 +163,18 @@ def test_threshold_follows_model_and_keeps_corrections(dock, qtbot):
     painted[10:30, 10:30] = True
     flipped = (1 - layer.data[painted]).astype(layer.data.dtype)
     layer.data_setitem(np.nonzero(painted), flipped)
+    reviewed = np.zeros(layer.data.shape, bool)  # marked "correct as shown"
+    reviewed[60:80, 60:80] = True
+    record.reviewed = reviewed
+    shown = layer.data[reviewed].copy()
     panel.threshold.setValue(0.99)
     qtbot.waitUntil(lambda: panel.relabel_count == 1, timeout=5_000)
     new = relabel(record.probabilities, 0.99, 2)
+    assert not np.array_equal(new[reviewed], shown)  # 0.99 would have changed them
     np.testing.assert_array_equal(layer.data[painted], flipped)  # the correction survives
-    np.testing.assert_array_equal(layer.data[~painted], new[~painted])
+    np.testing.assert_array_equal(layer.data[reviewed], shown)  # and so do reviewed pixels
+    rest = ~(painted | reviewed)
+    np.testing.assert_array_equal(layer.data[rest], new[rest])
     np.testing.assert_array_equal(record.predicted, new)
 
 

@@ -519,8 +519,8 @@ def finetune(
     else:
         improved, chosen, after = True, final_state, {}
         if few_images and config.parent_blend < 1.0:
-            chosen, blend = blend_states(parent_state, final_state, config.parent_blend), \
-                config.parent_blend
+            blend = config.parent_blend
+            chosen = blend_states(parent_state, final_state, blend)
         message = (f"fine-tuned for {state.steps} steps (no holdout: not checked"
                    + (f"; averaged with the parent, blend {blend:g})" if blend < 1 else ")"))
     yield Message(message)
