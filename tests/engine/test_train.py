@@ -8,26 +8,21 @@ import torch
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.synthetic import SampleConfig, make_sample
-from napari_cryoseg.engine.data import (
+from napari_cryoseg.engine.augment import AugmentConfig
+from napari_cryoseg.engine.classes import ClassMapping
+from napari_cryoseg.engine.events import Message, TrainStep, Validation, drain
+from napari_cryoseg.engine.fitting import lr_factor
+from napari_cryoseg.engine.losses import segmentation_loss
+from napari_cryoseg.engine.predict import segment
+from napari_cryoseg.engine.sampling import (
     IGNORE_INDEX,
-    AugmentConfig,
-    ClassMapping,
     PatchSampler,
     check_pair,
     median_frequency_weights,
-    pair_by_stem,
 )
-from napari_cryoseg.engine.events import Message, TrainStep, Validation, drain
-from napari_cryoseg.engine.losses import segmentation_loss
-from napari_cryoseg.engine.predict import segment
-from napari_cryoseg.engine.train import (
-    THRESHOLD_CANDIDATES,
-    TrainConfig,
-    lr_factor,
-    split_blocks,
-    train,
-    tune_threshold,
-)
+from napari_cryoseg.engine.scoring import THRESHOLD_CANDIDATES, tune_threshold
+from napari_cryoseg.engine.train import TrainConfig, split_blocks, train
+from napari_cryoseg.io.pairing import pair_by_stem
 from napari_cryoseg.model.checkpoint import ModelFile
 from napari_cryoseg.model.config import preset
 

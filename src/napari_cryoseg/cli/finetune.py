@@ -20,7 +20,7 @@ from napari_cryoseg.cli.train import (
     read_pairs,
     split_tokens,
 )
-from napari_cryoseg.engine.data import ClassMapping
+from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.events import drain
 from napari_cryoseg.engine.finetune import HOLDOUT_LAYOUTS, FinetuneConfig, finetune
 from napari_cryoseg.model.checkpoint import save_model
