@@ -125,6 +125,11 @@ class PatchSampler:
         Probability that a patch is centred on a random pixel of the rarest class present.
     seed : int or numpy.random.Generator
         Seed of the sampler's random generator.
+    focus_masks : sequence of numpy.ndarray, optional
+        Per-image bool masks of pixels to learn most from (fine-tuning: where the parent
+        model was wrong); with probability ``focus`` a patch contains a random one.
+    focus : float
+        Probability of placing a patch around a ``focus_masks`` pixel.
     temporal_context : int or None
         None (default): 2D images. An int ``k`` (0 included): ``images`` and ``masks`` are
         ``(T, Y, X)`` time series; each frame ``t`` becomes one training image whose
@@ -144,6 +149,8 @@ class PatchSampler:
         oversample_rare: float = 0.0,
         seed: int | np.random.Generator = 0,
         temporal_context: int | None = None,
+        focus_masks: Sequence[np.ndarray] | None = None,
+        focus: float = 0.0,
     ) -> None:
         if temporal_context is not None:
             images, masks, valid_masks = _series_to_frames(
@@ -191,27 +198,43 @@ class PatchSampler:
         # pixels: crops are then placed so that they contain a random reviewed pixel.
         self._valid_coords: list[np.ndarray] = []
         if valid_masks is not None:
-            for target in self.targets:
-                coords = np.argwhere(target != IGNORE_INDEX)
-                if len(coords) > 50_000:
-                    coords = coords[self.rng.choice(len(coords), 50_000, replace=False)]
-                self._valid_coords.append(coords)
-            sizes = np.array([len(c) for c in self._valid_coords], dtype=np.float64)
-            if sizes.sum() == 0:
-                self._valid_coords = []
-            else:
-                self._valid_p = sizes / sizes.sum()
+            self._valid_coords, self._valid_p = self._pixel_pool(
+                [t != IGNORE_INDEX for t in self.targets])
         self.counts = class_pixel_counts(self.targets, n_classes)
         self.rare_class = self._rarest_class()
         self._rare_coords: list[np.ndarray] = []
         if self.rare_class is not None and self.oversample_rare > 0:
-            for target in self.targets:
-                coords = np.argwhere(target == self.rare_class)
-                if len(coords) > 50_000:  # cap memory; a subsample is just as good a centre
-                    coords = coords[self.rng.choice(len(coords), 50_000, replace=False)]
-                self._rare_coords.append(coords)
-            sizes = np.array([len(c) for c in self._rare_coords], dtype=np.float64)
-            self._rare_p = sizes / sizes.sum()
+            self._rare_coords, self._rare_p = self._pixel_pool(
+                [t == self.rare_class for t in self.targets])
+        if not 0.0 <= focus <= 1.0:
+            raise InputError(f"focus {focus} must be between 0 and 1")
+        self.focus = float(focus) if focus_masks is not None else 0.0
+        self._focus_coords: list[np.ndarray] = []
+        if self.focus > 0:
+            if len(focus_masks) != len(self.targets):
+                raise InputError(f"{len(self.targets)} images but {len(focus_masks)} focus masks")
+            pools = []
+            for target, mask in zip(self.targets, focus_masks):
+                padded = _pad_to(np.asarray(mask, dtype=bool), self.patch, "constant")
+                pools.append(padded & (target != IGNORE_INDEX))
+            self._focus_coords, self._focus_p = self._pixel_pool(pools)
+
+    def _pixel_pool(
+        self, masks: Sequence[np.ndarray], cap: int = 50_000
+    ) -> tuple[list[np.ndarray], np.ndarray]:
+        """Coordinates of the True pixels per image (a random subsample of at most
+        ``cap``: just as good a set of centres, at bounded memory) and the probability of
+        drawing each image; empty lists when no pixel is True."""
+        pool = []
+        for mask in masks:
+            coords = np.argwhere(mask)
+            if len(coords) > cap:
+                coords = coords[self.rng.choice(len(coords), cap, replace=False)]
+            pool.append(coords)
+        sizes = np.array([len(c) for c in pool], dtype=np.float64)
+        if sizes.sum() == 0:
+            return [], np.zeros(0)
+        return pool, sizes / sizes.sum()
 
     def _rarest_class(self) -> int | None:
         fg = [(int(self.counts[c]), c) for c in range(1, self.n_classes) if self.counts[c] > 0]
@@ -220,11 +243,18 @@ class PatchSampler:
     def _crop(self) -> tuple[np.ndarray, np.ndarray]:
         p = self.patch
         rare = (
-            self.rare_class is not None
+            bool(self._rare_coords)
             and self.oversample_rare > 0
             and self.rng.random() < self.oversample_rare
         )
-        if rare:
+        if not rare and self._focus_coords and self.rng.random() < self.focus:
+            index = int(self.rng.choice(len(self.images), p=self._focus_p))
+            coords = self._focus_coords[index]
+            cy, cx = coords[self.rng.integers(len(coords))]
+            h, w = self.images[index].shape[-2:]
+            y = int(np.clip(cy - self.rng.integers(p), 0, h - p))
+            x = int(np.clip(cx - self.rng.integers(p), 0, w - p))
+        elif rare:
             index = int(self.rng.choice(len(self.images), p=self._rare_p))
             coords = self._rare_coords[index]
             cy, cx = coords[self.rng.integers(len(coords))]

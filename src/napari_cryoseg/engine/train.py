@@ -29,6 +29,7 @@ from napari_cryoseg.engine.device import resolve_device
 from napari_cryoseg.engine.events import Message, TrainStep, Validation
 from napari_cryoseg.engine.fitting import (
     SCHEDULES,
+    FitSettings,
     FitState,
     cpu_state,
     fit,
@@ -187,6 +188,16 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (the recipe stored in the model file)."""
         return asdict(self)
+
+    def fit_settings(self, total_steps: int | None) -> FitSettings:
+        """The optimisation settings of this recipe (``total_steps`` from steps/epochs)."""
+        return FitSettings(
+            batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
+            schedule=self.schedule, warmup_fraction=self.warmup_fraction,
+            total_steps=total_steps, time_budget_s=self.time_budget_s,
+            val_every=self.val_every, patience=self.patience,
+            mixed_precision=self.mixed_precision, dice_weight=self.dice_weight,
+        )
 
 
 @dataclass
@@ -378,15 +389,8 @@ def train(
     )
     state = FitState()
     try:
-        yield from fit(
-            net, sampler, device=device, batch_size=config.batch_size, lr=config.lr,
-            weight_decay=config.weight_decay, schedule=config.schedule,
-            warmup_fraction=config.warmup_fraction, total_steps=total_steps,
-            time_budget_s=config.time_budget_s, val_every=config.val_every,
-            validate=validate, patience=config.patience, class_weights=class_weights,
-            mixed_precision=config.mixed_precision, dice_weight=config.dice_weight,
-            state=state,
-        )
+        yield from fit(net, sampler, config.fit_settings(total_steps), device=device,
+                       validate=validate, class_weights=class_weights, state=state)
         last_state = cpu_state(net)
     finally:
         # Free accelerator memory promptly, also when the run is cancelled.
