@@ -334,3 +334,25 @@ def test_cuda_mixed_precision_training_and_finetune():
     tuned = drain(finetune(result.best, images, masks, None,
                            FinetuneConfig(steps=5, batch_size=4, patch=64, device="cuda")))
     assert tuned.model.provenance["device"].startswith("cuda")
+
+
+def test_a_run_that_learned_nothing_says_so():
+    from napari_cryoseg.engine.fitting import FitState
+    from napari_cryoseg.engine.train import learning_warnings
+
+    images, masks = _samples([1, 2])
+    events = []
+    result = drain(train(images, masks, TrainConfig(preset="tiny", steps=5, batch_size=2,
+                                                    patch=64, device="cpu")), events.append)
+    warnings = [e for e in events if isinstance(e, Message) and e.level == "warning"]
+    assert warnings and "only 5 training steps" in warnings[0].text
+    assert result.warnings and result.best.provenance["warnings"] == result.warnings
+    # A long run whose loss stays flat and whose validation Dice is near zero.
+    flat = FitState(steps=400, best_dice=0.05, history=[(i, 0.7) for i in range(400)])
+    text = " ".join(learning_warnings(flat))
+    assert "learned (next to) nothing" in text and "did not go down" in text
+    assert "steps were made" not in text
+    # A run that learned: no warning.
+    good = FitState(steps=400, best_dice=0.85,
+                    history=[(i, 1.0 / (1 + i / 40)) for i in range(400)])
+    assert learning_warnings(good) == []

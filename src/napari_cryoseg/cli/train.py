@@ -287,4 +287,6 @@ def run(args: argparse.Namespace) -> int:
     metrics = result.best.provenance.get("metrics", {}).get("validation", {})
     if metrics:
         print_metrics(metrics, "validation:")
+    for warning in result.warnings:  # repeated last, where it cannot be missed
+        echo(f"WARNING: {warning}", err=True)
     return 0

@@ -235,6 +235,34 @@ class TrainResult:
     stop_reason: str
     history: list[list[float]]
     validations: list[dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
+
+
+#: A run whose best validation Dice stays below this learned (next to) nothing.
+LEARNED_NOTHING_DICE = 0.2
+#: Fewer optimiser steps than this cannot train a U-Net from scratch.
+TOO_FEW_STEPS = 50
+
+
+def learning_warnings(state: FitState) -> list[str]:
+    """Plain-language warnings when a run learned little or nothing (empty when fine)."""
+    warnings = []
+    if state.steps < TOO_FEW_STEPS:
+        warnings.append(
+            f"only {state.steps} training steps were made: far too few to train a U-Net; "
+            "give a longer --time-budget or more --steps, or use a GPU")
+    if state.best_dice is not None and state.best_dice < LEARNED_NOTHING_DICE:
+        warnings.append(
+            f"the best validation Dice is {state.best_dice:.3f}: this model learned (next "
+            "to) nothing; train longer, and check that --classes names the mask values")
+    losses = [loss for _, loss in state.history]
+    if len(losses) >= 20:
+        tenth = max(len(losses) // 10, 2)
+        first, last = float(np.mean(losses[:tenth])), float(np.mean(losses[-tenth:]))
+        if last >= 0.9 * first:
+            warnings.append(f"the training loss did not go down ({first:.3f} -> {last:.3f}); "
+                            "try a lower learning rate or check the masks")
+    return warnings
 
 
 # --------------------------------------------------------------------------- helpers
@@ -400,6 +428,9 @@ def train(
     best_validation = next(
         (v for v in state.validations if v["step"] == state.best_step), None
     )
+    warnings = learning_warnings(state)
+    for warning in warnings:
+        yield Message(f"WARNING: {warning}", level="warning")
     provenance = {
         "created": now_iso(),
         "started": started_at,
@@ -423,6 +454,8 @@ def train(
                    "class_weights": None if class_weights is None
                    else [float(w) for w in class_weights]},
         "validations": [{"step": v["step"], "dice": v["dice"]} for v in state.validations],
+        "validation_s": round(state.validation_s, 2),
+        "warnings": warnings,
     }
     last_metrics = state.validations[-1]["metrics"] if state.validations else {}
     last = model_from_state(template, last_state, {
@@ -454,4 +487,5 @@ def train(
         stop_reason=state.stop_reason,
         history=subsample_history(state.history),
         validations=state.validations,
+        warnings=warnings,
     )
