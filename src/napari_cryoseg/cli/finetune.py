@@ -20,6 +20,7 @@ from napari_cryoseg.cli.train import (
     read_pairs,
     split_tokens,
 )
+from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.augment import AugmentConfig
 from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.events import drain
@@ -27,9 +28,28 @@ from napari_cryoseg.engine.finetune import ADAPT_MODES, FinetuneConfig, finetune
 from napari_cryoseg.engine.holdout import HOLDOUT_LAYOUTS
 from napari_cryoseg.io import list_images, read_image
 from napari_cryoseg.model.checkpoint import save_model
+from napari_cryoseg.model.heads import add_classes
 
 #: The engine's defaults, shown in --help and used when a flag is not given.
 DEFAULTS = FinetuneConfig()
+
+
+def _added_class(text: str, default_value: int) -> tuple[str, int]:
+    """``--add-class NAME[=VALUE]`` -> (name, mask value)."""
+    name, _, value = text.partition("=")
+    name = name.strip()
+    if not name:
+        raise InputError(f"--add-class {text!r}: give a class name, e.g. --add-class lamella=5")
+    if not value.strip():
+        return name, default_value
+    try:
+        number = int(value)
+    except ValueError:
+        raise InputError(f"--add-class {text!r}: the mask value must be a whole number, e.g. "
+                         "lamella=5") from None
+    if number < 1:
+        raise InputError(f"--add-class {text!r}: the mask value must be >= 1 (0 is background)")
+    return name, number
 
 
 def _blend(text: str) -> float | None:
@@ -103,6 +123,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="no flips/rotations of the training patches")
     parser.add_argument("--train-batchnorm", action="store_true",
                         help="update BatchNorm statistics while training (default: fixed)")
+    parser.add_argument("--add-class", action="append", default=[], metavar="NAME[=VALUE]",
+                        help="add a class the model does not know yet (repeat for more): its "
+                        "pixels have mask value VALUE (default: the next class index); the "
+                        "model's other classes keep what they learnt")
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="random seed")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.set_defaults(func=run)
@@ -114,8 +138,16 @@ def run(args: argparse.Namespace) -> int:
     out = check_output(args.out, args.overwrite)
     check_positive(args.time_budget, "--time-budget")
     model = load_model_arg(args.model)
+    added = [_added_class(text, model.config.n_classes + i)
+             for i, text in enumerate(args.add_class)]
     names, images, masks, valid, _ = read_pairs(args.images, args.masks, args.valid)
     classes = split_tokens(args.classes)
+    if added:
+        old_values = classes or [str(v) for v in range(1, model.config.n_classes)]
+        model = add_classes(model, [name for name, _ in added])
+        classes = [*old_values, *(str(value) for _, value in added)]
+        echo(f"added class(es) {', '.join(n for n, _ in added)}: the model now has "
+             f"{model.config.n_classes - 1} foreground classes", err=True)
     mapping = ClassMapping.parse(",".join(classes), None) if classes else None
     if mapping is not None and mapping.n_classes == model.config.n_classes:
         mapping = ClassMapping(mapping.values, tuple(model.class_names))

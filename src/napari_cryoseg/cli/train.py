@@ -201,6 +201,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         metavar="PIXELS",
                         help="distance between the control points of the elastic "
                         "displacement field; larger is smoother (default %(default)d)")
+    parser.add_argument("--sparse", action="store_true",
+                        help="the masks are sparse annotations (painted strokes): 0 = not "
+                        "annotated (unknown, not learned from); annotated values not listed "
+                        "in --classes are background")
     parser.add_argument("--tune-threshold", action="store_true",
                         help="binary models: store the foreground threshold with the best "
                         "validation Dice (0.3-0.7) in the model instead of 0.5")
@@ -258,6 +262,11 @@ def run(args: argparse.Namespace) -> int:
         names, images, masks, pixel_size = read_series_pairs(args.images, args.masks)
     else:
         names, images, masks, _, pixel_size = read_pairs(args.images, args.masks)
+    sparse = getattr(args, "sparse", False)
+    if sparse and not split_tokens(args.classes):
+        raise InputError("--sparse needs --classes: name the mask values of the classes (the "
+                         "other annotated values are background)")
+    valid = [mask != 0 for mask in masks] if sparse else None
     mapping = mapping_from_args(args, masks)
     config = TrainConfig(
         preset=args.preset, steps=args.steps, epochs=args.epochs,
@@ -272,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = drain(
             train(images, masks, config, mapping, names=names, pixel_size_nm=pixel_size,
-                  model_name=out.stem),
+                  model_name=out.stem, valid_masks=valid),
             on_event=bar,
         )
     finally:

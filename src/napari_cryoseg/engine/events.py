@@ -77,7 +77,22 @@ class Message:
     level: str = "info"
 
 
-Event = Progress | TrainStep | Validation | Message
+@dataclass(frozen=True)
+class Preview:
+    """A prediction made with the weights being trained, for a live view while training.
+
+    ``labels`` is the class-index image of the preview region (see
+    :class:`~napari_cryoseg.engine.fitting.PreviewRequest`); ``step`` the optimiser step
+    whose weights made it.
+    """
+
+    step: int
+    labels: Any
+    elapsed_s: float = 0.0
+    seconds: float = 0.0
+
+
+Event = Progress | TrainStep | Validation | Message | Preview
 
 
 def drain(

@@ -36,7 +36,7 @@ from napari_cryoseg.engine.adapt import adapt_batchnorm, blend_states, choose_bl
 from napari_cryoseg.engine.augment import AugmentConfig
 from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.device import resolve_device
-from napari_cryoseg.engine.events import Message, TrainStep, Validation
+from napari_cryoseg.engine.events import Message, Preview, TrainStep, Validation
 from napari_cryoseg.engine.fitting import (
     SCHEDULES,
     FitSettings,
@@ -47,6 +47,7 @@ from napari_cryoseg.engine.fitting import (
     subsample_history,
 )
 from napari_cryoseg.engine.holdout import HOLDOUT_LAYOUTS, split_holdout
+from napari_cryoseg.engine.preview import PreviewRequest, preview_function
 from napari_cryoseg.engine.sampling import PatchSampler, check_pair
 from napari_cryoseg.engine.scoring import predict_scores
 from napari_cryoseg.model.checkpoint import ModelFile, now_iso
@@ -300,7 +301,8 @@ def finetune(
     class_mapping: ClassMapping | None = None,
     names: Sequence[str] | None = None,
     unlabelled: Sequence[np.ndarray] = (),
-) -> Generator[TrainStep | Validation | Message, None, FinetuneResult]:
+    preview: PreviewRequest | None = None,
+) -> Generator[TrainStep | Validation | Message | Preview, None, FinetuneResult]:
     """Fine-tune a copy of ``model`` on corrected masks.
 
     Parameters
@@ -323,10 +325,12 @@ def finetune(
     unlabelled : sequence of numpy.ndarray
         Other 2D images of the user's data (no corrections): used only to re-estimate
         the BatchNorm statistics.
+    preview : PreviewRequest, optional
+        A region to predict every few seconds with the current weights.
 
     Yields
     ------
-    TrainStep, Validation, Message
+    TrainStep, Validation, Message, Preview
 
     Returns
     -------
@@ -430,6 +434,7 @@ def finetune(
         mixed_precision=config.mixed_precision, dice_weight=config.dice_weight,
         early_val_steps=EARLY_VALIDATION_STEPS, head_lr_factor=config.head_lr_factor,
         max_val_share=0.25,
+        **({"preview_every_s": preview.every_s} if preview is not None else {}),
     )
     state = FitState()
     yield Message(
@@ -440,7 +445,9 @@ def finetune(
     try:
         yield from fit(net, sampler, settings, device=device, validate=validate,
                        initial_best=(start_metrics["dice"], start_state) if holdout else None,
-                       frozen=frozen, state=state)
+                       frozen=frozen, state=state,
+                       preview=None if preview is None else preview_function(
+                           model, preview, device))
         final_state = cpu_state(net)
     finally:
         del net

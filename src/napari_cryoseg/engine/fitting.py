@@ -21,7 +21,7 @@ import torch
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.augment import elastic_deform
 from napari_cryoseg.engine.device import autocast_dtype
-from napari_cryoseg.engine.events import Message, TrainStep, Validation
+from napari_cryoseg.engine.events import Message, Preview, TrainStep, Validation
 from napari_cryoseg.engine.losses import segmentation_loss
 from napari_cryoseg.engine.sampling import PatchSampler
 from napari_cryoseg.model.checkpoint import ModelFile
@@ -72,6 +72,7 @@ class FitState:
     history: list[tuple[int, float]] = field(default_factory=list)
     validations: list[dict[str, Any]] = field(default_factory=list)
     validation_s: float = 0.0
+    preview_s: float = 0.0
 
 
 def cpu_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -120,6 +121,10 @@ class FitSettings:
     head_lr_factor : float
         The decoder and head learn this many times faster than the encoder (1 = one
         learning rate for all).
+    preview_every_s : float
+        Seconds between live previews (when :func:`fit` is given a ``preview``).
+    max_preview_share : float
+        Previews may take at most this share of the wall time (as ``max_val_share``).
     """
 
     batch_size: int = 8
@@ -137,6 +142,8 @@ class FitSettings:
     early_val_steps: tuple[int, ...] = ()
     max_val_share: float = 0.1
     head_lr_factor: float = 1.0
+    preview_every_s: float = 3.0
+    max_preview_share: float = 0.1
 
     def with_(self, **changes: Any) -> FitSettings:
         """A copy with some fields changed."""
@@ -165,7 +172,8 @@ def fit(
     initial_best: tuple[float, dict[str, torch.Tensor]] | None = None,
     frozen: Sequence[torch.nn.Module] = (),
     state: FitState | None = None,
-) -> Generator[TrainStep | Validation | Message, None, FitState]:
+    preview: Callable[[UNet], Any] | None = None,
+) -> Generator[TrainStep | Validation | Message | Preview, None, FitState]:
     """The optimisation loop shared by training and fine-tuning.
 
     Runs AdamW steps on patches from ``sampler`` until ``settings.total_steps`` or
@@ -175,6 +183,9 @@ def fit(
     beaten (fine-tuning passes the parent). Modules in ``frozen`` stay in eval mode.
     With ``sampler.augment.elastic > 0`` each batch is elastically deformed on ``device``
     (:func:`~napari_cryoseg.engine.augment.elastic_deform`) before the forward pass.
+    ``preview(net)``, called in eval mode about every ``settings.preview_every_s``
+    seconds (within ``settings.max_preview_share`` of the time), gives the labels of a
+    :class:`~napari_cryoseg.engine.events.Preview` event.
     The caller's ``state`` object is filled in as it goes, so it is valid after a close().
     """
     s = settings
@@ -200,6 +211,8 @@ def fit(
     stale = 0
     val_seconds = 0.0
     last_val_step = 0
+    preview_seconds = 0.0
+    next_preview_s = s.preview_every_s
     augment = sampler.augment
     warp_generator = None
     if augment.elastic > 0:
@@ -210,16 +223,30 @@ def fit(
         warp_generator = torch.Generator().manual_seed(int(sampler.rng.integers(2**63 - 1)))
     started = time.perf_counter()
 
-    def run_validation(step: int) -> Generator[Validation | Message, None, bool]:
-        nonlocal stale, val_seconds, last_val_step
-        began = time.perf_counter()
+    def eval_mode(call: Callable[[UNet], Any]) -> Any:
         net.eval()
         try:
-            dice, loss, metrics = validate(net)
+            return call(net)
         finally:
             net.train()
             for module in frozen:
                 module.eval()
+
+    def run_preview(step: int) -> Preview:
+        nonlocal preview_seconds, next_preview_s
+        began = time.perf_counter()
+        labels = eval_mode(preview)
+        took = time.perf_counter() - began
+        preview_seconds += took
+        now = time.perf_counter() - started
+        # The next one after the interval, and late enough to keep previews in their share.
+        next_preview_s = max(now + s.preview_every_s, preview_seconds / s.max_preview_share)
+        return Preview(step, labels, now, took)
+
+    def run_validation(step: int) -> Generator[Validation | Message, None, bool]:
+        nonlocal stale, val_seconds, last_val_step
+        began = time.perf_counter()
+        dice, loss, metrics = eval_mode(validate)
         val_seconds += time.perf_counter() - began
         last_val_step = step
         best = state.best_dice is None or dice > state.best_dice
@@ -294,10 +321,15 @@ def fit(
             if (yield from run_validation(step)):
                 state.stop_reason = "early stopping"
                 break
+        if preview is not None and time.perf_counter() - started >= next_preview_s:
+            yield run_preview(step)
     if validate is not None and (not state.validations or state.validations[-1]["step"] != step):
         yield from run_validation(step)
+    if preview is not None and step > 0:
+        yield run_preview(step)  # the final weights, always shown
     state.elapsed_s = time.perf_counter() - started
     state.validation_s = val_seconds
+    state.preview_s = preview_seconds
     if s.channels_last:
         net.to(memory_format=torch.contiguous_format)
     return state

@@ -26,7 +26,7 @@ from napari_cryoseg.core.temporal import BACKGROUND_MODES, preprocess_series
 from napari_cryoseg.engine.augment import AugmentConfig
 from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.device import resolve_device
-from napari_cryoseg.engine.events import Message, TrainStep, Validation
+from napari_cryoseg.engine.events import Message, Preview, TrainStep, Validation
 from napari_cryoseg.engine.fitting import (
     SCHEDULES,
     FitSettings,
@@ -36,6 +36,8 @@ from napari_cryoseg.engine.fitting import (
     model_from_state,
     subsample_history,
 )
+from napari_cryoseg.engine.holdout import split_holdout
+from napari_cryoseg.engine.preview import PreviewRequest, preview_function
 from napari_cryoseg.engine.sampling import (
     PatchSampler,
     check_pair,
@@ -308,6 +310,26 @@ def _split(
     return [images[i] for i in train_idx], [targets[i] for i in train_idx], val, info
 
 
+def _split_sparse(
+    images: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    valid_masks: Sequence[np.ndarray],
+    names: Sequence[str],
+    config: TrainConfig,
+) -> tuple[list, list, list, list, dict]:
+    """Training data and held-out annotations when only painted pixels count."""
+    valid = []
+    for image, mask, name in zip(images, valid_masks, names):
+        check_pair(image, mask, f"{name} (annotated pixels)")
+        valid.append(np.asarray(mask).astype(bool))
+    if not any(v.any() for v in valid):
+        raise InputError("no annotated pixels: paint some strokes of each class first")
+    train_images, train_targets, train_valid, held, info = split_holdout(
+        images, targets, valid, config.val_fraction, "blocks", config.seed)
+    split = {"train": list(names), "val": f"annotations held out: {info}"}
+    return train_images, train_targets, train_valid, held, split
+
+
 def train(
     images: Sequence[np.ndarray],
     masks: Sequence[np.ndarray],
@@ -318,7 +340,9 @@ def train(
     class_colors: Sequence[str] | None = None,
     pixel_size_nm: float | None = None,
     model_name: str | None = None,
-) -> Generator[TrainStep | Validation | Message, None, TrainResult]:
+    valid_masks: Sequence[np.ndarray] | None = None,
+    preview: PreviewRequest | None = None,
+) -> Generator[TrainStep | Validation | Message | Preview, None, TrainResult]:
     """Train a new U-Net on 2D images and masks.
 
     Parameters
@@ -340,10 +364,18 @@ def train(
         Pixel size of the training data, stored as a hint in the model file.
     model_name : str, optional
         Stored as ``provenance["name"]``.
+    valid_masks : sequence of numpy.ndarray, optional
+        Sparse annotations: bool masks of the pixels that were annotated (painted
+        strokes). Only they are learned from and scored; the others are unknown, not
+        background (annotated pixels whose mask value is not a class are background).
+        Validation then holds out part of the annotations (as fine-tuning does).
+    preview : PreviewRequest, optional
+        A region to predict every few seconds with the current weights
+        (:class:`~napari_cryoseg.engine.events.Preview` events).
 
     Yields
     ------
-    TrainStep, Validation, Message
+    TrainStep, Validation, Message, Preview
 
     Returns
     -------
@@ -372,7 +404,15 @@ def train(
             f"no mask pixel has any of the class values {list(mapping.values)}; "
             "check --classes against the mask values"
         )
-    train_images, train_targets, val_items, split_info = _split(images, targets, names, config)
+    if valid_masks is None:
+        train_images, train_targets, val_items, split_info = _split(images, targets, names,
+                                                                    config)
+        train_valid = None
+    else:
+        if series_mode:
+            raise InputError("sparse annotations (valid masks) are for 2D images, not series")
+        train_images, train_targets, train_valid, val_items, split_info = _split_sparse(
+            images, targets, valid_masks, names, config)
     started_at = now_iso()
     template = ModelFile.new(
         unet,
@@ -391,7 +431,7 @@ def train(
                         for s in train_images]
     sampler = PatchSampler(
         train_images, train_targets, n_classes, patch, config.normalization, config.augment,
-        oversample_rare=config.oversample_rare, seed=config.seed,
+        valid_masks=train_valid, oversample_rare=config.oversample_rare, seed=config.seed,
         temporal_context=context if series_mode else None,
     )
     total_steps = config.steps
@@ -416,9 +456,14 @@ def train(
         f"{len(train_images)} training / {len(val_items)} validation images, patch {patch}"
     )
     state = FitState()
+    settings = config.fit_settings(total_steps)
+    preview_fn = None
+    if preview is not None:
+        preview_fn = preview_function(template, preview, device)
+        settings = settings.with_(preview_every_s=preview.every_s)
     try:
-        yield from fit(net, sampler, config.fit_settings(total_steps), device=device,
-                       validate=validate, class_weights=class_weights, state=state)
+        yield from fit(net, sampler, settings, device=device, validate=validate,
+                       class_weights=class_weights, state=state, preview=preview_fn)
         last_state = cpu_state(net)
     finally:
         # Free accelerator memory promptly, also when the run is cancelled.

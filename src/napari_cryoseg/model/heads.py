@@ -1,0 +1,79 @@
+"""Adding classes to a trained model: the output head grows, what it knew stays.
+
+A binary model has one sigmoid output ``z`` (foreground probability ``sigmoid(z)``). The
+same probabilities come out of a softmax over the logits ``(0, z)``, so a binary head
+becomes a two-row softmax head without changing any prediction. A new class gets a copy of
+the background row lowered by :data:`NEW_CLASS_MARGIN`: its logit is always below the
+background's, so it is never the most probable class and the model labels every image
+exactly as before, until the user's strokes of the new class teach it. The margin is
+small enough for a few hundred Adam steps to lift the new class where it belongs (a
+logit that starts far below would need many more).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+
+from napari_cryoseg.core.errors import InputError
+from napari_cryoseg.model.checkpoint import ModelFile, default_class_colors
+
+#: A new class's logit starts this far below the background's (exp(-2): 14 % of its mass).
+NEW_CLASS_MARGIN = 2.0
+
+
+def add_classes(
+    model: ModelFile, names: Sequence[str], colors: Sequence[str] | None = None
+) -> ModelFile:
+    """A copy of ``model`` with the classes ``names`` appended (the input is untouched).
+
+    Parameters
+    ----------
+    model : ModelFile
+        A trained model (binary or multi-class).
+    names : sequence of str
+        Names of the new classes (not already among the model's).
+    colors : sequence of str, optional
+        Their display colours (default: the next colours of the default palette).
+
+    Returns
+    -------
+    ModelFile
+        ``n_classes + len(names)`` classes; predictions identical to ``model``'s up to the
+        new classes' tiny share of the softmax.
+    """
+    names = [str(n).strip() for n in names]
+    if not names or any(not n for n in names):
+        raise InputError("give the name of each class to add")
+    clash = sorted({n.lower() for n in names} & {n.lower() for n in model.class_names})
+    if clash or len({n.lower() for n in names}) != len(names):
+        raise InputError(f"class name(s) {', '.join(clash) or 'given twice'} already exist; "
+                         "choose new names")
+    old = model.config.n_classes
+    new_total = old + len(names)
+    palette = default_class_colors(new_total)
+    colors = list(colors) if colors is not None else palette[old:]
+    if len(colors) != len(names):
+        raise InputError(f"{len(names)} new classes but {len(colors)} colours")
+    weight = model.state_dict["head.weight"].float()  # (out, C, 1, 1)
+    bias = model.state_dict["head.bias"].float()  # (out,)
+    if old == 2:  # sigmoid z -> softmax logits (0, z)
+        weight = torch.cat([torch.zeros_like(weight), weight])
+        bias = torch.cat([torch.zeros_like(bias), bias])
+    extra = len(names)
+    weight = torch.cat([weight, weight[:1].repeat(extra, 1, 1, 1)])
+    bias = torch.cat([bias, bias[:1].repeat(extra) - NEW_CLASS_MARGIN])
+    grown = copy.copy(model)
+    grown.config = model.config.with_(n_classes=new_total)
+    grown.state_dict = {**{k: v.clone() for k, v in model.state_dict.items()},
+                        "head.weight": weight.to(model.state_dict["head.weight"].dtype),
+                        "head.bias": bias.to(model.state_dict["head.bias"].dtype)}
+    grown.class_names = [*model.class_names, *names]
+    grown.class_colors = [*model.class_colors, *colors]
+    grown.threshold = 0.5  # softmax argmax from now on (the binary cut no longer applies)
+    grown.provenance = {**copy.deepcopy(model.provenance),
+                        "classes_added": [*model.provenance.get("classes_added", []), *names]}
+    grown.source_path = None
+    return grown
