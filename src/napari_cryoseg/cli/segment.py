@@ -32,7 +32,8 @@ from napari_cryoseg.core.errors import CryoSegError, InputError
 from napari_cryoseg.engine.events import drain
 from napari_cryoseg.engine.predict import Segmenter, labels_dtype, segment
 from napari_cryoseg.io import labels_output_path, list_images, read_image, write_labels_tiff
-from napari_cryoseg.io.zarr_io import LabelsZarrWriter, is_zarr_path, read_zarr
+from napari_cryoseg.io.zarr_io import is_zarr_path, read_zarr
+from napari_cryoseg.io.zarr_labels import LabelsZarrWriter
 
 #: Files larger than this are read lazily (strip by strip) instead of loaded whole.
 LAZY_BYTES = 512 * 2**20
@@ -196,6 +197,7 @@ def _segment_one(
             with LabelsZarrWriter(labels_path, image.shape, labels.dtype,
                                   chunks=labels.chunksize, z_size_nm=image.z_size_nm,
                                   class_names=segmenter.model.class_names, axes=image.axes,
+                                  class_colors=segmenter.model.class_colors,
                                   **meta) as writer:
                 labels.store(writer.array, lock=False)
                 writer.commit()
@@ -203,12 +205,14 @@ def _segment_one(
         else:
             array = labels.compute()
             write_labels_tiff(labels_path, array, class_names=segmenter.model.class_names,
+                              class_colors=segmenter.model.class_colors,
                               z_size_nm=image.z_size_nm, **meta)
             foreground = int(np.count_nonzero(array))
         return image, None, foreground
     if fmt == "zarr":
         with LabelsZarrWriter(labels_path, image.shape, labels_dtype(n_classes),
                               z_size_nm=image.z_size_nm, class_names=segmenter.model.class_names,
+                              class_colors=segmenter.model.class_colors,
                               axes=image.axes, **meta) as writer:
             # The engine writes finished strips of tile rows straight into the zarr array.
             result = drain(
@@ -225,7 +229,7 @@ def _segment_one(
     )
     write_labels_tiff(
         labels_path, result.labels, class_names=result.class_names,
-        z_size_nm=image.z_size_nm, **meta,
+        class_colors=result.class_colors, z_size_nm=image.z_size_nm, **meta,
     )
     return image, result, int(np.count_nonzero(result.labels))
 
