@@ -11,11 +11,13 @@ A preference the user set is never replaced; they can change these in Preference
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 PLUGIN = "napari-cryoseg"
-#: File-name patterns of CryoSeg's labels outputs (io.labels / cli segment suffixes).
-LABELS_PATTERNS = ("*_labels.tif", "*_labels.tiff", "*_labels.zarr")
+#: File-name patterns of CryoSeg's labels outputs (io.labels / cli segment suffixes);
+#: napari matches a folder with a trailing separator, hence the second zarr pattern.
+LABELS_PATTERNS = ("*_labels.tif", "*_labels.tiff", "*_labels.zarr", f"*_labels.zarr{os.sep}")
 
 
 def default_reader_preferences(current: dict[str, str]) -> dict[str, str]:

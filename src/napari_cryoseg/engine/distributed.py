@@ -36,6 +36,7 @@ import torch
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.normalization import percentile_range
+from napari_cryoseg.core.optional import require
 from napari_cryoseg.core.tiling import TilingConfig, round_up
 from napari_cryoseg.engine.events import drain
 from napari_cryoseg.engine.predict import (
@@ -224,7 +225,8 @@ def make_client(scheduler: str) -> tuple[distributed.Client, Any]:
     """
     import os
 
-    from distributed import Client, LocalCluster
+    distributed = require("distributed", "--scheduler (dask.distributed clusters)")
+    Client, LocalCluster = distributed.Client, distributed.LocalCluster
 
     text = scheduler.strip()
     if text == "local" or text.startswith("local:"):
