@@ -140,15 +140,34 @@ class BioimageioModel:
                                      f"({type(err).__name__}: {first})") from None
         return self._pipelines[key]
 
-    def _ns(self, tile: int) -> dict[tuple[Any, Any], int]:
-        """Block size parameter n per spatial axis so a block is about ``tile`` pixels."""
+    def _ns(self, tile: int, valid: tuple[int, int]) -> dict[tuple[Any, Any], int]:
+        """Block size parameter n per spatial axis: blocks of about ``tile`` pixels, never
+        larger than the (padded) plane ``valid``."""
         ns = {}
         for axis in self.input.axes:
             size = getattr(axis, "size", None)
             if str(axis.type) == "space" and hasattr(size, "step"):
-                n = max(0, math.ceil((tile - int(size.min)) / max(int(size.step), 1)))
-                ns[(self.input.id, axis.id)] = n
+                step, low = max(int(size.step), 1), int(size.min)
+                most = (valid[_SPATIAL.index(str(axis.id))] - low) // step
+                n = max(0, math.ceil((tile - low) / step))
+                ns[(self.input.id, axis.id)] = max(0, min(n, most))
         return ns
+
+    def _valid_shape(self, plane_shape: tuple[int, ...]) -> tuple[int, int]:
+        """The smallest (Y, X) >= ``plane_shape`` that the input axes accept (min + n*step)."""
+        out = list(plane_shape)
+        for axis in self.input.axes:
+            size = getattr(axis, "size", None)
+            if str(axis.type) != "space":
+                continue
+            i = _SPATIAL.index(str(axis.id))
+            if hasattr(size, "step"):
+                step, low = max(int(size.step), 1), int(size.min)
+                out[i] = low + max(0, math.ceil((out[i] - low) / step)) * step
+            elif isinstance(size, int) and size != out[i]:
+                raise InputError(f"bioimage.io model '{self.name}' takes only {size}-pixel "
+                                 f"{axis.id} axes; this image has {out[i]}")
+        return out[0], out[1]
 
     def _input_array(self, plane: np.ndarray) -> np.ndarray:
         """``plane`` (Y, X) laid out in the model's declared input axis order."""
@@ -160,9 +179,9 @@ class BioimageioModel:
             else:
                 shape.append(1)
             index.append(str(axis.id) if kind == "space" else None)
-        order = [i for i in (index.index("y"), index.index("x"))]
-        data = np.moveaxis(plane, (0, 1), order) if order != [0, 1] else plane
-        return data.reshape(shape) if len(shape) != 2 else data
+        # singleton batch/channel axes keep the order of y and x, so a reshape places them
+        data = plane if index.index("y") < index.index("x") else plane.T
+        return data.reshape(shape)
 
     def segment(
         self, image: Any, tiling: TilingConfig | None = None, *, device: str = "auto",
@@ -186,17 +205,23 @@ class BioimageioModel:
         planes = shape[0] if len(shape) == 3 else 1
         probabilities = None
         pipeline = self.pipeline(device)
-        ns = self._ns((tiling or self.tiling).tile)
+        tile = (tiling or self.tiling).tile
         done = 0
         yield Progress("segment", 0, None, "starting", 0.0)
         for index in range(planes):
             plane = np.asarray(image[index] if len(shape) == 3 else image)
+            height, width = plane.shape
+            valid = self._valid_shape(plane.shape)
+            if valid != plane.shape:  # the declared min/step: pad (mirror), crop afterwards
+                pad = ((0, valid[0] - height), (0, valid[1] - width))
+                mode = "reflect" if min(plane.shape) > max(p[1] for p in pad) else "symmetric"
+                plane = np.pad(plane, pad, mode=mode)
             sample = core.digest_spec.create_sample_for_model(
                 self.descr, inputs={self.input.id: self._input_array(plane)},
                 sample_id=f"plane{index}")
             try:
                 steps, intermediates = pipeline.predict_sample_with_blocking_yield_intermediates(
-                    sample, ns=ns)
+                    sample, ns=self._ns(tile, valid))
                 result = None
                 for result in intermediates:  # noqa: B007 - the last is the whole sample
                     done += 1
@@ -207,7 +232,7 @@ class BioimageioModel:
                 first = " ".join(str(err).split())[:200]
                 raise InputError(f"bioimage.io model '{self.name}' failed on this image "
                                  f"({first})") from None
-            probs = self._output_array(result.sample, plane.shape)
+            probs = self._output_array(result.sample, plane.shape)[:, :height, :width]
             labels = self._labels(probs, threshold)
             if len(shape) == 3:
                 labels_out[index] = labels

@@ -293,7 +293,7 @@ def build_description(model: ModelFile, folder: Path, torch_version: str) -> Any
             comment="exported by napari-cryoseg (torch.onnx, dynamic batch/height/width)"),
     )
     return v05.ModelDescr(
-        name=(model.name.replace("_", " ")[:120] or "napari-cryoseg U-Net"),
+        name=f"napari-cryoseg {model.name.replace('_', ' ')}"[:120],
         description="U-Net segmentation of electron-microscopy images "
                     f"({', '.join(model.class_names[1:])}), exported by napari-cryoseg.",
         authors=[v05.Author(name="napari-cryoseg developers")],

@@ -173,6 +173,7 @@ def file_references(data: Any) -> list[str]:
                     found.append(value)
                 elif key == "covers" and isinstance(value, list):
                     found += [v for v in value if isinstance(v, str)]
+                    stack.extend(v for v in value if isinstance(v, dict))
                 elif isinstance(value, dict | list):
                     stack.append(value)
         elif isinstance(node, list):
