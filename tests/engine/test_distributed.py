@@ -64,3 +64,22 @@ def _tiny():
     from napari_cryoseg.model.config import preset
 
     return ModelFile.new(preset("tiny", base_channels=4), seed=0)
+
+
+def test_cli_dashboard_link_is_printed(tmp_path, capsys):
+    """``--dashboard`` starts the local cluster's dashboard (loopback) and prints its link."""
+    import tifffile
+
+    from napari_cryoseg.cli import main
+    from napari_cryoseg.model.checkpoint import save_model
+
+    model = save_model(_tiny(), tmp_path / "m.pt")
+    tifffile.imwrite(tmp_path / "img.tif", np.zeros((64, 64), np.uint8))
+    code = main(["segment", str(tmp_path / "img.tif"), "--model", str(model), "--out",
+                 str(tmp_path / "o"), "--device", "cpu", "--scheduler", "local:1",
+                 "--dashboard", "127.0.0.1:0"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    line = next(x for x in err.splitlines() if x.startswith("dask dashboard: "))
+    assert line.startswith("dask dashboard: http://127.0.0.1:") and line.endswith("/status")
+    assert (tmp_path / "o" / "img_labels.tif").is_file()

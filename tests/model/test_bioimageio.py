@@ -8,8 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 import tifffile
-import torch
 
+from bioimageio_helpers import foreign_package
 from napari_cryoseg.cli import main
 from napari_cryoseg.core.errors import CryoSegError
 from napari_cryoseg.engine.events import drain
@@ -72,9 +72,9 @@ def test_overwrite_replaces_only_the_packages_own_files(model_path, tmp_path, ca
     out = tmp_path / "pkg"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(CryoSegError, match="already exists"):
-        from napari_cryoseg.model.bioimageio import export_bioimageio
+    from napari_cryoseg.model.bioimageio import export_bioimageio
 
+    with pytest.raises(CryoSegError, match="already exists"):
         export_bioimageio(load_model(model_path), out)
     args = ["export", str(model_path), "--bioimageio", str(out), "--overwrite", "--skip-test"]
     assert main(args) == 0
@@ -93,69 +93,8 @@ def test_overwrite_replaces_only_the_packages_own_files(model_path, tmp_path, ca
     assert sorted(p.name for p in work.iterdir()) == ["README.md"]
 
 
-def _foreign_package(tmp_path):
-    """A 2-class conv net of another architecture, described with bioimageio.spec."""
-    from bioimageio.spec import save_bioimageio_package
-    from bioimageio.spec.model import v0_5
-
-    class TwoClass(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = torch.nn.Conv2d(1, 2, 3, padding=1)
-            with torch.no_grad():
-                self.conv.weight.copy_(torch.tensor([[[[0.0, 0, 0], [0, -1, 0], [0, 0, 0]]],
-                                                     [[[0.0, 0, 0], [0, 1, 0], [0, 0, 0]]]]))
-                self.conv.bias.zero_()
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(self.conv(x), dim=1)
-
-    folder = tmp_path / "foreign_src"
-    folder.mkdir()
-    net = TwoClass().eval()
-    torch.jit.script(net).save(str(folder / "net.pt"))
-    rng = np.random.default_rng(0)
-    raw = rng.random((1, 1, 32, 32)).astype(np.float32)
-    norm = (raw - raw.mean()) / (raw.std() + 1e-6)
-    with torch.no_grad():
-        out = net(torch.from_numpy(norm)).numpy()
-    np.save(folder / "in.npy", raw)
-    np.save(folder / "out.npy", out)
-    (folder / "README.md").write_text("# Two class\n\n## Validation\n\nnone\n")
-    size = v0_5.ParameterizedSize(min=16, step=8)
-    descr = v0_5.ModelDescr(
-        name="two class conv", description="a test model", license="MIT",
-        authors=[v0_5.Author(name="test")], cite=[v0_5.CiteEntry(text="test", doi="10.5281/zenodo.5764892")],
-        documentation=v0_5.FileDescr(source=folder / "README.md"),
-        inputs=[v0_5.InputTensorDescr(
-            id=v0_5.TensorId("image"),
-            axes=[v0_5.BatchAxis(), v0_5.ChannelAxis(channel_names=[v0_5.Identifier("raw")]),
-                  v0_5.SpaceInputAxis(id=v0_5.AxisId("y"), size=size),
-                  v0_5.SpaceInputAxis(id=v0_5.AxisId("x"), size=size)],
-            test_tensor=v0_5.FileDescr(source=folder / "in.npy"),
-            preprocessing=[v0_5.ZeroMeanUnitVarianceDescr()])],
-        outputs=[v0_5.OutputTensorDescr(
-            id=v0_5.TensorId("prob"),
-            axes=[v0_5.BatchAxis(),
-                  v0_5.ChannelAxis(channel_names=[v0_5.Identifier("dark"),
-                                                  v0_5.Identifier("bright")]),
-                  v0_5.SpaceOutputAxisWithHalo(id=v0_5.AxisId("y"), halo=4,
-                                               size=v0_5.SizeReference(
-                                                   tensor_id=v0_5.TensorId("image"),
-                                                   axis_id=v0_5.AxisId("y"))),
-                  v0_5.SpaceOutputAxisWithHalo(id=v0_5.AxisId("x"), halo=4,
-                                               size=v0_5.SizeReference(
-                                                   tensor_id=v0_5.TensorId("image"),
-                                                   axis_id=v0_5.AxisId("x")))],
-            test_tensor=v0_5.FileDescr(source=folder / "out.npy"))],
-        weights=v0_5.WeightsDescr(torchscript=v0_5.TorchscriptWeightsDescr(
-            source=folder / "net.pt", pytorch_version=v0_5.Version("2.0"))),
-    )
-    return save_bioimageio_package(descr, output_path=tmp_path / "foreign.zip")
-
-
 def test_foreign_package_segments_through_cli_but_is_not_fine_tuned(tmp_path, capsys):
-    package = _foreign_package(tmp_path)
+    package = foreign_package(tmp_path)
     image = np.random.default_rng(1).integers(0, 4000, (100, 90)).astype(np.uint16)
     tifffile.imwrite(tmp_path / "img.tif", image)
     assert main(["segment", str(tmp_path / "img.tif"), "--model", str(package),

@@ -82,6 +82,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="run on a dask.distributed cluster: local[:N] starts N local "
                         "workers (1 thread each), or a scheduler address such as "
                         "tcp://host:8786 (e.g. a dask-jobqueue SLURM/PBS cluster)")
+    parser.add_argument("--dashboard", default=None, metavar="ADDRESS",
+                        help="with --scheduler local[:N]: serve the dask dashboard at "
+                        "ADDRESS (e.g. :8787) and print its link (default: off); a remote "
+                        "scheduler serves its own dashboard, whose link is printed too")
     parser.add_argument("--block", type=int, default=4096, metavar="N",
                         help="block edge in pixels per distributed task (default 4096)")
     parser.set_defaults(func=run)
@@ -271,8 +275,10 @@ def run(args: argparse.Namespace) -> int:
     if args.scheduler:
         from napari_cryoseg.engine.distributed import make_client
 
-        client, cluster = make_client(args.scheduler)
+        client, cluster = make_client(args.scheduler, getattr(args, "dashboard", None))
         echo(f"dask scheduler {client.scheduler.address}, block {args.block} px", err=True)
+        if getattr(args, "dashboard", None) or cluster is None:
+            echo(f"dask dashboard: {client.dashboard_link}", err=True)
     started = time.perf_counter()
     failed: list[Path] = []
     pixels = 0

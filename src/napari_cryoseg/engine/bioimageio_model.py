@@ -5,12 +5,13 @@ file…") call: a ``.pt`` model file, a napari-cryoseg U-Net package (it becomes
 :class:`ModelFile`, so it can be fine-tuned), or any other bioimage.io model package (a
 :class:`BioimageioModel`: it segments, but cannot be fine-tuned).
 
-:class:`BioimageioModel` runs the model with ``bioimageio.core``'s prediction pipeline:
-its declared input axes, size constraints (``min`` + n x ``step``), halo,
-pre-processing and post-processing are applied by the library; blocks are predicted one
-at a time (:class:`Progress` after each, so a run can be cancelled between blocks). Each
-2D plane is one sample. Output channels become labels: one channel is thresholded,
-several are reduced by argmax (integer outputs are taken as labels as they are).
+:class:`BioimageioModel` runs the model with ``bioimageio.core``'s prediction pipeline.
+The library applies its declared input axes, size constraints (``min`` + n x ``step``;
+it pads blocks), halo, pre-processing and post-processing, with sample-wise statistics
+from the real plane. Blocks are predicted one at a time (:class:`Progress` after each,
+so a run can be cancelled between blocks); each 2D plane is one sample. Output channels
+become labels: one channel is thresholded, several are reduced by argmax (integer
+outputs are taken as labels as they are).
 """
 
 from __future__ import annotations
@@ -140,34 +141,18 @@ class BioimageioModel:
                                      f"({type(err).__name__}: {first})") from None
         return self._pipelines[key]
 
-    def _ns(self, tile: int, valid: tuple[int, int]) -> dict[tuple[Any, Any], int]:
+    def _ns(self, tile: int, plane: tuple[int, int]) -> dict[tuple[Any, Any], int]:
         """Block size parameter n per spatial axis: blocks of about ``tile`` pixels, never
-        larger than the (padded) plane ``valid``."""
+        larger than the plane (the library pads a plane smaller than ``min``)."""
         ns = {}
         for axis in self.input.axes:
             size = getattr(axis, "size", None)
             if str(axis.type) == "space" and hasattr(size, "step"):
                 step, low = max(int(size.step), 1), int(size.min)
-                most = (valid[_SPATIAL.index(str(axis.id))] - low) // step
+                most = (plane[_SPATIAL.index(str(axis.id))] - low) // step
                 n = max(0, math.ceil((tile - low) / step))
                 ns[(self.input.id, axis.id)] = max(0, min(n, most))
         return ns
-
-    def _valid_shape(self, plane_shape: tuple[int, ...]) -> tuple[int, int]:
-        """The smallest (Y, X) >= ``plane_shape`` that the input axes accept (min + n*step)."""
-        out = list(plane_shape)
-        for axis in self.input.axes:
-            size = getattr(axis, "size", None)
-            if str(axis.type) != "space":
-                continue
-            i = _SPATIAL.index(str(axis.id))
-            if hasattr(size, "step"):
-                step, low = max(int(size.step), 1), int(size.min)
-                out[i] = low + max(0, math.ceil((out[i] - low) / step)) * step
-            elif isinstance(size, int) and size != out[i]:
-                raise InputError(f"bioimage.io model '{self.name}' takes only {size}-pixel "
-                                 f"{axis.id} axes; this image has {out[i]}")
-        return out[0], out[1]
 
     def _input_array(self, plane: np.ndarray) -> np.ndarray:
         """``plane`` (Y, X) laid out in the model's declared input axis order."""
@@ -211,17 +196,15 @@ class BioimageioModel:
         for index in range(planes):
             plane = np.asarray(image[index] if len(shape) == 3 else image)
             height, width = plane.shape
-            valid = self._valid_shape(plane.shape)
-            if valid != plane.shape:  # the declared min/step: pad (mirror), crop afterwards
-                pad = ((0, valid[0] - height), (0, valid[1] - width))
-                mode = "reflect" if min(plane.shape) > max(p[1] for p in pad) else "symmetric"
-                plane = np.pad(plane, pad, mode=mode)
-            sample = core.digest_spec.create_sample_for_model(
-                self.descr, inputs={self.input.id: self._input_array(plane)},
-                sample_id=f"plane{index}")
+            # The sample is the plane as it is: sample-wise statistics (percentiles, mean)
+            # come from the real pixels; the library pads blocks to the declared sizes.
+            sample = core.Sample(
+                members={self.input.id: core.Tensor.from_numpy(
+                    self._input_array(plane), dims=[str(a.id) for a in self.input.axes])},
+                stat={}, id=f"plane{index}")
             try:
                 steps, intermediates = pipeline.predict_sample_with_blocking_yield_intermediates(
-                    sample, ns=self._ns(tile, valid))
+                    sample, ns=self._ns(tile, (height, width)))
                 result = None
                 for result in intermediates:  # noqa: B007 - the last is the whole sample
                     done += 1
@@ -232,7 +215,7 @@ class BioimageioModel:
                 first = " ".join(str(err).split())[:200]
                 raise InputError(f"bioimage.io model '{self.name}' failed on this image "
                                  f"({first})") from None
-            probs = self._output_array(result.sample, plane.shape)[:, :height, :width]
+            probs = self._output_array(result.sample, plane.shape)
             labels = self._labels(probs, threshold)
             if len(shape) == 3:
                 labels_out[index] = labels
