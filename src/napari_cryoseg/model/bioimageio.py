@@ -438,8 +438,10 @@ def validate_package(package: str | os.PathLike[str]) -> tuple[bool, str]:
     core = require("bioimageio.core", "testing a bioimage.io package")
     summary = core.test_model(str(package))
     failed = [d for d in summary.details if d.status == "failed"]
-    formats = sorted({str(getattr(d, "weights_format", "") or "") for d in summary.details}
-                     - {"", "None"})
+    from napari_cryoseg.model.bioimageio_package import read_rdf
+
+    weights = read_rdf(package).get("weights")
+    formats = sorted(weights) if isinstance(weights, dict) else []
     if summary.status == "passed":
         return True, (f"bioimageio.core test_model: passed ({len(summary.details)} checks"
                       + (f"; weights {', '.join(formats)}" if formats else "") + ")")
