@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import tifffile
 
-from napari_cryoseg.core.errors import InputError
+from napari_cryoseg.core.errors import CryoSegError, InputError
+from napari_cryoseg.core.optional import require
 from napari_cryoseg.io.checks import (
     _SHAPE_HINT,
     ArrayLike,
@@ -280,25 +281,59 @@ def read_tiff(
     return data, px, z, axes
 
 
-def _lazy_tiff(path: Path) -> dask.array.Array:
-    """dask array over tifffile's zarr store of series 0 (level 0); reads nothing yet.
+class _TiffArray:
+    """Array-like view of series 0 (level 0) of a TIFF through tifffile's zarr store.
 
-    The file stays open while the store is alive and is closed when the store (i.e. the
-    dask array and everything derived from it) is garbage collected.
+    The file is opened on first access and closed when this object is garbage collected.
+    Pickling keeps only the path and the layout (no file handle), so dask can ship the
+    array to worker processes (``cryoseg segment --scheduler``), which reopen the file.
     """
-    import dask.array as da
-    import zarr
 
-    tif = None
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._array: Any = None
+        array = self._open()
+        self.shape = tuple(int(n) for n in array.shape)
+        self.dtype = np.dtype(array.dtype)
+        self.chunks = tuple(int(c) for c in array.chunks)
+        self.ndim = len(self.shape)
+
+    def _open(self) -> Any:
+        if self._array is None:
+            zarr = require("zarr", "reading large TIFF files lazily")
+            tif = tifffile.TiffFile(self.path)
+            try:
+                store = tif.series[0].aszarr(level=0)
+                self._array = zarr.open_array(store, mode="r")
+            except Exception:
+                tif.close()
+                raise
+            weakref.finalize(self, tif.close)
+        return self._array
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self._open()[key])
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_array"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._array = None
+
+
+def _lazy_tiff(path: Path) -> dask.array.Array:
+    """dask array over series 0 (level 0) of a TIFF; reads no pixels yet (picklable)."""
+    import dask.array as da
+
     try:
-        tif = tifffile.TiffFile(path)
-        store = tif.series[0].aszarr(level=0)
-        weakref.finalize(store, tif.close)  # holds `tif`, not `store`
-        array = zarr.open_array(store, mode="r")
-        return da.from_zarr(array)
+        view = _TiffArray(path)
+        name = f"tiff-{path.resolve()}-{path.stat().st_mtime_ns}"
+        return da.from_array(view, chunks=view.chunks, name=name,
+                             meta=np.empty((0,) * view.ndim, dtype=view.dtype))
+    except CryoSegError:
+        raise
     except Exception as err:
-        if tif is not None:
-            tif.close()
         raise InputError(
             f"TIFF file {_q(path)} could not be opened lazily ({_one_line(err)}); "
             "try reading it without lazy loading"
