@@ -28,7 +28,15 @@ def test_dock_opens_foreign_package_and_segments(make_napari_viewer, qtbot, tmp_
     labels = viewer.layers["img labels"]
     np.testing.assert_array_equal(labels.data, (image > image.mean()).astype(np.uint8))
     assert list(labels.features["class"]) == ["dark", "bright"]
-    # A broken package is a notification, not a crash; the model stays.
+    # A broken package, or a missing library, is a one-line notification; the model stays.
+    from napari_cryoseg.widgets import model_panel as panel_module
+
+    shown: list[str] = []
+    monkeypatch.setattr(panel_module, "show_error", shown.append)
     (tmp_path / "broken.zip").write_bytes(b"nope")
     assert not widget.model_panel.open_path(str(tmp_path / "broken.zip"))
+    assert "not a zip file" in shown[-1] and "\n" not in shown[-1]
+    monkeypatch.setitem(__import__("sys").modules, "bioimageio.core", None)
+    assert not widget.model_panel.open_path(str(package))
+    assert "needs the 'bioimageio' extra: pip install 'napari-cryoseg[bioimageio]'" in shown[-1]
     assert widget.session.model is model
