@@ -70,6 +70,7 @@ def test_sample_data_shapes():
 
 def test_contributions_do_not_import_torch():
     code = ("import sys; import napari_cryoseg.contributions.reader, "
-            "napari_cryoseg.contributions.writer, napari_cryoseg.contributions.sample_data; "
+            "napari_cryoseg.contributions.writer, napari_cryoseg.contributions.sample_data, "
+            "napari_cryoseg.contributions.labels_reader, napari_cryoseg.contributions.activate; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -28,8 +28,12 @@ def test_segment_zarr_lazily_into_zarr(tmp_path):
     assert code == 0
     out = tmp_path / "o" / "big_labels.zarr"
     reference = drain(segment(image, model, device="cpu")).labels
-    stored = zarr.open_group(str(out), mode="r")["0"]
+    group = zarr.open_group(str(out), mode="r")
+    assert group.attrs["ome"]["labels"] == ["big"]  # an NGFF labels group
+    stored = group["big"]["s0"]
     assert stored.chunks[0] == 512  # aligned to tile rows
     np.testing.assert_array_equal(stored[...], reference)
-    np.testing.assert_array_equal(da.from_zarr(str(out), component="0").compute(), reference)
+    np.testing.assert_array_equal(da.from_zarr(str(out), component="big/s0").compute(),
+                                  reference)
+    assert group["big"]["s1"].shape == (550, 650)  # a pyramid level
     assert read_image(out).pixel_size_nm == 4.0

@@ -64,3 +64,30 @@ def _tiny():
     from napari_cryoseg.model.config import preset
 
     return ModelFile.new(preset("tiny", base_channels=4), seed=0)
+
+
+def test_cli_dashboard_link_is_printed(tmp_path, capsys):
+    """``--dashboard`` starts the local cluster's dashboard (loopback) and prints its link;
+    a TIFF input travels to the worker process (its lazy reader pickles without a file
+    handle) and comes back as OME-Zarr labels."""
+    import tifffile
+
+    from napari_cryoseg.cli import main
+    from napari_cryoseg.model.checkpoint import save_model
+
+    model = save_model(_tiny(), tmp_path / "m.pt")
+    image = tmp_path / "img.tif"
+    pixels = np.random.default_rng(0).integers(0, 255, (64, 72), np.uint8)
+    tifffile.imwrite(image, pixels)
+    code = main(["segment", str(image), "--model", str(model), "--out",
+                 str(tmp_path / "o"), "--device", "cpu", "--scheduler", "local:1",
+                 "--dashboard", "127.0.0.1:0", "--output-format", "zarr"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    line = next(x for x in err.splitlines() if x.startswith("dask dashboard: "))
+    assert line.startswith("dask dashboard: http://127.0.0.1:") and line.endswith("/status")
+    from napari_cryoseg.io.zarr_labels import read_labels_zarr
+
+    reference = drain(segment(pixels, _tiny(), device="cpu")).labels
+    stored = read_labels_zarr(tmp_path / "o" / "img_labels.zarr")
+    assert (np.asarray(stored.data) == reference).mean() >= 0.999

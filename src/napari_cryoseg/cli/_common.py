@@ -15,7 +15,7 @@ from napari_cryoseg.engine.device import DEVICE_CHOICES
 from napari_cryoseg.engine.events import Message, Progress, TrainStep, Validation
 from napari_cryoseg.engine.predict import TTA_CHOICES
 from napari_cryoseg.model.bundled import load_default_model
-from napari_cryoseg.model.checkpoint import ModelFile, load_model
+from napari_cryoseg.model.checkpoint import ModelFile
 
 __all__ = [
     "ProgressBar",
@@ -85,10 +85,12 @@ def tiling_from_args(args: argparse.Namespace, model: ModelFile) -> TilingConfig
 
 
 def load_model_arg(path: str | Path | None) -> ModelFile:
-    """Load ``--model PATH``, or the bundled default model when no path is given."""
+    """Load ``--model PATH`` (a model file or a bioimage.io package), or the bundled default."""
     if path is None:
         return load_default_model()
-    return load_model(Path(path).expanduser())
+    from napari_cryoseg.engine.bioimageio_model import load_any_model
+
+    return load_any_model(Path(path).expanduser())
 
 
 def format_duration(seconds: float | None) -> str:

@@ -29,7 +29,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run ``cryoseg import-bioimageio``."""
     from napari_cryoseg.cli.train import check_output
-    from napari_cryoseg.model.bioimageio import import_bioimageio
+    from napari_cryoseg.model.bioimageio_package import import_bioimageio
 
     out = check_output(args.out, args.overwrite)
     model = import_bioimageio(Path(args.package).expanduser())

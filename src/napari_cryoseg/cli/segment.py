@@ -32,7 +32,8 @@ from napari_cryoseg.core.errors import CryoSegError, InputError
 from napari_cryoseg.engine.events import drain
 from napari_cryoseg.engine.predict import Segmenter, labels_dtype, segment
 from napari_cryoseg.io import labels_output_path, list_images, read_image, write_labels_tiff
-from napari_cryoseg.io.zarr_io import LabelsZarrWriter, is_zarr_path, read_zarr
+from napari_cryoseg.io.zarr_io import is_zarr_path, read_zarr
+from napari_cryoseg.io.zarr_labels import LabelsZarrWriter
 
 #: Files larger than this are read lazily (strip by strip) instead of loaded whole.
 LAZY_BYTES = 512 * 2**20
@@ -81,6 +82,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="run on a dask.distributed cluster: local[:N] starts N local "
                         "workers (1 thread each), or a scheduler address such as "
                         "tcp://host:8786 (e.g. a dask-jobqueue SLURM/PBS cluster)")
+    parser.add_argument("--dashboard", default=None, metavar="ADDRESS",
+                        help="with --scheduler local[:N]: serve the dask dashboard at "
+                        "ADDRESS (e.g. :8787) and print its link (default: off); a remote "
+                        "scheduler serves its own dashboard, whose link is printed too")
     parser.add_argument("--block", type=int, default=4096, metavar="N",
                         help="block edge in pixels per distributed task (default 4096)")
     parser.set_defaults(func=run)
@@ -196,6 +201,7 @@ def _segment_one(
             with LabelsZarrWriter(labels_path, image.shape, labels.dtype,
                                   chunks=labels.chunksize, z_size_nm=image.z_size_nm,
                                   class_names=segmenter.model.class_names, axes=image.axes,
+                                  class_colors=segmenter.model.class_colors,
                                   **meta) as writer:
                 labels.store(writer.array, lock=False)
                 writer.commit()
@@ -203,12 +209,14 @@ def _segment_one(
         else:
             array = labels.compute()
             write_labels_tiff(labels_path, array, class_names=segmenter.model.class_names,
+                              class_colors=segmenter.model.class_colors,
                               z_size_nm=image.z_size_nm, **meta)
             foreground = int(np.count_nonzero(array))
         return image, None, foreground
     if fmt == "zarr":
         with LabelsZarrWriter(labels_path, image.shape, labels_dtype(n_classes),
                               z_size_nm=image.z_size_nm, class_names=segmenter.model.class_names,
+                              class_colors=segmenter.model.class_colors,
                               axes=image.axes, **meta) as writer:
             # The engine writes finished strips of tile rows straight into the zarr array.
             result = drain(
@@ -225,7 +233,7 @@ def _segment_one(
     )
     write_labels_tiff(
         labels_path, result.labels, class_names=result.class_names,
-        z_size_nm=image.z_size_nm, **meta,
+        class_colors=result.class_colors, z_size_nm=image.z_size_nm, **meta,
     )
     return image, result, int(np.count_nonzero(result.labels))
 
@@ -267,8 +275,10 @@ def run(args: argparse.Namespace) -> int:
     if args.scheduler:
         from napari_cryoseg.engine.distributed import make_client
 
-        client, cluster = make_client(args.scheduler)
+        client, cluster = make_client(args.scheduler, getattr(args, "dashboard", None))
         echo(f"dask scheduler {client.scheduler.address}, block {args.block} px", err=True)
+        if getattr(args, "dashboard", None) or cluster is None:
+            echo(f"dask dashboard: {client.dashboard_link}", err=True)
     started = time.perf_counter()
     failed: list[Path] = []
     pixels = 0

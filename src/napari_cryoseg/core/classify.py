@@ -118,14 +118,10 @@ class ObjectClassifier:
 
 
 def _require_sklearn() -> Any:
-    try:
-        from sklearn.ensemble import RandomForestClassifier
-    except ImportError:
-        raise InputError(
-            "training an object classifier needs scikit-learn: pip install scikit-learn "
-            "(saved classifiers are applied without it)"
-        ) from None
-    return RandomForestClassifier
+    from napari_cryoseg.core.optional import require
+
+    feature = "training an object classifier (saved ones apply without it)"
+    return require("sklearn.ensemble", feature).RandomForestClassifier
 
 
 def fit_forest(

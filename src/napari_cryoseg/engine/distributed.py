@@ -36,6 +36,7 @@ import torch
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.normalization import percentile_range
+from napari_cryoseg.core.optional import require
 from napari_cryoseg.core.tiling import TilingConfig, round_up
 from napari_cryoseg.engine.events import drain
 from napari_cryoseg.engine.predict import (
@@ -165,6 +166,9 @@ def segment_distributed(
     """
     import dask.array as da
 
+    if getattr(model_file, "foreign", False):
+        raise InputError(f"bioimage.io model '{model_file.name}' cannot run on a dask cluster "
+                         "(--scheduler); segment without --scheduler")
     tiling = tiling or model_file.tiling
     if tta not in TTA_CHOICES:
         raise InputError(f"test-time augmentation {tta} must be one of {TTA_CHOICES}")
@@ -214,8 +218,13 @@ def segment_distributed(
     )
 
 
-def make_client(scheduler: str) -> tuple[distributed.Client, Any]:
+def make_client(scheduler: str, dashboard: str | None = None,
+                ) -> tuple[distributed.Client, Any]:
     """``(client, cluster or None)`` for ``--scheduler``.
+
+    ``dashboard`` (e.g. ``":8787"`` or ``"127.0.0.1:8787"``) starts the dask dashboard of
+    a local cluster at that address (needs bokeh, in the ``distributed`` extra); the
+    client's ``dashboard_link`` then says where to open it. Default: no dashboard.
 
     ``local`` / ``local:N`` start a LocalCluster of N worker processes (default: one
     per CPU core) with one thread each; anything else is a scheduler address
@@ -224,7 +233,8 @@ def make_client(scheduler: str) -> tuple[distributed.Client, Any]:
     """
     import os
 
-    from distributed import Client, LocalCluster
+    distributed = require("distributed", "--scheduler (dask.distributed clusters)")
+    Client, LocalCluster = distributed.Client, distributed.LocalCluster
 
     text = scheduler.strip()
     if text == "local" or text.startswith("local:"):
@@ -237,8 +247,10 @@ def make_client(scheduler: str) -> tuple[distributed.Client, Any]:
             ) from None
         if workers < 1:
             raise InputError(f"--scheduler {scheduler!r}: need at least 1 worker")
+        if dashboard:
+            require("bokeh", "the dask dashboard (--dashboard)")
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+                               dashboard_address=dashboard or None)
         return Client(cluster), cluster
     try:
         return Client(text, timeout="20s"), None

@@ -265,13 +265,10 @@ def plot_boxplots(report: EvaluationReport, path: str | os.PathLike[str]) -> Pat
 
     matplotlib (not a core dependency) is imported here only, with the Agg backend.
     """
-    try:
-        import matplotlib
+    from napari_cryoseg.core.optional import require
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise InputError("plots need matplotlib; install it: pip install matplotlib") from None
+    require("matplotlib", "plots (--plot)").use("Agg")
+    plt = require("matplotlib.pyplot", "plots (--plot)")
     classes = report.class_names[1:]
     fig, axes = plt.subplots(1, 2, figsize=(max(6, 1.6 * len(classes) + 3), 4), squeeze=False)
     for ax, score in zip(axes[0], ("dice", "iou")):

@@ -336,6 +336,8 @@ def finetune(
     -------
     FinetuneResult
     """
+    if getattr(model, "foreign", False):  # a bioimage.io model of another architecture
+        raise InputError(model.not_finetunable)
     config = config or FinetuneConfig()
     started = time.perf_counter()
     if len(images) != len(masks) or not images:

@@ -117,6 +117,10 @@ class Segmenter:
         self.tta = tta
         self.model = model
         self.device = resolve_device(device)
+        if getattr(model, "foreign", False):  # a bioimage.io model runs its own pipeline
+            self.net = self._forward = self.amp_dtype = self.max_batch = None
+            self.channels_last = False
+            return
         self.net = model.build(self.device)
         self.amp_dtype = autocast_dtype(self.device) if mixed_precision else None
         self.channels_last = self.amp_dtype is not None or self.device.type == "cpu"
@@ -481,6 +485,12 @@ def segment(
     Prediction
     """
     started = time.perf_counter()
+    foreign = model.model if isinstance(model, Segmenter) else model
+    if getattr(foreign, "foreign", False):  # engine.bioimageio_model.BioimageioModel
+        where = str(model.device) if isinstance(model, Segmenter) else device
+        return (yield from foreign.segment(
+            image, tiling, device=where, threshold=threshold,
+            return_probabilities=return_probabilities, labels_out=labels_out))
     segmenter = (
         model
         if isinstance(model, Segmenter)

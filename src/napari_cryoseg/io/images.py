@@ -9,93 +9,52 @@ file and says what to do.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
-import threading
 import warnings
-import weakref
-import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any
 
 import numpy as np
-import tifffile
 
 from napari_cryoseg.core.errors import InputError
-
-if TYPE_CHECKING:
-    import dask.array
+from napari_cryoseg.io.checks import (
+    IMAGE_SUFFIXES,
+    MRC_SUFFIXES,
+    TIFF_SUFFIXES,
+    ArrayLike,
+    _check_shape_dtype,
+    _native,
+    _one_line,
+    _positive,
+    _q,
+    check_input_file,
+    unit_to_nm,
+    validate_image_array,
+)
+from napari_cryoseg.io.tiff import read_tiff, tiff_pixel_size
+from napari_cryoseg.io.zarr_io import is_zarr_path, read_zarr
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "TIFF_SUFFIXES",
     "MRC_SUFFIXES",
     "ImageData",
+    "check_input_file",
     "read_image",
+    "read_tiff",
     "list_images",
+    "tiff_pixel_size",
     "validate_image_array",
     "unit_to_nm",
 ]
 
-TIFF_SUFFIXES = (".tif", ".tiff")
-MRC_SUFFIXES = (".mrc", ".mrcs", ".map", ".st")
-IMAGE_SUFFIXES = TIFF_SUFFIXES + MRC_SUFFIXES
 #: MRC suffixes that hold a stack of independent 2D images (particles, tilt series).
 _MRC_STACK_SUFFIXES = (".mrcs", ".st")
 
 _log = logging.getLogger(__name__)
-
-#: Length units (lower case, as found in ImageJ/OME metadata) -> nanometres.
-_UNIT_TO_NM: dict[str, float] = {
-    "pm": 1e-3,
-    "å": 0.1,
-    "a": 0.1,
-    "ang": 0.1,
-    "angstrom": 0.1,
-    "angstroms": 0.1,
-    "ångström": 0.1,
-    "nm": 1.0,
-    "nanometer": 1.0,
-    "nanometers": 1.0,
-    "nanometre": 1.0,
-    "nanometres": 1.0,
-    "µm": 1e3,
-    "um": 1e3,
-    "micron": 1e3,
-    "microns": 1e3,
-    "micrometer": 1e3,
-    "micrometers": 1e3,
-    "micrometre": 1e3,
-    "micrometres": 1e3,
-    "mm": 1e6,
-    "millimeter": 1e6,
-    "millimetre": 1e6,
-    "cm": 1e7,
-    "centimeter": 1e7,
-    "centimetre": 1e7,
-    "m": 1e9,
-    "meter": 1e9,
-    "metre": 1e9,
-    "in": 2.54e7,
-    "inch": 2.54e7,
-}
-#: TIFF ResolutionUnit tag values -> nm (1 = none; 4 and 5 are tifffile extensions).
-_RESUNIT_TO_NM = {2: 2.54e7, 3: 1e7, 4: 1e6, 5: 1e3}
-#: dpi values image editors write by default; they say nothing about the sample.
-_DEFAULT_DPI = (72.0, 96.0)
-#: tifffile log messages that mean the file is cut short or damaged.
-_TIFF_DAMAGE_WORDS = ("invalid page offset", "corrupt", "truncat", "incomplete")
-
-_SHAPE_HINT = (
-    "expected YX, ZYX or TYX (one 2D image or a stack of 2D images); save a single "
-    "channel / time point, e.g. in Fiji with Image > Duplicate"
-)
-
-ArrayLike = Union[np.ndarray, "dask.array.Array"]
 
 
 @dataclass(frozen=True)
@@ -134,423 +93,6 @@ class ImageData:
         """True when :attr:`data` is not a numpy array (e.g. a dask array)."""
         return not isinstance(self.data, np.ndarray)
 
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _q(path: str | os.PathLike[str]) -> str:
-    """Quote a path for a message."""
-    return f"'{path}'"
-
-
-def _one_line(err: BaseException) -> str:
-    """Exception text squeezed onto one line (for embedding in a message)."""
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def unit_to_nm(unit: str | None) -> float | None:
-    """Return how many nanometres one ``unit`` is, or None for unknown/pixel units.
-
-    Understands the spellings used by ImageJ/Fiji (``micron``, ``\\u00B5m``, ``um``,
-    ``\\u00C5``), OME (``µm``, ``nm``, ``Å``) and plain words (``nanometer``, ...).
-
-    Parameters
-    ----------
-    unit : str or None
-        Unit string from file metadata.
-
-    Returns
-    -------
-    float or None
-        Size of one unit in nm, or None if ``unit`` is missing or not a length.
-    """
-    if not unit or not isinstance(unit, str):
-        return None
-    key = unit.strip().lower()
-    key = key.replace("\\u00b5", "µ").replace("\\u03bc", "µ").replace("\\u00c5", "å")
-    key = key.replace("\u03bc", "µ").replace("\u212b", "å")  # Greek mu, Angstrom sign
-    return _UNIT_TO_NM.get(key)
-
-
-def _positive(value: Any) -> float | None:
-    """``float(value)`` if it is a finite number > 0, else None."""
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) and out > 0 else None
-
-
-def _native(data: ArrayLike) -> ArrayLike:
-    """Convert a non-native byte order (big-endian files) to native, lazily for dask."""
-    dtype = data.dtype
-    if dtype.names is None and not dtype.isnative:
-        return data.astype(dtype.newbyteorder("="))
-    return data
-
-
-def check_input_file(
-    path: str | os.PathLike[str],
-    suffixes: Sequence[str] = IMAGE_SUFFIXES,
-    kind: str = "image",
-) -> Path:
-    """Return ``path`` as a Path after checking it is a readable, non-empty file.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        File to check.
-    suffixes : sequence of str
-        Accepted lower-case suffixes.
-    kind : str
-        Word used in messages ("image", "labels").
-
-    Returns
-    -------
-    pathlib.Path
-        The checked path (``~`` expanded).
-
-    Raises
-    ------
-    InputError
-        Missing, a folder, unsupported suffix, empty or unreadable.
-    """
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise InputError(f"{kind} file {_q(p)} does not exist; check the path and spelling")
-    if p.is_dir():
-        raise InputError(f"{_q(p)} is a folder, not an {kind} file; pass a file")
-    suffix = p.suffix.lower()
-    if suffix not in suffixes:
-        raise InputError(
-            f"{_q(p)} has an unsupported file type '{p.suffix}'; supported are "
-            f"{', '.join(suffixes)} (convert it to TIFF, e.g. in Fiji with File > Save As > Tiff)"
-        )
-    try:
-        size = p.stat().st_size
-    except OSError as err:
-        raise InputError(f"{kind} file {_q(p)} cannot be accessed: {_one_line(err)}") from err
-    if size == 0:
-        raise InputError(
-            f"{kind} file {_q(p)} is empty (0 bytes); the copy or export was probably "
-            "interrupted, so copy or export it again"
-        )
-    if not os.access(p, os.R_OK):
-        raise InputError(
-            f"{kind} file {_q(p)} cannot be read (permission denied); fix its permissions"
-        )
-    return p
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _check_shape_dtype(shape: tuple[int, ...], dtype: np.dtype, name: str) -> None:
-    """Shared checks of :func:`validate_image_array` (no pixel values needed)."""
-    if dtype.names is not None:
-        raise InputError(
-            f"{name} has a multi-field (e.g. RGB) pixel type; convert it to grayscale, "
-            "e.g. in Fiji with Image > Type > 8-bit"
-        )
-    if np.issubdtype(dtype, np.complexfloating):
-        raise InputError(
-            f"{name} has complex pixel values ({dtype}); save the magnitude or the real "
-            "part as a real-valued image"
-        )
-    if not (
-        dtype == np.bool_ or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
-    ):
-        raise InputError(
-            f"{name} has a non-numeric pixel type ({dtype}); expected integer or float pixels"
-        )
-    if len(shape) not in (2, 3):
-        raise InputError(f"{name} has shape {tuple(shape)}; {_SHAPE_HINT}")
-    if math.prod(shape) == 0:
-        raise InputError(f"{name} is empty (shape {tuple(shape)}); it contains no pixels")
-    if len(shape) == 3 and shape[-1] in (3, 4) and dtype == np.uint8:
-        raise InputError(
-            f"{name} looks like an RGB image (shape {tuple(shape)}); convert it to "
-            "grayscale, e.g. in Fiji with Image > Type > 8-bit"
-        )
-    if shape[-1] < 2 or shape[-2] < 2:
-        raise InputError(
-            f"{name} has shape {tuple(shape)}, smaller than 2×2 pixels; it is not a usable image"
-        )
-
-
-def validate_image_array(data: Any, *, name: str = "image") -> None:
-    """Raise :class:`InputError` unless ``data`` can be segmented.
-
-    Checks: 2 or 3 dimensions (YX, ZYX, TYX), a real numeric or bool dtype (not complex,
-    not RGB records), at least 2×2 pixels, not empty, and not an RGB(A) ``uint8`` array
-    with 3 or 4 values in the last axis. NaN and Inf are allowed (normalization handles
-    them). Pixel values are not read, so a dask array stays lazy.
-
-    Parameters
-    ----------
-    data : array-like
-        numpy or dask array (anything with ``shape`` and ``dtype``, else converted with
-        :func:`numpy.asarray`).
-    name : str
-        How to refer to the data in messages, e.g. ``"image 'a.tif'"``.
-
-    Raises
-    ------
-    InputError
-        With a one-line message saying what is wrong.
-    """
-    if not (hasattr(data, "shape") and hasattr(data, "dtype")):
-        try:
-            data = np.asarray(data)
-        except Exception as err:
-            raise InputError(f"{name} is not an array: {_one_line(err)}") from err
-    _check_shape_dtype(tuple(int(n) for n in data.shape), np.dtype(data.dtype), name)
-
-
-# --------------------------------------------------------------------------- TIFF
-
-
-class _ThreadLogCapture(logging.Handler):
-    """Collect warnings that this thread logs to the ``tifffile`` logger."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.thread = threading.get_ident()
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self.thread:
-            self.messages.append(record.getMessage())
-
-
-@contextmanager
-def _capture_tifffile_log() -> Iterator[_ThreadLogCapture]:
-    logger = logging.getLogger("tifffile")
-    handler = _ThreadLogCapture()
-    logger.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-
-
-def _raise_if_damaged(path: Path, messages: list[str]) -> None:
-    for msg in messages:
-        if any(word in msg.lower() for word in _TIFF_DAMAGE_WORDS):
-            raise InputError(
-                f"TIFF file {_q(path)} is truncated or corrupted ({' '.join(msg.split())}); "
-                "copy or export it again"
-            )
-
-
-def _check_tiff_complete(tif: tifffile.TiffFile, series: Any, path: Path) -> None:
-    """Raise if the image data of ``series`` extends past the end of the file."""
-    size = tif.filehandle.size
-    end = 0
-    if series.dataoffset is not None:  # contiguous, uncompressed
-        end = int(series.dataoffset) + int(series.nbytes)
-    else:
-        for page in series.pages:
-            if page is None:
-                continue
-            offsets = getattr(page, "dataoffsets", ()) or ()
-            counts = getattr(page, "databytecounts", ()) or ()
-            for offset, count in zip(offsets, counts):
-                if count:
-                    end = max(end, int(offset) + int(count))
-    if end > size:
-        raise InputError(
-            f"TIFF file {_q(path)} is truncated ({size} bytes, image data needs {end}); "
-            "copy or export it again"
-        )
-
-
-def _resolution_tag(page: Any) -> float | None:
-    """Pixels per unit from the XResolution tag, or None."""
-    tag = page.tags.get("XResolution")
-    if tag is None:
-        return None
-    value = tag.value
-    try:
-        num, den = value
-        return _positive(num / den) if den else None
-    except (TypeError, ValueError):
-        return _positive(value)
-
-
-def _ome_pixel_size(tif: tifffile.TiffFile) -> tuple[float | None, float | None]:
-    """(XY, Z) pixel size in nm from the first OME ``Pixels`` element."""
-    try:
-        root = ET.fromstring(tif.ome_metadata or "")
-    except ET.ParseError:
-        return None, None
-    pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
-    if pixels is None:
-        return None, None
-
-    def size(axis: str) -> float | None:
-        value = _positive(pixels.get(f"PhysicalSize{axis}"))
-        factor = unit_to_nm(pixels.get(f"PhysicalSize{axis}Unit", "µm"))
-        return value * factor if value is not None and factor is not None else None
-
-    return size("X"), size("Z")
-
-
-def tiff_pixel_size(tif: tifffile.TiffFile) -> tuple[float | None, float | None]:
-    """(XY pixel size, Z spacing) in nm from OME, ImageJ or TIFF resolution metadata.
-
-    Parameters
-    ----------
-    tif : tifffile.TiffFile
-        Open TIFF file.
-
-    Returns
-    -------
-    tuple of (float or None, float or None)
-        None where the file does not say.
-    """
-    page = tif.pages[0]
-    if tif.is_ome:
-        px, z = _ome_pixel_size(tif)
-        if px is not None:
-            return px, z
-    per_unit = _resolution_tag(page)
-    if tif.is_imagej:
-        meta = tif.imagej_metadata or {}
-        factor = unit_to_nm(meta.get("unit"))
-        if factor is not None:
-            px = factor / per_unit if per_unit is not None else None
-            spacing = _positive(meta.get("spacing"))
-            z = spacing * factor if spacing is not None else None
-            return px, z
-    unit_tag = page.tags.get("ResolutionUnit")
-    unit = int(unit_tag.value) if unit_tag is not None else 2  # TIFF default: inch
-    factor = _RESUNIT_TO_NM.get(unit)
-    if factor is None or per_unit is None:
-        return None, None
-    if unit == 2 and any(abs(per_unit - dpi) < 1e-9 for dpi in _DEFAULT_DPI):
-        return None, None
-    return factor / per_unit, None
-
-
-def _tiff_layout(tif: tifffile.TiffFile, series: Any, path: Path) -> tuple[tuple, str]:
-    """Index that drops singleton non-YX axes, and the resulting axes string.
-
-    Raises for RGB and multi-channel images before any pixel is read.
-    """
-    axes = str(series.axes).upper()
-    shape = tuple(int(n) for n in series.shape)
-    name = f"image {_q(path)}"
-    photometric = getattr(tif.pages[0], "photometric", None)
-    is_rgb = photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR)
-    if len(axes) != len(shape):  # should not happen; fall back to position only
-        axes = "Q" * (len(shape) - 2) + "YX"
-    index: list[Any] = []
-    kept = ""
-    for ax, n in zip(axes, shape):
-        if n == 1 and ax not in "YX":
-            index.append(0)
-        else:
-            index.append(slice(None))
-            kept += ax
-    kept_shape = tuple(n for ax, n in zip(axes, shape) if n != 1 or ax in "YX")
-    if is_rgb or ("S" in kept and kept_shape[kept.index("S")] in (3, 4)):
-        raise InputError(
-            f"{name} is an RGB image; convert it to grayscale, e.g. in Fiji with "
-            "Image > Type > 8-bit (or 16-bit), and save it again"
-        )
-    if len(kept) > 3:
-        raise InputError(f"{name} has shape {kept_shape} (axes {kept}); {_SHAPE_HINT}")
-    for ax, label in (("S", "samples per pixel"), ("C", "channels")):
-        if ax in kept:
-            raise InputError(
-                f"{name} has {kept_shape[kept.index(ax)]} {label} (shape {kept_shape}, "
-                f"axes {kept}); save a single channel, e.g. in Fiji with "
-                "Image > Color > Split Channels"
-            )
-    if len(kept) == 3:
-        out_axes = "TYX" if kept[0] == "T" else "ZYX"
-    elif len(kept) == 2:
-        out_axes = "YX"
-    else:
-        out_axes = kept
-    _check_shape_dtype(kept_shape, np.dtype(series.dtype), name)
-    return tuple(index), out_axes
-
-
-def read_tiff(
-    path: Path, *, lazy: bool = False
-) -> tuple[ArrayLike, float | None, float | None, str]:
-    """Read the first series of a TIFF: (data, pixel size nm, z size nm, axes).
-
-    ``path`` must already have passed :func:`check_input_file`.
-    """
-    index: tuple = ()
-    try:
-        with _capture_tifffile_log() as log, tifffile.TiffFile(path) as tif:
-            if not tif.series:
-                raise InputError(
-                    f"TIFF file {_q(path)} contains no image data; it may be truncated, "
-                    "so copy or export it again"
-                )
-            series = tif.series[0]
-            _raise_if_damaged(path, log.messages)
-            index, axes = _tiff_layout(tif, series, path)
-            _check_tiff_complete(tif, series, path)
-            px, z = tiff_pixel_size(tif)
-            data: ArrayLike | None = None
-            if not lazy:
-                data = series.asarray()
-                _raise_if_damaged(path, log.messages)
-    except InputError:
-        raise
-    except MemoryError:
-        raise
-    except tifffile.TiffFileError as err:
-        raise InputError(
-            f"{_q(path)} is not a valid TIFF file ({_one_line(err)}); it may be damaged or "
-            "another format renamed to .tif"
-        ) from err
-    except Exception as err:
-        raise InputError(
-            f"TIFF file {_q(path)} could not be read ({_one_line(err)}); it may be truncated "
-            "or corrupted, so copy or export it again"
-        ) from err
-    if lazy:
-        data = _lazy_tiff(path)
-    assert data is not None
-    if any(isinstance(i, int) for i in index):  # drop singleton non-YX axes
-        data = data[index]
-    data = _native(data)
-    if axes != "ZYX":
-        z = None
-    return data, px, z, axes
-
-
-def _lazy_tiff(path: Path) -> dask.array.Array:
-    """dask array over tifffile's zarr store of series 0 (level 0); reads nothing yet.
-
-    The file stays open while the store is alive and is closed when the store (i.e. the
-    dask array and everything derived from it) is garbage collected.
-    """
-    import dask.array as da
-    import zarr
-
-    tif = None
-    try:
-        tif = tifffile.TiffFile(path)
-        store = tif.series[0].aszarr(level=0)
-        weakref.finalize(store, tif.close)  # holds `tif`, not `store`
-        array = zarr.open_array(store, mode="r")
-        return da.from_zarr(array)
-    except Exception as err:
-        if tif is not None:
-            tif.close()
-        raise InputError(
-            f"TIFF file {_q(path)} could not be opened lazily ({_one_line(err)}); "
-            "try reading it without lazy loading"
-        ) from err
 
 
 # --------------------------------------------------------------------------- MRC
@@ -661,7 +203,7 @@ def read_image(path: str | os.PathLike[str], *, lazy: bool = False) -> ImageData
         The file is missing, empty, truncated, not a valid TIFF/MRC, of an unsupported
         type, RGB or multi-channel, not 2D/3D, complex, or smaller than 2×2 pixels.
     """
-    from napari_cryoseg.io.zarr_io import is_zarr_path, read_zarr
+
 
     if is_zarr_path(Path(path).expanduser()):
         p = Path(path).expanduser()
@@ -709,7 +251,7 @@ def list_images(inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str
     InputError
         A path does not exist, a file has an unsupported suffix, or no image was found.
     """
-    from napari_cryoseg.io.zarr_io import is_zarr_path
+
 
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]

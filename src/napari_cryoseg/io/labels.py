@@ -19,18 +19,22 @@ import tifffile
 
 from napari_cryoseg.core.atomic import atomic_write
 from napari_cryoseg.core.errors import InputError
-from napari_cryoseg.io.images import TIFF_SUFFIXES, check_input_file, read_tiff
+from napari_cryoseg.io.checks import TIFF_SUFFIXES, check_input_file
+from napari_cryoseg.io.tiff import read_tiff
 
 __all__ = [
     "write_labels_tiff",
     "read_labels_tiff",
     "read_labels_class_names",
+    "read_labels_class_colors",
+    "is_cryoseg_labels_tiff",
     "labels_output_path",
     "labels_dtype",
 ]
 
-#: Prefix of the machine-readable line in the ImageJ ``Info`` property.
+#: Prefixes of the machine-readable lines in the ImageJ ``Info`` property.
 _CLASS_NAMES_KEY = "cryoseg_class_names="
+_CLASS_COLORS_KEY = "cryoseg_class_colors="
 _INFO_HEADER = "napari-cryoseg labels"
 
 
@@ -75,10 +79,12 @@ def labels_dtype(labels: np.ndarray) -> np.dtype:
     )
 
 
-def _info_text(class_names: Sequence[str]) -> str:
+def _info_text(class_names: Sequence[str], class_colors: Sequence[str] | None = None) -> str:
     lines = [_INFO_HEADER]
     lines += [f"{i}: {name}" for i, name in enumerate(class_names)]
     lines.append(_CLASS_NAMES_KEY + json.dumps(list(class_names), ensure_ascii=False))
+    if class_colors:
+        lines.append(_CLASS_COLORS_KEY + json.dumps(list(class_colors), ensure_ascii=False))
     return "\n".join(lines)
 
 
@@ -102,6 +108,7 @@ def write_labels_tiff(
     class_names: Sequence[str] | None = None,
     overwrite: bool = False,
     z_size_nm: float | None = None,
+    class_colors: Sequence[str] | None = None,
 ) -> Path:
     """Write a label image as an ImageJ TIFF (atomically).
 
@@ -121,6 +128,9 @@ def write_labels_tiff(
         Replace an existing file. Default False.
     z_size_nm : float, optional
         Slice spacing in nm for 3D labels (ImageJ ``spacing``).
+    class_colors : sequence of str, optional
+        ``#rrggbb`` colour per class, stored beside the names (napari-cryoseg's reader
+        shows them again).
 
     Returns
     -------
@@ -146,6 +156,10 @@ def write_labels_tiff(
         if isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names):
             raise InputError("class names must be a list of strings")
         class_names = list(class_names)
+    if class_colors is not None:
+        if isinstance(class_colors, str) or not all(isinstance(c, str) for c in class_colors):
+            raise InputError("class colours must be a list of '#rrggbb' strings")
+        class_colors = list(class_colors)
 
     data = np.ascontiguousarray(labels, dtype=dtype)
     axes = "YX" if data.ndim == 2 else "ZYX"
@@ -157,7 +171,7 @@ def write_labels_tiff(
         if dz is not None and data.ndim == 3:
             metadata["spacing"] = dz
     if class_names:
-        metadata["Info"] = _info_text(class_names)
+        metadata["Info"] = _info_text(class_names, class_colors)
 
     def write(fileobj: Any) -> None:
         tifffile.imwrite(
@@ -204,6 +218,29 @@ def read_labels_tiff(path: str | os.PathLike[str]) -> tuple[np.ndarray, float | 
     return labels, px
 
 
+def _info_json(info: str, key: str) -> list[str] | None:
+    for line in info.splitlines():
+        if line.startswith(key):
+            try:
+                values = json.loads(line[len(key) :])
+            except json.JSONDecodeError:
+                return None
+            if isinstance(values, list) and all(isinstance(n, str) for n in values):
+                return values
+    return None
+
+
+def _imagej_info(path: str | os.PathLike[str]) -> str | None:
+    p = check_input_file(path, TIFF_SUFFIXES, kind="labels")
+    try:
+        with tifffile.TiffFile(p) as tif:
+            meta = tif.imagej_metadata or {}
+    except Exception as err:
+        raise InputError(f"labels file '{p}' could not be read ({err}); check the file") from err
+    info = meta.get("Info")
+    return info if isinstance(info, str) else None
+
+
 def read_labels_class_names(path: str | os.PathLike[str]) -> list[str] | None:
     """Class names stored by :func:`write_labels_tiff`, or None if there are none.
 
@@ -216,24 +253,28 @@ def read_labels_class_names(path: str | os.PathLike[str]) -> list[str] | None:
     -------
     list of str or None
     """
-    p = check_input_file(path, TIFF_SUFFIXES, kind="labels")
+    info = _imagej_info(path)
+    return _info_json(info, _CLASS_NAMES_KEY) if info else None
+
+
+def read_labels_class_colors(path: str | os.PathLike[str]) -> list[str] | None:
+    """Class colours stored by :func:`write_labels_tiff`, or None if there are none."""
+    info = _imagej_info(path)
+    return _info_json(info, _CLASS_COLORS_KEY) if info else None
+
+
+def is_cryoseg_labels_tiff(path: str | os.PathLike[str]) -> bool:
+    """True for a TIFF written by :func:`write_labels_tiff` with class names.
+
+    Reads only the first page's tags; never raises (foreign or broken files give False).
+    """
     try:
-        with tifffile.TiffFile(p) as tif:
-            meta = tif.imagej_metadata or {}
-    except Exception as err:
-        raise InputError(f"labels file '{p}' could not be read ({err}); check the file") from err
-    info = meta.get("Info")
-    if not isinstance(info, str):
-        return None
-    for line in info.splitlines():
-        if line.startswith(_CLASS_NAMES_KEY):
-            try:
-                names = json.loads(line[len(_CLASS_NAMES_KEY) :])
-            except json.JSONDecodeError:
-                return None
-            if isinstance(names, list) and all(isinstance(n, str) for n in names):
-                return names
-    return None
+        with tifffile.TiffFile(path) as tif:
+            info = (tif.imagej_metadata or {}).get("Info")
+    except Exception:  # noqa: BLE001 - any unreadable file is simply not ours
+        return False
+    return isinstance(info, str) and info.startswith(_INFO_HEADER) and \
+        _CLASS_NAMES_KEY in info
 
 
 def labels_output_path(

@@ -1,32 +1,32 @@
-"""Zarr and OME-Zarr images: lazy reading (dask) and chunked label writing.
+"""Zarr and OME-Zarr images: lazy reading (dask) and writing through ``ome-zarr``.
 
 Reading: a ``.zarr`` folder holding either a plain array, a group with an array named
-``0``, or an OME-Zarr image (NGFF 0.4 ``multiscales`` in the group attributes, or 0.5
-under ``ome``). The highest-resolution level (the first dataset) is returned as a dask
-array; singleton axes (``t``, ``c``) are dropped and the pixel size comes from the
-level's ``coordinateTransformations`` scale and the axis units.
+``0``, an OME-Zarr image (NGFF 0.4 ``multiscales`` in the group attributes, or 0.5
+under ``ome``), or an NGFF ``labels`` group (the first label image is read). The
+highest-resolution level (the first dataset) is returned as a dask array; singleton
+axes (``t``, ``c``) are dropped and the pixel size comes from the level's
+``coordinateTransformations`` scale and the axis units.
 
-Writing: :class:`LabelsZarrWriter` creates an OME-Zarr (zarr v3, NGFF 0.5) labels image
-in a hidden temporary folder beside the target, hands out its zarr array so the engine
-can write it strip by strip (``segment(..., labels_out=writer.array)``), and renames it
-into place on :meth:`~LabelsZarrWriter.commit` -- an interrupted run never leaves a
-half-written ``*_labels.zarr`` behind and an existing output is never silently replaced.
+Writing images (:func:`write_zarr_image`) and labels (:mod:`napari_cryoseg.io.zarr_labels`)
+goes through ``ome_zarr.writer``, so the metadata is the library's, not hand-written.
 
-May import numpy, dask, zarr and :mod:`napari_cryoseg.core`; never torch or napari.
+zarr and ome-zarr are optional (the ``zarr`` extra); without them every entry point
+raises a one-line :class:`~napari_cryoseg.core.optional.MissingExtraError`.
+May import numpy, dask, zarr, ome-zarr and :mod:`napari_cryoseg.core`; never torch or
+napari.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from napari_cryoseg.core.errors import InputError
+from napari_cryoseg.core.optional import require
+from napari_cryoseg.io.checks import unit_to_nm
 
 if TYPE_CHECKING:  # pragma: no cover
     import dask.array
@@ -89,8 +89,16 @@ def _axes(multiscale: dict[str, Any], ndim: int) -> list[tuple[str, str | None, 
     return axes
 
 
+ZARR_FEATURE = "reading or writing zarr / OME-Zarr files"
+
+
+def zarr_module() -> Any:
+    """The ``zarr`` package, or a one-line "install the zarr extra" error."""
+    return require("zarr", ZARR_FEATURE)
+
+
 def _open(path: Path) -> Any:
-    import zarr
+    zarr = zarr_module()
 
     try:
         return zarr.open(str(path), mode="r")
@@ -123,16 +131,16 @@ def read_zarr(
         Not a zarr store, no image array found, or a multi-channel image.
     """
     import dask.array as da
-    import zarr
 
-    from napari_cryoseg.io.images import unit_to_nm
-
+    zarr = zarr_module()
     p = Path(path).expanduser()
     if not p.exists():
         raise InputError(f"zarr image '{p}' does not exist; check the path and spelling")
     node = _open(p)
     scale: list[float] | None = None
     axes_info: list[tuple[str, str | None, str | None]] | None = None
+    if isinstance(node, zarr.Group):
+        node = _first_label_image(node, p)
     if isinstance(node, zarr.Array):
         array = node
     else:
@@ -215,42 +223,56 @@ def zarr_nbytes(path: str | os.PathLike[str]) -> int:
     return int(data.nbytes)
 
 
-def _ome_attrs(
-    shape: tuple[int, ...], axes: str, pixel_size_nm: float | None, z_size_nm: float | None,
-    name: str,
-) -> dict[str, Any]:
-    axes_meta = []
-    scale = []
-    for letter in axes.lower():
-        if letter == "t":
-            axes_meta.append({"name": "t", "type": "time"})
-            scale.append(1.0)
-        elif letter == "z":
-            axes_meta.append({"name": "z", "type": "space", "unit": "nanometer"})
-            scale.append(float(z_size_nm or pixel_size_nm or 1.0))
-        else:
-            axes_meta.append({"name": letter, "type": "space", "unit": "nanometer"})
-            scale.append(float(pixel_size_nm or 1.0))
-    if not pixel_size_nm:  # unknown size: no unit rather than a made-up one
-        for axis in axes_meta:
-            axis.pop("unit", None)
-    return {
-        "version": "0.5",
-        "multiscales": [{
-            "name": name,
-            "axes": axes_meta,
-            "datasets": [{
-                "path": "0",
-                "coordinateTransformations": [{"type": "scale", "scale": scale}],
-            }],
-        }],
-    }
+def _first_label_image(group: Any, path: Path) -> Any:
+    """The first label image of an NGFF ``labels`` group; other groups unchanged."""
+    attrs = dict(group.attrs)
+    if _multiscales(attrs):
+        return group
+    ome = attrs.get("ome") if isinstance(attrs.get("ome"), dict) else attrs
+    names = ome.get("labels")
+    if not isinstance(names, list) or not names:
+        return group
+    try:
+        return group[str(names[0])]
+    except KeyError:
+        raise InputError(
+            f"OME-Zarr labels group '{path}' names '{names[0]}', which is missing; the store "
+            "is incomplete"
+        ) from None
 
 
-def _axes_for(shape: tuple[int, ...], axes: str | None) -> str:
+def axes_for(shape: tuple[int, ...], axes: str | None) -> str:
+    """``axes`` upper-cased when it fits ``shape``, else YX / ZYX / TZYX by dimension."""
     if axes and len(axes) == len(shape):
         return axes.upper()
     return {2: "YX", 3: "ZYX"}.get(len(shape), "TZYX"[-len(shape):] if len(shape) <= 4 else "")
+
+
+def ngff_axes(axes: str, pixel_size_nm: float | None, z_size_nm: float | None,
+              ) -> tuple[list[str], dict[str, float], dict[str, str] | None]:
+    """(axis names, scale per axis, units or None) for ``ome_zarr.writer``."""
+    names = list(axes.lower())
+    scale: dict[str, float] = {}
+    for name in names:
+        if name == "t":
+            scale[name] = 1.0
+        elif name == "z":
+            scale[name] = float(z_size_nm or pixel_size_nm or 1.0)
+        else:
+            scale[name] = float(pixel_size_nm or 1.0)
+    # unknown size: no unit rather than a made-up one
+    units = {n: "nanometer" for n in names if n != "t"} if pixel_size_nm else None
+    return names, scale, units
+
+
+def pyramid_factors(shape: tuple[int, ...], smallest: int = 256, max_levels: int = 5,
+                    ) -> tuple[int, ...]:
+    """XY down-sampling factors 2, 4, ...: at least one level, until a side < ``smallest``."""
+    side = min(shape[-2:])
+    factors = [2]
+    while len(factors) < max_levels - 1 and side // (factors[-1] * 2) >= smallest:
+        factors.append(factors[-1] * 2)
+    return tuple(factors)
 
 
 def default_chunks(shape: tuple[int, ...], rows: int = DEFAULT_CHUNK) -> tuple[int, ...]:
@@ -268,144 +290,33 @@ def write_zarr_image(
     z_size_nm: float | None = None,
     axes: str | None = None,
     overwrite: bool = False,
+    levels: int = 1,
 ) -> Path:
-    """Write a numpy or dask image as a single-level OME-Zarr (v3, NGFF 0.5).
+    """Write a numpy or dask image as an OME-Zarr image (v3, NGFF 0.5) with ome-zarr.
 
     Used for tests, benchmarks and conversions; dask inputs are stored chunk by chunk.
+    ``levels`` > 1 adds a pyramid (XY halved per level).
     """
     import dask.array as da
-    import zarr
 
+    zarr = zarr_module()
+    writer = require("ome_zarr.writer", ZARR_FEATURE)
     p = Path(path).expanduser()
     if p.exists() and not overwrite:
         raise InputError(f"'{p}' already exists; pass overwrite=True or choose another name")
     shape = tuple(int(s) for s in data.shape)
     chunks = chunks or default_chunks(shape)
-    axes = _axes_for(shape, axes)
+    names, scale, units = ngff_axes(axes_for(shape, axes), pixel_size_nm, z_size_nm)
     group = zarr.open_group(str(p), mode="w", zarr_format=3)
-    group.attrs["ome"] = _ome_attrs(shape, axes, pixel_size_nm, z_size_nm, p.stem)
-    array = group.create_array("0", shape=shape, dtype=np.dtype(data.dtype), chunks=chunks,
-                               dimension_names=list(axes.lower()))
-    if isinstance(data, da.Array):
-        da.store(data.rechunk(chunks), array, lock=False)
-    else:
-        array[...] = np.asarray(data)
+    image = data if isinstance(data, da.Array) else da.from_array(np.asarray(data), chunks=chunks)
+    factors = tuple(2**i for i in range(1, levels)) or None
+    writer.write_image(
+        image.rechunk(chunks), group, scale_factors=factors, axes=names, scale=scale,
+        axes_units=units, storage_options={"chunks": chunks}, name=p.stem,
+        method=None if factors is None else _nearest(),
+    )
     return p
 
 
-class LabelsZarrWriter:
-    """A labels OME-Zarr written in place chunk by chunk, renamed into place on commit.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        Final ``*_labels.zarr`` folder.
-    shape : tuple of int
-        Labels shape (the image's).
-    dtype : numpy dtype
-        uint8 or uint16.
-    chunks : tuple of int, optional
-        Default: 512 rows (a multiple of the tile size) x up to 4096 columns, 1 plane.
-    pixel_size_nm, z_size_nm : float, optional
-        Stored as the OME ``scale`` (nanometer units).
-    class_names : list of str, optional
-        Stored under the ``cryoseg`` attribute (``class_names``; 0 = background).
-    axes : str, optional
-        ``"YX"``, ``"ZYX"`` or ``"TYX"``.
-    overwrite : bool
-        Replace an existing output on commit; otherwise refuse up front.
-
-    Attributes
-    ----------
-    array : zarr.Array
-        Where to write (``array[rows] = labels``); any slice assignment works.
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        shape: tuple[int, ...],
-        dtype: Any,
-        *,
-        chunks: tuple[int, ...] | None = None,
-        pixel_size_nm: float | None = None,
-        z_size_nm: float | None = None,
-        class_names: list[str] | None = None,
-        axes: str | None = None,
-        overwrite: bool = False,
-    ) -> None:
-        import zarr
-
-        self.path = Path(path).expanduser()
-        self.overwrite = overwrite
-        if self.path.exists() and not overwrite:
-            raise InputError(
-                f"output '{self.path}' already exists; pass --overwrite or choose another folder"
-            )
-        if not self.path.parent.is_dir():
-            raise InputError(f"cannot write '{self.path}': folder '{self.path.parent}' is missing")
-        shape = tuple(int(s) for s in shape)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}")
-        axes = _axes_for(shape, axes)
-        group = zarr.open_group(str(self.tmp), mode="w", zarr_format=3)
-        attrs = _ome_attrs(shape, axes, pixel_size_nm, z_size_nm, self.path.stem)
-        group.attrs["ome"] = attrs
-        group.attrs["cryoseg"] = json.loads(json.dumps({
-            "kind": "labels", "class_names": list(class_names or []), "background": 0,
-        }))
-        self.array = group.create_array(
-            "0", shape=shape, dtype=np.dtype(dtype), chunks=chunks or default_chunks(shape),
-            fill_value=0, dimension_names=list(axes.lower()),
-        )
-        self.committed = False
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """The labels shape."""
-        return tuple(self.array.shape)
-
-    @property
-    def dtype(self) -> np.dtype:
-        """The labels dtype."""
-        return self.array.dtype
-
-    def commit(self) -> Path:
-        """Move the finished store into place (replacing an old one if ``overwrite``)."""
-        if self.path.exists():
-            if not self.overwrite:
-                self.abort()
-                raise InputError(f"output '{self.path}' appeared while writing; not replaced")
-            old = self.path.with_name(f".{self.path.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(self.path, old)
-            os.replace(self.tmp, self.path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.tmp, self.path)
-        self.committed = True
-        return self.path
-
-    def abort(self) -> None:
-        """Delete the temporary store (after an error or cancel)."""
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def __enter__(self) -> LabelsZarrWriter:
-        return self
-
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        if exc_type is not None or not self.committed:
-            self.abort()
-
-
-def read_labels_zarr(path: str | os.PathLike[str]) -> tuple[dask.array.Array, list[str]]:
-    """A labels zarr written by :class:`LabelsZarrWriter`: (dask labels, class names)."""
-    import zarr
-
-    p = Path(path).expanduser()
-    data = read_zarr(p)[0]
-    node = _open(p)
-    names: list[str] = []
-    if isinstance(node, zarr.Group):
-        info = dict(node.attrs).get("cryoseg", {})
-        if isinstance(info, dict):
-            names = [str(n) for n in info.get("class_names", [])]
-    return data, names
+def _nearest() -> Any:
+    return require("ome_zarr.scale", ZARR_FEATURE).Methods.NEAREST

@@ -1,34 +1,33 @@
-"""bioimage.io model packages: export a model file, import one back (no pickle, no code).
+"""bioimage.io model packages of napari-cryoseg U-Nets, built with ``bioimageio.spec``.
 
-Export writes a folder (or a ``.zip`` of it) following the bioimage.io model spec 0.5
-(written by hand; validated with ``bioimageio.spec`` only when that is installed)::
+The description is assembled from ``bioimageio.spec``'s own model classes (spec 0.5),
+validated by them, and packed by ``save_bioimageio_package[_as_folder]``. Files::
 
-    rdf.yaml            the model description (inputs/outputs, pre-processing, weights)
-    weights.pt          pytorch_state_dict (tensors only; torch.load(weights_only=True))
-    unet.py             standalone architecture (our U-Net source + a CryoSegUNet wrapper
-                        whose forward ends with sigmoid/softmax)
-    test_input.npy      a raw sample (1, C, Y, X) float32
-    test_output.npy     the model's probabilities for it (1, K, Y, X) float32
-    cover.png           the sample beside its segmentation
-    documentation.md    what the model does and how it was trained
+    bioimageio.yaml       the model description (inputs/outputs, pre-processing, weights)
+    weights.pt            pytorch_state_dict (tensors only; torch.load(weights_only=True))
+    unet.py               standalone architecture (our U-Net source + a CryoSegUNet wrapper
+                          whose forward ends with sigmoid/softmax)
+    weights_torchscript.pt  TorchScript, traced in eval mode (deepImageJ / Fiji run it)
+    weights.onnx          ONNX (opset 17), from :mod:`napari_cryoseg.model.export`
+    test_input.npy        a raw sample (1, C, Y, X) float32
+    test_output.npy       the model's probabilities for it (1, K, Y, X) float32
+    cover.png             the sample beside its segmentation
+    README.md             what the model does and how it was trained
 
-Import reads ``rdf.yaml`` and the ``pytorch_state_dict`` weights and maps them onto a
-napari-cryoseg :class:`ModelFile` when the architecture is ours (``CryoSegUNet``); the
-package's Python code is never executed on import.
+:func:`validate_package` runs ``bioimageio.core.test_model`` (every weight format must
+reproduce the test output). Reading packages back lives in
+:mod:`napari_cryoseg.model.bioimageio_package`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import inspect
 import io
 import json
 import os
-import shutil
-import sys
 import tempfile
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +36,13 @@ import torch
 
 from napari_cryoseg import __version__
 from napari_cryoseg.core.atomic import atomic_write
-from napari_cryoseg.core.errors import InputError, ModelFileError, OutputExistsError
+from napari_cryoseg.core.errors import CryoSegError, InputError, OutputExistsError
 from napari_cryoseg.core.normalization import NormalizationConfig
-from napari_cryoseg.core.tiling import TilingConfig
+from napari_cryoseg.core.optional import require
 from napari_cryoseg.model import unet as unet_module
-from napari_cryoseg.model.checkpoint import ModelFile, now_iso
-from napari_cryoseg.model.config import UNetConfig
+from napari_cryoseg.model.checkpoint import ModelFile
+from napari_cryoseg.model.export import OPSET
 
-SPEC_VERSION = "0.5.3"
 ARCHITECTURE_CALLABLE = "CryoSegUNet"
 CONFIG_KEY = "napari-cryoseg"
 
@@ -196,80 +194,122 @@ def _documentation(model: ModelFile) -> str:
         f"- Steps: {prov.get('steps', 'unknown')}; created {prov.get('created', 'unknown')}.",
         f"- Training data: {json.dumps(prov.get('training_data', {}))[:500]}",
         "",
-        "Weights are a plain PyTorch state_dict; the architecture is `unet.py:CryoSegUNet`.",
+        "## Weights",
+        "",
+        "A plain PyTorch state_dict (architecture `unet.py:CryoSegUNet`), TorchScript "
+        "(traced in eval mode; deepImageJ / Fiji) and ONNX (opset 17).",
         "Re-import with `cryoseg import-bioimageio <package> --out model.pt`.",
+        "",
+        "## Validation",
+        "",
+        "`bioimageio test <package>` runs every weight format on `test_input.npy` and "
+        "compares with `test_output.npy`. Segmentation quality of napari-cryoseg models is "
+        "measured on held-out EM images (Dice per class) when they are trained.",
         "",
     ]
     return "\n".join(lines)
 
 
-def build_rdf(model: ModelFile, files: dict[str, Path], torch_version: str) -> dict[str, Any]:
-    """The rdf.yaml content (spec 0.5) for ``model`` given the written package files."""
+FEATURE = "bioimage.io export"
+
+#: The package's own file names (an existing package folder is updated file by file).
+PACKAGE_FILES = {
+    "weights": "weights.pt",
+    "architecture": "unet.py",
+    "torchscript": "weights_torchscript.pt",
+    "onnx": "weights.onnx",
+    "test_input": "test_input.npy",
+    "test_output": "test_output.npy",
+    "cover": "cover.png",
+    "documentation": "README.md",
+}
+RDF_NAME = "bioimageio.yaml"
+
+
+def _spec() -> Any:
+    return require("bioimageio.spec.model.v0_5", FEATURE)
+
+
+def build_description(model: ModelFile, folder: Path, torch_version: str) -> Any:
+    """A ``bioimageio.spec`` ``ModelDescr`` (spec 0.5) for the files in ``folder``."""
+    v05 = _spec()
+    require("bioimageio.spec", FEATURE)
     cfg = model.config
     stride = cfg.stride
     norm = model.normalization
     k = model.temporal_context
-    channel_names = ([f"t{d:+d}" if d else "t" for d in range(-k, k + 1)] if k else ["raw"])
-    out_names = (["foreground"] if cfg.out_channels == 1 else list(model.class_names))
-    space = {"min": stride, "step": stride}
-    return {
-        "format_version": SPEC_VERSION,
-        "type": "model",
-        "name": model.name.replace("_", " ")[:120] or "napari-cryoseg U-Net",
-        "description": "U-Net segmentation of electron-microscopy images "
-                       f"({', '.join(model.class_names[1:])}), exported by napari-cryoseg.",
-        "authors": [{"name": "napari-cryoseg developers"}],
-        "cite": [{"text": "Ronneberger O, Fischer P, Brox T. U-Net: Convolutional Networks "
-                          "for Biomedical Image Segmentation. MICCAI 2015.",
-                  "doi": "10.1007/978-3-319-24574-4_28"}],
-        "license": "BSD-3-Clause",
-        "documentation": files["documentation"].name,
-        "covers": [files["cover"].name],
-        "tags": ["unet", "2d", "electron-microscopy", "semantic-segmentation", "pytorch",
-                 "napari-cryoseg"],
-        "timestamp": now_iso(),
-        "inputs": [{
-            "id": "raw",
-            "description": "grayscale EM image" + (" frames" if k else ""),
-            "axes": [
-                {"type": "batch"},
-                {"type": "channel", "channel_names": channel_names},
-                {"type": "space", "id": "y", "size": space},
-                {"type": "space", "id": "x", "size": space},
-            ],
-            "test_tensor": {"source": files["test_input"].name,
-                            "sha256": _sha256(files["test_input"])},
-            "data": {"type": "float32"},
-            "preprocessing": [
-                {"id": "scale_range",
-                 "kwargs": {"axes": ["channel", "y", "x"], "min_percentile": norm.low,
-                            "max_percentile": norm.high}},
-                {"id": "clip", "kwargs": {"min": -norm.clip, "max": 1 + norm.clip}},
-            ],
-        }],
-        "outputs": [{
-            "id": "probabilities",
-            "description": "class probabilities",
-            "axes": [
-                {"type": "batch"},
-                {"type": "channel", "channel_names": out_names},
-                {"type": "space", "id": "y", "size": {"tensor_id": "raw", "axis_id": "y"}},
-                {"type": "space", "id": "x", "size": {"tensor_id": "raw", "axis_id": "x"}},
-            ],
-            "test_tensor": {"source": files["test_output"].name,
-                            "sha256": _sha256(files["test_output"])},
-            "data": {"type": "float32"},
-        }],
-        "weights": {"pytorch_state_dict": {
-            "source": files["weights"].name,
-            "sha256": _sha256(files["weights"]),
-            "architecture": {"source": files["architecture"].name,
-                             "sha256": _sha256(files["architecture"]),
-                             "callable": ARCHITECTURE_CALLABLE,
-                             "kwargs": cfg.to_dict()},
-            "pytorch_version": torch_version,
-        }},
-        "config": {CONFIG_KEY: {
+    files = {key: folder / name for key, name in PACKAGE_FILES.items()}
+    channel_names = [f"t{d:+d}" if d else "t" for d in range(-k, k + 1)] if k else ["raw"]
+    out_names = ["foreground"] if cfg.out_channels == 1 else list(model.class_names)
+    halo = stride  # context a consumer's tiler should discard at tile borders
+    size = v05.ParameterizedSize(min=4 * stride, step=stride)
+    raw_id = v05.TensorId("raw")
+    inputs = [v05.InputTensorDescr(
+        id=raw_id,
+        description="grayscale EM image" + (" frames" if k else ""),
+        axes=[
+            v05.BatchAxis(),
+            v05.ChannelAxis(channel_names=[v05.Identifier(n.replace("+", "p").replace(
+                "-", "m")) for n in channel_names]),
+            v05.SpaceInputAxis(id=v05.AxisId("y"), size=size),
+            v05.SpaceInputAxis(id=v05.AxisId("x"), size=size),
+        ],
+        test_tensor=v05.FileDescr(source=files["test_input"]),
+        data=v05.IntervalOrRatioDataDescr(type="float32"),
+        preprocessing=[
+            v05.ScaleRangeDescr(kwargs=v05.ScaleRangeKwargs(
+                axes=[v05.AxisId("channel"), v05.AxisId("y"), v05.AxisId("x")],
+                min_percentile=norm.low, max_percentile=norm.high)),
+            v05.ClipDescr(kwargs=v05.ClipKwargs(min=-norm.clip, max=1 + norm.clip)),
+        ],
+    )]
+    outputs = [v05.OutputTensorDescr(
+        id=v05.TensorId("probabilities"),
+        description="class probabilities (sigmoid foreground for binary models, else "
+                    "softmax over classes)",
+        axes=[
+            v05.BatchAxis(),
+            v05.ChannelAxis(channel_names=[v05.Identifier(_identifier(n)) for n in out_names]),
+            v05.SpaceOutputAxisWithHalo(id=v05.AxisId("y"), halo=halo, size=v05.SizeReference(
+                tensor_id=raw_id, axis_id=v05.AxisId("y"))),
+            v05.SpaceOutputAxisWithHalo(id=v05.AxisId("x"), halo=halo, size=v05.SizeReference(
+                tensor_id=raw_id, axis_id=v05.AxisId("x"))),
+        ],
+        test_tensor=v05.FileDescr(source=files["test_output"]),
+        data=v05.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
+    )]
+    version = v05.Version(torch_version)
+    weights = v05.WeightsDescr(
+        pytorch_state_dict=v05.PytorchStateDictWeightsDescr(
+            source=files["weights"], pytorch_version=version,
+            architecture=v05.ArchitectureFromFileDescr(
+                source=files["architecture"], callable=v05.Identifier(ARCHITECTURE_CALLABLE),
+                kwargs=cfg.to_dict())),
+        torchscript=v05.TorchscriptWeightsDescr(
+            source=files["torchscript"], pytorch_version=version, parent="pytorch_state_dict",
+            comment="traced in eval mode by napari-cryoseg"),
+        onnx=v05.OnnxWeightsDescr(
+            source=files["onnx"], opset_version=OPSET, parent="pytorch_state_dict",
+            comment="exported by napari-cryoseg (torch.onnx, dynamic batch/height/width)"),
+    )
+    return v05.ModelDescr(
+        name=f"napari-cryoseg {model.name.replace('_', ' ')}"[:120],
+        description="U-Net segmentation of electron-microscopy images "
+                    f"({', '.join(model.class_names[1:])}), exported by napari-cryoseg.",
+        authors=[v05.Author(name="napari-cryoseg developers")],
+        cite=[v05.CiteEntry(
+            text="Ronneberger O, Fischer P, Brox T. U-Net: Convolutional Networks for "
+                 "Biomedical Image Segmentation. MICCAI 2015.",
+            doi=v05.Doi("10.1007/978-3-319-24574-4_28"))],
+        license=v05.LicenseId("BSD-3-Clause"),
+        documentation=v05.FileDescr(source=files["documentation"]),
+        covers=[v05.FileDescr(source=files["cover"])],
+        tags=["unet", "2d", "electron-microscopy", "semantic-segmentation", "pytorch",
+              "napari-cryoseg"],
+        inputs=inputs,
+        outputs=outputs,
+        weights=weights,
+        config=v05.Config(**{CONFIG_KEY: {
             "version": __version__,
             "class_names": list(model.class_names),
             "class_colors": list(model.class_colors),
@@ -279,39 +319,63 @@ def build_rdf(model: ModelFile, files: dict[str, Path], torch_version: str) -> d
             "pixel_size_nm": model.pixel_size_nm,
             "temporal_context": int(k),
             "background_subtraction": model.background_subtraction,
-        }},
-    }
+            "threshold": float(model.threshold),
+        }}),
+    )
 
 
-def _write_folder(model: ModelFile, folder: Path, sample_size: int) -> None:
-    import yaml
+def _identifier(name: str) -> str:
+    """A spec identifier (letters, digits, underscore; no leading digit) for a class name."""
+    text = "".join(c if c.isalnum() else "_" for c in str(name)).strip("_") or "class"
+    return text if not text[0].isdigit() else f"c{text}"
 
-    from napari_cryoseg.model.export import probability_net
 
-    files = {
-        "weights": folder / "weights.pt",
-        "architecture": folder / "unet.py",
-        "test_input": folder / "test_input.npy",
-        "test_output": folder / "test_output.npy",
-        "cover": folder / "cover.png",
-        "documentation": folder / "documentation.md",
-    }
+def _write_files(model: ModelFile, folder: Path, sample_size: int) -> None:
+    """Weights in three formats, architecture, test tensors, cover and README."""
+    from napari_cryoseg.model.export import _export_graph, probability_net
+
+    files = {key: folder / name for key, name in PACKAGE_FILES.items()}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict.items()}
     torch.save(state, files["weights"])
     files["architecture"].write_text(standalone_unet_source(), encoding="utf-8")
     stride = model.config.stride
-    size = max(stride, -(-sample_size // stride) * stride)
+    size = max(4 * stride, -(-sample_size // stride) * stride)
     raw = _sample_input(model, size)
     normalised = _normalise(raw, model.normalization)
+    net = probability_net(model)  # eval mode, fp32, CPU
     with torch.inference_mode():
-        probs = probability_net(model)(torch.from_numpy(normalised)).numpy().astype(np.float32)
+        probs = net(torch.from_numpy(normalised)).numpy().astype(np.float32)
+    example = torch.from_numpy(normalised)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about the shape check
+        traced = torch.jit.trace(net, example, check_trace=False)
+    traced.save(str(files["torchscript"]))
+    require("onnx", "the ONNX weights of a bioimage.io package")
+    _export_graph(net, example, files["onnx"])
     np.save(files["test_input"], raw)
     np.save(files["test_output"], probs)
     files["cover"].write_bytes(_cover_png(raw, probs, list(model.class_colors)))
     files["documentation"].write_text(_documentation(model), encoding="utf-8")
-    rdf = build_rdf(model, files, torch.__version__.split("+")[0])
-    text = yaml.safe_dump(rdf, sort_keys=False, allow_unicode=True)
-    (folder / "rdf.yaml").write_text(text, encoding="utf-8")
+
+
+def _own_files(folder: Path) -> set[str]:
+    """Names of the files the package already in ``folder`` consists of (may be empty)."""
+    from napari_cryoseg.model.bioimageio_package import package_file_names
+
+    try:
+        return package_file_names(folder)
+    except CryoSegError:
+        return set()
+
+
+def _check_replaceable(out: Path, names: list[str]) -> None:
+    """Refuse to replace any file in ``out`` that is not part of the package there."""
+    own = _own_files(out)
+    foreign = [n for n in names if (out / n).exists() and n not in own]
+    if foreign:
+        raise OutputExistsError(
+            f"'{out / foreign[0]}' exists and is not part of a bioimage.io package there; "
+            "nothing was replaced: choose a new or empty folder (or a .zip file)")
 
 
 def export_bioimageio(
@@ -323,201 +387,65 @@ def export_bioimageio(
 ) -> Path:
     """Write a bioimage.io package: a folder, or a zip when ``out`` ends with ``.zip``.
 
+    ``overwrite`` replaces an existing zip, or the package's own files in an existing
+    folder (other files there are left alone; a file of the same name that the package
+    there does not list is never replaced).
+
     Raises
     ------
     OutputExistsError
-        ``out`` exists (a non-empty folder or a file) and ``overwrite`` is False.
+        ``out`` exists (a non-empty folder or a file) and ``overwrite`` is False, or a
+        file would replace one that is not the package's.
+    MissingExtraError
+        ``bioimageio.spec`` (or onnx) is not installed.
     """
+    spec = require("bioimageio.spec", FEATURE)
     out = Path(out)
     if not out.parent.is_dir():
         raise InputError(f"folder {out.parent} does not exist; create it first")
     is_zip = out.suffix.lower() == ".zip"
-    if out.exists() and not overwrite and (is_zip or out.is_file() or any(out.iterdir())):
+    if out.exists() and not is_zip and not out.is_dir():
+        raise OutputExistsError(f"{out} is a file, not a folder; choose a folder or a .zip")
+    if out.exists() and not overwrite and (is_zip or any(out.iterdir())):
         raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it")
+    names = [*PACKAGE_FILES.values(), RDF_NAME]
+    if out.is_dir() and overwrite:
+        _check_replaceable(out, names)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".bioimageio-") as tmp:
-        folder = Path(tmp) / "package"
-        folder.mkdir()
-        _write_folder(model, folder, sample_size)
+        files = Path(tmp).resolve() / "files"
+        files.mkdir()
+        _write_files(model, files, sample_size)
+        descr = build_description(model, files, torch.__version__.split("+")[0])
         if is_zip:
-            buffer = io.BytesIO()
-            with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-                for path in sorted(folder.iterdir()):
-                    zf.write(path, path.name)
-            return atomic_write(out, lambda f: f.write(buffer.getvalue()), overwrite=overwrite)
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        shutil.move(str(folder), str(out))
+            packed = spec.save_bioimageio_package(descr, output_path=Path(tmp) / "package.zip")
+            data = Path(packed).read_bytes()
+            return atomic_write(out, lambda f: f.write(data), overwrite=overwrite)
+        folder = Path(tmp) / "package"
+        spec.save_bioimageio_package_as_folder(descr, output_path=folder)
+        out.mkdir(exist_ok=True)
+        for path in sorted(folder.iterdir()):  # only the package's own files are replaced
+            os.replace(path, out / path.name)
     return out
 
 
-# --------------------------------------------------------------------------- reading
-
-
-class _Package:
-    """Files of a package folder or zip, read as bytes."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        if not path.exists():
-            raise InputError(f"bioimage.io package {path} does not exist")
-        self.zip = zipfile.ZipFile(path) if path.is_file() else None
-        if self.zip is not None:
-            names = self.zip.namelist()
-            rdf = [n for n in names if n.rsplit("/", 1)[-1] in ("rdf.yaml", "bioimageio.yaml")]
-            if not rdf:
-                raise InputError(f"{path} holds no rdf.yaml; is it a bioimage.io model package?")
-            self.prefix = rdf[0][: -len(rdf[0].rsplit("/", 1)[-1])]
-            self.rdf_name = rdf[0][len(self.prefix):]
-        else:
-            self.prefix = ""
-            found = [n for n in ("rdf.yaml", "bioimageio.yaml") if (path / n).is_file()]
-            if not found:
-                raise InputError(f"{path} holds no rdf.yaml; is it a bioimage.io model package?")
-            self.rdf_name = found[0]
-
-    def read(self, name: str) -> bytes:
-        if "://" in name:
-            raise InputError(f"remote file {name} in the package is not supported; download "
-                             "the package as a zip first")
-        try:
-            if self.zip is not None:
-                return self.zip.read(self.prefix + name)
-            return (self.path / name).read_bytes()
-        except (KeyError, OSError):
-            raise InputError(f"{name} is missing from the package {self.path}") from None
-
-    def rdf(self) -> dict[str, Any]:
-        import yaml
-
-        data = yaml.safe_load(self.read(self.rdf_name))
-        if not isinstance(data, dict) or data.get("type") != "model":
-            raise InputError(f"{self.path} is not a bioimage.io *model* package")
-        return data
-
-
-def read_rdf(package: str | os.PathLike[str]) -> dict[str, Any]:
-    """The parsed rdf.yaml of a package folder or zip."""
-    return _Package(Path(package)).rdf()
-
-
-def import_bioimageio(package: str | os.PathLike[str]) -> ModelFile:
-    """A :class:`ModelFile` from a bioimage.io package whose architecture is ours.
-
-    Reads ``rdf.yaml`` and the ``pytorch_state_dict`` weights (``weights_only=True``);
-    nothing from the package is executed. Class names, colours, tiling and temporal mode
-    come from ``config.napari-cryoseg`` when present; the normalisation from the
-    ``scale_range`` (and ``clip``) pre-processing.
-    """
-    pkg = _Package(Path(package))
-    rdf = pkg.rdf()
-    weights = (rdf.get("weights") or {}).get("pytorch_state_dict")
-    if not weights:
-        raise ModelFileError(f"{package} has no pytorch_state_dict weights; only those are "
-                             "imported")
-    arch = weights.get("architecture") or {}
-    callable_name = str(arch.get("callable", ""))
-    if callable_name != ARCHITECTURE_CALLABLE:
-        raise ModelFileError(
-            f"{package} uses the architecture {callable_name!r}, not napari-cryoseg's "
-            f"{ARCHITECTURE_CALLABLE}; only napari-cryoseg U-Nets can be imported")
-    try:
-        config = UNetConfig.from_dict(dict(arch.get("kwargs") or {}))
-    except InputError as err:
-        raise ModelFileError(f"{package}: {err}") from None
-    raw = pkg.read(str(weights["source"]))
-    expected = weights.get("sha256")
-    if expected and hashlib.sha256(raw).hexdigest() != expected:
-        raise ModelFileError(f"{package}: weights do not match their sha256 (damaged?)")
-    try:
-        state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling problem is a refusal
-        raise ModelFileError(f"{package}: the weights are not a plain state_dict: "
-                             f"{str(err).splitlines()[0][:160]}") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
-                                              for v in state.values()):
-        raise ModelFileError(f"{package}: the weights are not a state_dict of tensors")
-    extra = (rdf.get("config") or {}).get(CONFIG_KEY) or {}
-    norm = _normalization_from(rdf, extra)
-    tiling = extra.get("tiling") or {}
-    model = ModelFile(
-        config=config,
-        state_dict=dict(state),
-        normalization=norm,
-        class_names=list(extra.get("class_names") or []),
-        class_colors=list(extra.get("class_colors") or []),
-        tiling=TilingConfig(**tiling) if tiling else TilingConfig(),
-        pixel_size_nm=extra.get("pixel_size_nm"),
-        temporal_context=int(extra.get("temporal_context", 0)),
-        background_subtraction=str(extra.get("background_subtraction", "none")),
-        provenance={"created": now_iso(), "parent": str(package), "kind": "import-bioimageio",
-                    "name": str(rdf.get("name", "")), "steps": 0, "metrics": {}},
-    )
-    model.build("cpu")  # weights and config must agree
-    return model
-
-
-def _normalization_from(rdf: dict[str, Any], extra: dict[str, Any]) -> NormalizationConfig:
-    if extra.get("normalization"):
-        return NormalizationConfig.from_dict(extra["normalization"])
-    low, high, clip = 1.0, 99.0, 0.5
-    inputs = rdf.get("inputs") or [{}]
-    for step in inputs[0].get("preprocessing") or []:
-        kwargs = step.get("kwargs") or {}
-        if step.get("id") == "scale_range":
-            low = float(kwargs.get("min_percentile", low))
-            high = float(kwargs.get("max_percentile", high))
-        elif step.get("id") == "clip" and "max" in kwargs:
-            clip = max(float(kwargs["max"]) - 1.0, 0.0)
-    return NormalizationConfig(low=low, high=high, clip=clip)
-
-
 def validate_package(package: str | os.PathLike[str]) -> tuple[bool, str]:
-    """Check a package we wrote: file hashes, and the standalone ``unet.py`` + weights
-    reproduce ``test_output.npy`` from ``test_input.npy``; then ``bioimageio.spec`` if
-    installed. Returns ``(ok, message)``.
+    """``bioimageio.core.test_model`` on a package: ``(passed, one-line summary)``.
 
-    This runs the package's ``unet.py``: use it on packages you wrote, not on foreign ones.
+    Runs every weight format (pytorch_state_dict, torchscript, onnx) on the test input and
+    compares with the test output. This imports the package's ``unet.py``: use it on
+    packages you wrote or trust.
     """
-    pkg = _Package(Path(package))
-    rdf = pkg.rdf()
-    problems = []
-    weights = rdf["weights"]["pytorch_state_dict"]
-    for entry in (weights, weights["architecture"], rdf["inputs"][0]["test_tensor"],
-                  rdf["outputs"][0]["test_tensor"]):
-        if hashlib.sha256(pkg.read(entry["source"])).hexdigest() != entry.get("sha256"):
-            problems.append(f"sha256 of {entry['source']} does not match")
-    with tempfile.TemporaryDirectory() as tmp:
-        arch_path = Path(tmp) / "cryoseg_bioimageio_unet.py"
-        arch_path.write_bytes(pkg.read(weights["architecture"]["source"]))
-        spec = importlib.util.spec_from_file_location("cryoseg_bioimageio_unet", arch_path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look the module up
-        try:
-            spec.loader.exec_module(module)
-            net = getattr(module, weights["architecture"]["callable"])(
-                **weights["architecture"]["kwargs"])
-        finally:
-            sys.modules.pop(spec.name, None)
-    net.load_state_dict(torch.load(io.BytesIO(pkg.read(weights["source"])),
-                                   map_location="cpu", weights_only=True))
-    net.eval()
-    raw = np.load(io.BytesIO(pkg.read(rdf["inputs"][0]["test_tensor"]["source"])))
-    expected = np.load(io.BytesIO(pkg.read(rdf["outputs"][0]["test_tensor"]["source"])))
-    norm = _normalization_from(rdf, {})
-    with torch.inference_mode():
-        got = net(torch.from_numpy(_normalise(raw, norm))).numpy()
-    diff = float(np.abs(got - expected).max())
-    if diff > 1e-4:
-        problems.append(f"unet.py output differs from test_output.npy by {diff:.3g}")
-    if problems:
-        return False, "; ".join(problems)
-    message = f"files and test tensors OK (standalone unet.py reproduces the test output, " \
-              f"max diff {diff:.2g})"
-    try:
-        from bioimageio.spec import load_description  # type: ignore[import-not-found]
-    except ImportError:
-        return True, message + "; bioimageio.spec not installed, spec validation skipped " \
-                               "(pip install bioimageio.spec to run it)"
-    summary = load_description(str(package))
-    status = getattr(getattr(summary, "validation_summary", None), "status", "unknown")
-    return status in ("passed", "valid-format"), message + f"; bioimageio.spec: {status}"
+    core = require("bioimageio.core", "testing a bioimage.io package")
+    summary = core.test_model(str(package))
+    failed = [d for d in summary.details if d.status == "failed"]
+    from napari_cryoseg.model.bioimageio_package import read_rdf
+
+    weights = read_rdf(package).get("weights")
+    formats = sorted(weights) if isinstance(weights, dict) else []
+    if summary.status == "passed":
+        return True, (f"bioimageio.core test_model: passed ({len(summary.details)} checks"
+                      + (f"; weights {', '.join(formats)}" if formats else "") + ")")
+    first = failed[0] if failed else None
+    reason = f"{first.name}: {' '.join(str(e.msg) for e in first.errors)[:300]}" if first \
+        else str(summary.status)
+    return False, f"bioimageio.core test_model: {summary.status} ({reason})"

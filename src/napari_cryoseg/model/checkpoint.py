@@ -39,6 +39,7 @@ from napari_cryoseg import __version__
 from napari_cryoseg.core.atomic import atomic_write
 from napari_cryoseg.core.errors import ModelFileError
 from napari_cryoseg.core.normalization import NormalizationConfig
+from napari_cryoseg.core.palette import DEFAULT_COLORS
 from napari_cryoseg.core.temporal import check_background_mode
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.model.config import UNetConfig
@@ -46,11 +47,6 @@ from napari_cryoseg.model.unet import UNet
 
 FORMAT_NAME = "napari-cryoseg-model"
 FORMAT_VERSION = 1
-
-DEFAULT_COLORS = (
-    "#000000", "#33cc66", "#3399ff", "#ff8833", "#cc33cc", "#ffdd33", "#33dddd", "#ff3355",
-)  # fmt: skip
-
 
 def default_class_names(n_classes: int) -> list[str]:
     """``["background", "class 1", ...]``."""

@@ -23,6 +23,7 @@ from torch import nn
 
 from napari_cryoseg.core.atomic import atomic_write
 from napari_cryoseg.core.errors import CryoSegError, InputError
+from napari_cryoseg.core.optional import require
 from napari_cryoseg.model.checkpoint import ModelFile
 
 #: Opset of the exported graph (ONNX Runtime >= 1.16 runs it).
@@ -118,7 +119,8 @@ def export_onnx(
     CryoSegError
         Export failed, or the exported graph disagrees with PyTorch beyond ``tolerance``.
     """
-    import onnx
+    onnx = require("onnx", "ONNX export")
+    require("onnxscript", "ONNX export")
 
     path = Path(path)
     module = probability_net(model)
@@ -162,11 +164,7 @@ def verify_onnx(
     ``shape`` is (batch, H, W); the default uses a batch of 2 and a non-square size
     that differs from the export example (checks the dynamic axes).
     """
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise InputError("verifying an ONNX export needs onnxruntime: pip install "
-                         "onnxruntime") from None
+    ort = require("onnxruntime", "verifying an ONNX export")
     stride = model.config.stride
     batch, h, w = shape or (2, 3 * stride, 5 * stride)
     if h % stride or w % stride:

@@ -23,13 +23,14 @@ from qtpy.QtWidgets import (
 )
 
 from napari_cryoseg.core.errors import CryoSegError
+from napari_cryoseg.engine.bioimageio_model import load_any_model
 from napari_cryoseg.engine.device import available_devices, describe_devices
 from napari_cryoseg.layers import model_summary_lines
 from napari_cryoseg.model.bundled import default_model_path, load_default_model
-from napari_cryoseg.model.checkpoint import load_model
 
 MAX_RECENT = 6
-MODEL_FILTER = "CryoSeg models (*.pt *.pth);;All files (*)"
+MODEL_FILTER = ("CryoSeg models and bioimage.io packages (*.pt *.pth *.zip *.yaml);;"
+                "All files (*)")
 
 
 def config_dir() -> Path:
@@ -136,7 +137,7 @@ class ModelPanel(QWidget):
     def open_path(self, path: str | Path) -> bool:
         """Load a model file and make it current; errors become a notification."""
         try:
-            model = load_model(path)
+            model = load_any_model(path)  # a model file or a bioimage.io package
         except CryoSegError as err:
             show_error(f"CryoSeg: {err}")
             return False
