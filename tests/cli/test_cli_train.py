@@ -119,7 +119,8 @@ def test_finetune_holdout_and_recipe_flags(tmp_path, capsys):
     assert main(["finetune", "--model", str(model), "--images", images, "--masks", masks,
                  "--out", str(tmp_path / "bad.pt"), "--steps", "2", "--classes", "2",
                  "--holdout-fraction", "1.5"]) == 2
-    assert "holdout fraction 1.5 must be in [0, 1)" in _error_line(capsys)
+    line = _error_line(capsys)
+    assert "--holdout-fraction: 1.5 is out of range" in line and "[0, 1)" in line
 
 
 def _error_line(capsys) -> str:

@@ -245,7 +245,20 @@ def filter_table(table: Table, keep: np.ndarray) -> Table:
 
 
 def feature_matrix(table: Table, columns: Sequence[str] = FEATURE_COLUMNS) -> np.ndarray:
-    """(n_objects, n_features) float64 of ``columns`` (NaN -> 0)."""
+    """(n_objects, n_features) float64 of ``columns`` (NaN -> 0).
+
+    Raises
+    ------
+    InputError
+        A column that is not a numeric measurement (e.g. a classifier trained on
+        features this version does not measure).
+    """
+    unknown = [c for c in columns if c not in table or np.asarray(table[c]).dtype == object]
+    if table and unknown:
+        raise InputError(
+            f"features {', '.join(map(str, unknown[:3]))} are not numeric measurements "
+            f"(known: {', '.join(FEATURE_COLUMNS)}); train the classifier again"
+        )
     if not n_rows(table):
         return np.zeros((0, len(columns)))
     matrix = np.stack([np.asarray(table[c], dtype=np.float64) for c in columns], axis=1)

@@ -41,7 +41,9 @@ from napari_cryoseg.core.errors import ModelFileError
 from napari_cryoseg.core.normalization import NormalizationConfig
 from napari_cryoseg.core.temporal import check_background_mode
 from napari_cryoseg.core.tiling import TilingConfig
+from napari_cryoseg.model import file_checks
 from napari_cryoseg.model.config import UNetConfig
+from napari_cryoseg.model.file_checks import check_weights
 from napari_cryoseg.model.unet import UNet
 
 FORMAT_NAME = "napari-cryoseg-model"
@@ -92,7 +94,7 @@ class ModelFile:
 
     def __post_init__(self) -> None:
         n = self.config.n_classes
-        if not 0.0 < float(self.threshold) < 1.0:
+        if not 0.0 < float(self.threshold) < 1.0:  # False for NaN too
             raise ModelFileError(f"threshold {self.threshold} must be between 0 and 1")
         try:
             check_background_mode(self.background_subtraction)
@@ -132,7 +134,15 @@ class ModelFile:
         )
 
     def build(self, device: torch.device | str = "cpu") -> UNet:
-        """A UNet with these weights, in eval mode, on ``device``."""
+        """A UNet with these weights, in eval mode, on ``device``.
+
+        Raises
+        ------
+        ModelFileError
+            Weights that do not fit the config or hold NaN/inf values (checked before the
+            network is allocated).
+        """
+        check_weights(self.config, self.state_dict, source=self.name)
         net = UNet(self.config)
         try:
             net.load_state_dict(self.state_dict, strict=True)
@@ -319,7 +329,7 @@ def load_model(path: str | os.PathLike) -> ModelFile:
         )
         raise ModelFileError(f"{path} is not a napari-cryoseg model file.{hint}")
     version = payload.get("format_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise ModelFileError(f"{path} has no valid format_version; the file is damaged")
     if version > FORMAT_VERSION:
         raise ModelFileError(
@@ -327,25 +337,46 @@ def load_model(path: str | os.PathLike) -> ModelFile:
             f"reads up to {FORMAT_VERSION}); upgrade with `pip install -U napari-cryoseg`"
         )
     try:
-        config = UNetConfig.from_dict(payload["config"])
-        tiling = payload.get("tiling", {})
-        model = ModelFile(
-            config=config,
-            state_dict=dict(payload["state_dict"]),
-            normalization=NormalizationConfig.from_dict(payload.get("normalization", {})),
-            class_names=list(payload.get("class_names", [])),
-            class_colors=list(payload.get("class_colors", [])),
-            tiling=TilingConfig(**tiling) if tiling else TilingConfig(),
-            pixel_size_nm=payload.get("pixel_size_nm"),
-            temporal_context=int(payload.get("input_mode", {}).get("temporal_context", 0)),
-            background_subtraction=str(
-                payload.get("input_mode", {}).get("background_subtraction", "none")),
-            threshold=float(payload.get("threshold", 0.5)),
-            provenance=dict(payload.get("provenance", {})),
-            source_path=path,
-        )
-    except (KeyError, TypeError, ValueError) as err:
+        model = _model_from_payload(payload, path)
+    except (KeyError, TypeError, ValueError) as err:  # InputError is a ValueError
         raise ModelFileError(f"{path} is damaged or incomplete: {err}") from None
-    # Fail now, not at the first segmentation, if weights and config disagree.
-    model.build("cpu")
+    except ModelFileError as err:
+        raise ModelFileError(f"{path} is damaged or was edited: {err}") from None
+    # Fail now, not at the first segmentation, if weights and config disagree; this runs
+    # before any network is allocated (a crafted config cannot ask for terabytes).
+    check_weights(model.config, model.state_dict, source=str(path))
     return model
+
+
+def _model_from_payload(payload: dict[str, Any], path: Path) -> ModelFile:
+    """A :class:`ModelFile` from a loaded payload, every field checked for type and range."""
+    if "config" not in payload or "state_dict" not in payload:
+        missing = [key for key in ("config", "state_dict") if key not in payload]
+        raise KeyError(f"no {' or '.join(missing)}")
+    config = UNetConfig.from_dict(payload["config"])
+    state_dict = payload["state_dict"]
+    if not isinstance(state_dict, dict):
+        raise ModelFileError(f"field state_dict is a {type(state_dict).__name__}, not a dict")
+    n = config.n_classes
+    context, background = file_checks.input_mode_fields(payload.get("input_mode"), config)
+    pixel = payload.get("pixel_size_nm")
+    provenance = payload.get("provenance", {})
+    if not isinstance(provenance, dict):
+        raise ModelFileError(f"field provenance is a {type(provenance).__name__}, not a dict")
+    return ModelFile(
+        config=config,
+        state_dict=dict(state_dict),
+        normalization=NormalizationConfig(
+            **file_checks.normalization_fields(payload.get("normalization"))),
+        class_names=file_checks.class_names_field(payload.get("class_names"), n),
+        class_colors=file_checks.class_colors_field(payload.get("class_colors"), n),
+        tiling=TilingConfig(**file_checks.tiling_fields(payload.get("tiling"))),
+        pixel_size_nm=None if pixel is None else file_checks.number_field(
+            pixel, "pixel_size_nm", low=0.0, low_open=True),
+        temporal_context=context,
+        background_subtraction=background,
+        threshold=file_checks.number_field(payload.get("threshold", 0.5), "threshold",
+                                           low=0.0, high=1.0, low_open=True, high_open=True),
+        provenance=dict(provenance),
+        source_path=path,
+    )
