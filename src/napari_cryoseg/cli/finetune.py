@@ -89,23 +89,28 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
+    """The :class:`FinetuneConfig` the flags describe (flags not given: its defaults)."""
+    return FinetuneConfig(steps=args.steps, time_budget_s=args.time_budget,
+                          freeze_encoder=args.freeze_encoder, device=args.device,
+                          lr=args.lr, holdout_fraction=args.holdout_fraction,
+                          holdout_layout=args.holdout_layout, seed=args.seed,
+                          parent_blend=args.parent_blend)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``cryoseg finetune``."""
     out = check_output(args.out, args.overwrite)
     if out.exists():  # --overwrite replaces an earlier result, never an input
         check_not_an_input(out, [("--model", Path(args.model).expanduser()),
                                  *input_files(args)], "--out")
+    config = config_from_args(args)  # validated before the model and images are read
     model = load_model_arg(args.model)
     names, images, masks, valid, _ = read_pairs(args.images, args.masks, args.valid)
     classes = split_tokens(args.classes)
     mapping = ClassMapping.parse(",".join(classes), None) if classes else None
     if mapping is not None and mapping.n_classes == model.config.n_classes:
         mapping = ClassMapping(mapping.values, tuple(model.class_names))
-    config = FinetuneConfig(steps=args.steps, time_budget_s=args.time_budget,
-                            freeze_encoder=args.freeze_encoder, device=args.device,
-                            lr=args.lr, holdout_fraction=args.holdout_fraction,
-                            holdout_layout=args.holdout_layout, seed=args.seed,
-                            parent_blend=args.parent_blend)
     bar = ProgressBar("finetune", unit="steps")
     try:
         result = drain(

@@ -169,6 +169,11 @@ def measure_objects(
     img_planes = None
     if image is not None:
         img_planes = (image[None] if image.ndim == 2 else image).astype(np.float64, copy=False)
+    if pixel_size_nm is not None and not (
+            isinstance(pixel_size_nm, int | float | np.number)
+            and math.isfinite(float(pixel_size_nm)) and float(pixel_size_nm) > 0):
+        # A negative size gives negative areas and diameters without any error.
+        raise InputError(f"pixel size {pixel_size_nm!r} nm must be a positive number")
     px = float(pixel_size_nm) if pixel_size_nm else None
     for z, plane in enumerate(inst_planes):
         for region in regionprops(plane):
