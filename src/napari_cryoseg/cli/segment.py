@@ -334,7 +334,12 @@ def run(args: argparse.Namespace) -> int:
     tiling = tiling_from_args(args, model)
     # One Segmenter for all files: the network is built and moved to the device once.
     segmenter = Segmenter(model, args.device, compile=args.compile, tta=args.tta)
-    _create_out_dir(out_dir)
+    client, cluster = _connect(args.scheduler)  # the last check: the cluster must answer
+    try:
+        _create_out_dir(out_dir)
+    except InputError:
+        _close(client, cluster)
+        raise
     if skipped:
         echo(f"note: skipped {len(skipped)} earlier cryoseg output(s) in the input folder(s) "
              f"(e.g. {skipped[0].name}); they are results, not images to segment", err=True)
@@ -344,15 +349,7 @@ def run(args: argparse.Namespace) -> int:
         f"{len(files)} image(s) -> {out_dir}",
         err=True,
     )
-    client = cluster = None
-    if args.scheduler:
-        from napari_cryoseg.engine.distributed import make_client
-
-        try:
-            client, cluster = make_client(args.scheduler)
-        except (ValueError, TypeError) as err:  # an address dask cannot parse
-            raise InputError(f"--scheduler {args.scheduler!r}: {err}; give local, local:N "
-                             "or an address such as tcp://host:8786") from None
+    if client is not None:
         echo(f"dask scheduler {client.scheduler.address}, block {args.block} px", err=True)
     started = time.perf_counter()
     failed: list[Path] = []
@@ -361,10 +358,29 @@ def run(args: argparse.Namespace) -> int:
         return _run_files(args, files, plans, formats, segmenter, tiling, client, out_dir,
                           started, failed, pixels)
     finally:
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
+        _close(client, cluster)
+
+
+def _connect(scheduler: str | None) -> tuple[Any, Any]:
+    """``(client, cluster)`` for ``--scheduler`` (both None without it)."""
+    if not scheduler:
+        return None, None
+    from napari_cryoseg.engine.distributed import make_client
+
+    try:
+        return make_client(scheduler)
+    except CryoSegError:
+        raise
+    except (ValueError, TypeError) as err:  # an address dask cannot parse
+        raise InputError(f"--scheduler {scheduler!r}: {err}; give local, local:N or an "
+                         "address such as tcp://host:8786") from None
+
+
+def _close(client: Any, cluster: Any) -> None:
+    if client is not None:
+        client.close()
+    if cluster is not None:
+        cluster.close()
 
 
 def _run_files(
