@@ -186,3 +186,39 @@ def test_measure_out_cannot_replace_labels_or_image(tmp_path, capsys):
                      str(target), "--overwrite"]) == 2
         assert "input" in capsys.readouterr().err
         assert target.read_bytes() == before
+
+
+def test_train_overwrite_replaces_only_an_earlier_last_model(tmp_path, capsys):
+    """``<out>-last.pt`` is a name the command chose: --overwrite replaces it only when it
+    is a napari-cryoseg model (an earlier run's), never another file of that name."""
+    images, masks = _pairs(tmp_path)
+    (tmp_path / "m-last.pt").write_bytes(b"someone's notes, not a model")
+    args = ["train", "--images", str(images), "--masks", str(masks), "--out",
+            str(tmp_path / "m.pt"), "--overwrite", "--steps", "1", "--preset", "tiny",
+            "--patch", "32", "--batch-size", "2", "--device", "cpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a napari-cryoseg model file" in err
+    assert (tmp_path / "m-last.pt").read_bytes() == b"someone's notes, not a model"
+    (tmp_path / "m-last.pt").unlink()
+    assert main(args) == 0  # a first run ...
+    assert main(args) == 0  # ... and a rerun that replaces both of its models
+    capsys.readouterr()
+
+
+def test_measure_overwrite_replaces_only_an_earlier_default_table(tmp_path, capsys):
+    from napari_cryoseg.io import write_labels_tiff
+
+    labels = np.zeros((32, 32), np.uint8)
+    labels[4:12, 4:12] = 1
+    path = write_labels_tiff(tmp_path / "x_labels.tif", labels, class_names=["bg", "cell"])
+    table = tmp_path / "x_objects.csv"
+    table.write_text("my own spreadsheet\n1,2,3\n")
+    assert main(["measure", "--labels", str(path), "--overwrite"]) == 2
+    assert "not a table written by cryoseg measure" in capsys.readouterr().err
+    assert table.read_text() == "my own spreadsheet\n1,2,3\n"
+    table.unlink()
+    assert main(["measure", "--labels", str(path)]) == 0
+    assert main(["measure", "--labels", str(path), "--overwrite"]) == 0
+    capsys.readouterr()
+    assert table.read_text().startswith("label,class,class_name")

@@ -13,7 +13,13 @@ from napari_cryoseg.cli._args import float_range, int_range, path_text
 from napari_cryoseg.cli._common import check_new_file, echo
 from napari_cryoseg.core.classify import ObjectClassifier
 from napari_cryoseg.core.errors import InputError
-from napari_cryoseg.core.measure import FEATURE_COLUMNS, feature_matrix, measure_objects, n_rows
+from napari_cryoseg.core.measure import (
+    COLUMNS,
+    FEATURE_COLUMNS,
+    feature_matrix,
+    measure_objects,
+    n_rows,
+)
 from napari_cryoseg.io import read_image, read_labels_class_names, read_labels_tiff
 
 #: Default --min-size: measure_objects' own default (one source).
@@ -51,6 +57,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def _check_is_measurement_table(path: Path) -> None:
+    """Refuse to replace ``path`` unless it starts with this command's CSV header."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            header = f.readline()
+    except (OSError, UnicodeDecodeError):
+        header = ""
+    if not header.startswith(",".join(COLUMNS[:3])):
+        raise InputError(
+            f"{path} exists and is not a table written by cryoseg measure; --overwrite only "
+            "replaces earlier tables. Move it away or pass --out"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``cryoseg measure``."""
     from napari_cryoseg.core.measure import write_csv
@@ -62,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         (flag, Path(value).expanduser()) for flag, value in
         (("--image", args.image), ("--classifier", args.classifier)) if value]
     out = check_new_file(out, "--out", args.overwrite, inputs)
+    if args.out is None and out.exists():  # a name we chose: replace only our own table
+        _check_is_measurement_table(out)
     if args.max_size is not None and args.max_size < args.min_size:
         raise InputError(f"--max-size {args.max_size} is below --min-size {args.min_size}; "
                          "no object could be kept")

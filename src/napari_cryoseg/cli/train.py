@@ -36,7 +36,12 @@ from napari_cryoseg.engine.device import resolve_device
 from napari_cryoseg.engine.events import drain
 from napari_cryoseg.engine.train import CLASS_WEIGHTINGS, DEFAULT_STEPS, TrainConfig, train
 from napari_cryoseg.io import list_images, read_image, read_labels_tiff
-from napari_cryoseg.model.checkpoint import ModelFile, save_model
+from napari_cryoseg.model.checkpoint import (
+    ModelFile,
+    is_model_payload,
+    read_payload,
+    save_model,
+)
 from napari_cryoseg.model.config import PRESETS, preset
 from napari_cryoseg.model.file_checks import MAX_TEMPORAL_CONTEXT, check_weights
 
@@ -292,6 +297,8 @@ def run(args: argparse.Namespace) -> int:
     """Run ``cryoseg train``."""
     out = check_output(args.out, args.overwrite)
     last_out = check_output(last_model_path(out), args.overwrite)
+    if last_out.exists():  # not named by the user: replaced only if it is an earlier model
+        check_is_model_file(last_out)
     config = config_from_args(args)  # validated here, before any image is read
     device = resolve_device(config.device)
     if config.temporal_context or config.background_subtraction != "none":
@@ -331,6 +338,19 @@ def run(args: argparse.Namespace) -> int:
     if metrics:
         print_metrics(metrics, "validation:")
     return 0
+
+
+def check_is_model_file(path: Path) -> None:
+    """Refuse to replace ``path`` unless it is a napari-cryoseg model file (any version)."""
+    try:
+        ours = is_model_payload(read_payload(path))
+    except ModelFileError:
+        ours = False
+    if not ours:
+        raise InputError(
+            f"{path} exists and is not a napari-cryoseg model file; --overwrite only replaces "
+            "earlier models. Move it away or choose another --out"
+        )
 
 
 def input_files(args: argparse.Namespace) -> list[tuple[str, Path | None]]:

@@ -261,14 +261,21 @@ def _is_torchscript(path: Path) -> bool:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError):
+    except Exception:  # noqa: BLE001 - not a (readable) zip: torch.load reports the damage
         return False
     return any(
         name.endswith("/constants.pkl") or name.split("/")[1:2] == ["code"] for name in names
     )
 
 
-def _read_payload(path: Path) -> dict[str, Any]:
+def read_payload(path: Path) -> dict[str, Any]:
+    """The dict stored in a ``.pt`` file, read safely (``weights_only``), not yet checked.
+
+    Raises
+    ------
+    ModelFileError
+        Missing, folder, empty, TorchScript, pickled-code, corrupt or non-dict files.
+    """
     if not path.exists():
         raise ModelFileError(f"model file {path} does not exist")
     if path.is_dir():
@@ -294,7 +301,7 @@ def _read_payload(path: Path) -> dict[str, Any]:
             f"({str(err).splitlines()[0][:160]}). Only napari-cryoseg model files and plain "
             "state_dicts are loaded; re-export the weights with torch.save(model.state_dict())"
         ) from None
-    except (zipfile.BadZipFile, EOFError, RuntimeError, OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - damaged files fail in many ways inside torch
         raise ModelFileError(
             f"{path} is not a readable PyTorch file (corrupt or truncated?): "
             f"{str(err).splitlines()[0][:160]}"
@@ -302,6 +309,10 @@ def _read_payload(path: Path) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise ModelFileError(f"{path} holds a {type(payload).__name__}, not a model file")
     return payload
+
+
+#: Former private name, kept for callers of earlier versions.
+_read_payload = read_payload
 
 
 def is_model_payload(payload: dict[str, Any]) -> bool:
@@ -320,7 +331,7 @@ def load_model(path: str | os.PathLike) -> ModelFile:
         what to do.
     """
     path = Path(path)
-    payload = _read_payload(path)
+    payload = read_payload(path)
     if not is_model_payload(payload):
         hint = (
             " It looks like a plain state_dict: convert it with `cryoseg import-weights`."

@@ -22,7 +22,7 @@ import torch
 
 from napari_cryoseg.core.errors import InputError, ModelFileError
 from napari_cryoseg.core.normalization import NormalizationConfig
-from napari_cryoseg.model.checkpoint import ModelFile, _read_payload, is_model_payload, now_iso
+from napari_cryoseg.model.checkpoint import ModelFile, is_model_payload, now_iso, read_payload
 from napari_cryoseg.model.config import UNetConfig
 from napari_cryoseg.model.file_checks import check_weights
 
@@ -291,6 +291,6 @@ def import_weights_file(path: str | os.PathLike[str], **kwargs: Any) -> ModelFil
         Missing, corrupt or code-carrying file, or not a U_Net state_dict.
     """
     path = Path(path)
-    # _read_payload loads with weights_only=True and turns every failure into one line.
-    payload = _read_payload(path)
+    # read_payload loads with weights_only=True and turns every failure into one line.
+    payload = read_payload(path)
     return import_state_dict(payload, source_name=path.name, **kwargs)
