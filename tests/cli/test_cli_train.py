@@ -86,13 +86,17 @@ def test_train_finetune_evaluate(tmp_path, capsys):
 
 
 def test_train_refuses_an_existing_last_model_before_training(tmp_path, capsys):
+    from napari_cryoseg.model.checkpoint import ModelFile, save_model
+    from napari_cryoseg.model.config import preset
+
     data = _write_set(tmp_path / "data", n=2)
-    (tmp_path / "n-last.pt").write_bytes(b"earlier run")
+    earlier = save_model(ModelFile.new(preset("tiny"), seed=1), tmp_path / "n-last.pt")
+    before = earlier.read_bytes()  # the last weights of an earlier run
     args = ["train", "--images", str(data / "images"), "--masks", str(data / "masks"),
             "--out", str(tmp_path / "n.pt"), *TRAIN_FAST]
     assert main(args) == 2
     assert "n-last.pt already exists" in _error_line(capsys)
-    assert (tmp_path / "n-last.pt").read_bytes() == b"earlier run"
+    assert earlier.read_bytes() == before
     assert not (tmp_path / "n.pt").exists()
     assert main([*args, "--overwrite"]) == 0  # thresholds are tuned only when asked
     model = load_model(tmp_path / "n.pt")
