@@ -229,7 +229,7 @@ def test_randomly_damaged_files_load_or_fail_in_one_line(tmp_path, kind):
         load = ObjectClassifier.load
     data = good.read_bytes()
     rng = np.random.default_rng(2024)
-    refused = 0
+    messages: list[str] = []
     for trial in range(150):
         damaged = bytearray(data)
         for _ in range(int(rng.integers(1, 20))):
@@ -241,7 +241,7 @@ def test_randomly_damaged_files_load_or_fail_in_one_line(tmp_path, kind):
         try:
             load(path)
         except CryoSegError as err:
-            refused += 1
-            assert "\n" not in str(err), (trial, str(err))
+            messages.append(str(err))
         path.unlink()
-    assert refused >= 50  # most corruptions are caught (a flipped weight byte may load)
+    assert len(messages) >= 50  # most corruptions are caught (a flipped weight byte may load)
+    assert not [m for m in messages if "\n" in m or not m.strip()]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from collections.abc import Iterable
@@ -155,10 +154,3 @@ def check_new_file(
         raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it "
                                 f"(or choose another {flag})")
     return out
-
-
-def check_positive(value: float | None, what: str) -> float | None:
-    """Raise :class:`InputError` unless ``value`` is None or > 0."""
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise InputError(f"{what} must be a positive number, got {value}")
-    return value
