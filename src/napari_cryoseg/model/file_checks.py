@@ -134,12 +134,12 @@ def _string_list(value: Any, name: str, n_classes: int) -> list[str]:
 
 
 def class_names_field(value: Any, n_classes: int) -> list[str]:
-    """Checked ``class_names``: text, one per class, non-empty, at most 200 characters."""
+    """Checked ``class_names``: text, one per class, at most 200 characters each."""
     names = _string_list(value, "class_names", n_classes)
     for name in names:
-        if not name.strip() or len(name) > _MAX_NAME:
-            raise ModelFileError(f"field class_names holds {name[:40]!r}; class names must be "
-                                 f"1-{_MAX_NAME} characters")
+        if len(name) > _MAX_NAME:
+            raise ModelFileError(f"field class_names holds {name[:40]!r}...; class names must "
+                                 f"be at most {_MAX_NAME} characters")
     return names
 
 
