@@ -17,7 +17,7 @@ import torch
 from napari_cryoseg.cli import main
 from napari_cryoseg.cli._common import ProgressBar
 from napari_cryoseg.core.synthetic import make_sample
-from napari_cryoseg.engine.events import Progress, TrainStep
+from napari_cryoseg.engine.events import Progress, TrainStep, Validation
 from napari_cryoseg.io import read_labels_class_names, read_labels_tiff
 from napari_cryoseg.model.checkpoint import ModelFile, save_model
 from napari_cryoseg.model.config import preset
@@ -239,15 +239,21 @@ def test_progress_bar_non_tty_writes_about_every_5_percent():
 
 
 def test_progress_bar_tty_redraws_one_line_and_shows_loss():
+    """On a terminal a tqdm bar redraws one line in place; other lines go above it."""
     stream = _FakeStream(tty=True)
-    bar = ProgressBar(stream=stream)
+    bar = ProgressBar("train", stream=stream, unit="steps")
     for step in range(1, 11):
         bar(TrainStep(step, 10, loss=1.0 / step, lr=1e-3, elapsed_s=step * 0.5))
-    assert stream.text.count("\r") == 10
+        if step == 5:
+            bar(Validation(step=5, dice=0.75, loss=0.3, metrics={}, is_best=True))
+    lines = stream.text.split("\n")
     assert stream.text.endswith("\n")
-    assert stream.text.count("\n") == 1
-    assert "loss 0.1000" in stream.text
-    assert "10/10" in stream.text
+    validation = [line for line in lines if "validation dice 0.7500" in line]
+    assert len(validation) == 1 and validation[0].rstrip().endswith("(best)")
+    final = lines[-2].split("\r")[-1]  # what the terminal shows last on the bar's line
+    assert "10/10" in final and "loss 0.1000" in final and "train" in final
+    assert "\r" in stream.text  # redrawn in place, not one line per step
+    assert stream.text.count("\n") == 2  # the validation line and the finished bar
 
 
 def _cryoseg_script() -> str:

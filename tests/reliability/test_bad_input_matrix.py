@@ -292,14 +292,14 @@ BAD_CASES = [
         unchanged="model.pt"),
     Bad("unknown-device", _options("--device", "tpu"), "unknown device"),
     Bad("unavailable-cuda-device", _options("--device", "cuda:7"), "not available"),
-    Bad("threshold-above-1", _options("--threshold", "1.5"), "between 0 and 1"),
-    Bad("threshold-0", _options("--threshold", "0"), "between 0 and 1"),
-    Bad("threshold-nan", _options("--threshold", "nan"), "between 0 and 1"),
-    Bad("negative-tile", _options("--tile", "-64"), "too small"),
-    Bad("overlap-above-0.5", _options("--overlap", "0.6"), "between 0 and 0.5"),
-    Bad("negative-overlap", _options("--overlap", "-0.1"), "between 0 and 0.5"),
-    Bad("batch-size-0", _options("--batch-size", "0"), "at least 1"),
-    Bad("finetune-negative-time-budget", _finetune_negative_budget, "positive number"),
+    Bad("threshold-above-1", _options("--threshold", "1.5"), "threshold in (0, 1)"),
+    Bad("threshold-0", _options("--threshold", "0"), "threshold in (0, 1)"),
+    Bad("threshold-nan", _options("--threshold", "nan"), "not a finite number"),
+    Bad("negative-tile", _options("--tile", "-64"), "tile edge in pixels from 16"),
+    Bad("overlap-above-0.5", _options("--overlap", "0.6"), "fraction in [0, 0.5]"),
+    Bad("negative-overlap", _options("--overlap", "-0.1"), "fraction in [0, 0.5]"),
+    Bad("batch-size-0", _options("--batch-size", "0"), "batch size from 1"),
+    Bad("finetune-negative-time-budget", _finetune_negative_budget, "time in seconds > 0"),
 ]
 
 if torch.cuda.is_available():  # "cuda:7" may exist on a big machine; keep the matrix honest

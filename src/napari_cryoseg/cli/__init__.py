@@ -2,18 +2,23 @@
 
 Each sub-command lives in its own module exposing ``add_parser(subparsers)`` (which
 registers the command and sets ``func``) so commands stay small and independent.
-Errors the user can fix (:class:`~napari_cryoseg.core.errors.CryoSegError`) are
-printed as one line on stderr with exit code 2, never as a traceback.
+Errors the user can fix (:class:`~napari_cryoseg.core.errors.CryoSegError`, a command
+line that does not parse, a file-system error, running out of memory) are printed as one
+line on stderr with exit code 2, never as a traceback. Anything else is a bug: it is
+reported as one ``internal error`` line (exit code 1) asking for a report; set
+``CRYOSEG_DEBUG=1`` to get the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from napari_cryoseg import __version__
+from napari_cryoseg.cli._args import CliParser, UsageError
 
 #: Sub-command modules, in the order ``cryoseg --help`` lists them.
 COMMAND_MODULES = (
@@ -31,7 +36,7 @@ COMMAND_MODULES = (
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every sub-command registered)."""
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         prog="cryoseg",
         description="Segment electron-microscopy images with U-Nets (napari-cryoseg, headless).",
     )
@@ -48,23 +53,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split()) or "(no message)"
+
+
+def _os_error_text(err: OSError) -> str:
+    """``'<file>': <reason>`` for a file-system error (permission, is a folder, ...)."""
+    reason = err.strerror or str(err)
+    where = f"'{err.filename}': " if err.filename else ""
+    return f"{where}{reason.rstrip('.').lower()}; check the path and its permissions"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cryoseg`` script; returns the exit code."""
     from napari_cryoseg.core.errors import CryoSegError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as err:
+        print(f"{err.prog}: error: {_one_line(str(err))} (see '{err.prog} --help')",
+              file=sys.stderr)
+        return 2
+    except SystemExit as done:  # --help, --version
+        return done.code if isinstance(done.code, int) else 0
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    prefix = f"cryoseg {args.command}"
     try:
         return int(args.func(args) or 0)
     except CryoSegError as err:
-        print(f"cryoseg {args.command}: error: {err}", file=sys.stderr)
+        print(f"{prefix}: error: {_one_line(str(err))}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        # A file or folder the checks did not foresee (permissions, vanished files, ...).
+        print(f"{prefix}: error: {_one_line(_os_error_text(err))}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"{prefix}: error: out of memory; use smaller inputs or settings (e.g. a "
+              "smaller --batch-size, --patch or --tile)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"cryoseg {args.command}: interrupted", file=sys.stderr)
+        print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - a bug: one line, traceback on request
+        if os.environ.get("CRYOSEG_DEBUG"):
+            raise
+        if type(err).__name__ == "OutOfMemoryError":  # torch's CUDA/MPS out-of-memory
+            print(f"{prefix}: error: the device ran out of memory; use a smaller "
+                  "--batch-size, --patch or --tile, or --device cpu", file=sys.stderr)
+            return 2
+        print(f"{prefix}: internal error: {type(err).__name__}: {_one_line(str(err))[:300]} "
+              "(this is a bug in napari-cryoseg; rerun with CRYOSEG_DEBUG=1 for the "
+              "traceback and report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

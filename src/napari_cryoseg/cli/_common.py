@@ -1,32 +1,40 @@
-"""Helpers shared by the ``cryoseg`` sub-commands: arguments, model loading, progress."""
+"""Helpers shared by the ``cryoseg`` sub-commands: arguments, model loading, outputs."""
 
 from __future__ import annotations
 
 import argparse
-import math
+import os
 import sys
-import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TextIO
 
-from napari_cryoseg.core.errors import InputError
+from napari_cryoseg.cli._args import device_name, float_range, int_range
+from napari_cryoseg.cli._progress import ProgressBar, format_duration
+from napari_cryoseg.core.errors import InputError, OutputExistsError
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine.device import DEVICE_CHOICES
-from napari_cryoseg.engine.events import Message, Progress, TrainStep, Validation
 from napari_cryoseg.engine.predict import TTA_CHOICES
 from napari_cryoseg.model.bundled import load_default_model
 from napari_cryoseg.model.checkpoint import ModelFile
 
 __all__ = [
+    "MAX_BATCH",
+    "MAX_TILE",
     "ProgressBar",
     "add_device_argument",
     "add_tiling_arguments",
     "add_tta_argument",
+    "check_new_file",
+    "check_not_an_input",
     "echo",
     "format_duration",
     "load_model_arg",
     "tiling_from_args",
 ]
+
+#: Largest tile edge and batch accepted on the command line (memory is checked too).
+MAX_TILE = 65536
+MAX_BATCH = 65536
 
 
 def echo(text: str = "", *, err: bool = False) -> None:
@@ -41,6 +49,7 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
         default="auto",
+        type=device_name,
         metavar="DEVICE",
         help=f"compute device: {', '.join(DEVICE_CHOICES)} or cuda:N (default: auto = "
         "cuda, then mps, then cpu)",
@@ -59,11 +68,14 @@ def add_tta_argument(parser: argparse.ArgumentParser) -> None:
 def add_tiling_arguments(parser: argparse.ArgumentParser) -> None:
     """``--tile``, ``--overlap``, ``--batch-size``; None means the model file's hint."""
     group = parser.add_argument_group("tiling (default: the model file's hint)")
-    group.add_argument("--tile", type=int, default=None, metavar="N",
+    group.add_argument("--tile", type=int_range(16, MAX_TILE, what="a tile edge in pixels"),
+                       default=None, metavar="N",
                        help="tile edge in pixels (rounded up to the network stride)")
-    group.add_argument("--overlap", type=float, default=None, metavar="F",
+    group.add_argument("--overlap", type=float_range(0.0, 0.5, what="an overlap fraction"),
+                       default=None, metavar="F",
                        help="overlap between tiles as a fraction of the tile, 0-0.5")
-    group.add_argument("--batch-size", type=int, default=None, metavar="N",
+    group.add_argument("--batch-size", type=int_range(1, MAX_BATCH, what="a batch size"),
+                       default=None, metavar="N",
                        help="tiles per forward pass (lower it if the GPU runs out of memory)")
 
 
@@ -93,123 +105,54 @@ def load_model_arg(path: str | Path | None) -> ModelFile:
     return load_any_model(Path(path).expanduser())
 
 
-def format_duration(seconds: float | None) -> str:
-    """``"42s"``, ``"3m05s"``, ``"1h02m"``; ``"?"`` when unknown."""
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return "?"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
-class ProgressBar:
-    """Plain-text progress for engine events, on stderr; pass it as ``drain(gen, on_event=bar)``.
-
-    On a terminal one line is redrawn in place (``\\r``); otherwise (logs, pipes, CI) a
-    line is written every ~5 % so log files stay short. Shows done/total, rate, ETA and,
-    for training steps, the loss; validation results and messages get their own line.
+def check_not_an_input(out: Path, inputs: Iterable[tuple[str, Path | None]], flag: str) -> None:
+    """Refuse an output path that is one of the command's inputs (even with --overwrite).
 
     Parameters
     ----------
-    label : str
-        Prefix of each line, e.g. the input's file name.
-    stream : text file, optional
-        Default ``sys.stderr``.
-    unit : str
-        What ``done``/``total`` count in :class:`Progress` events (tiles, steps, ...).
+    out : Path
+        The output file.
+    inputs : iterable of (flag, path)
+        The command's input files, e.g. ``[("--labels", labels_path)]``.
+    flag : str
+        The output's flag, for the message.
     """
-
-    def __init__(self, label: str = "", stream: TextIO | None = None, unit: str = "") -> None:
-        self.label = label
-        self.stream = stream if stream is not None else sys.stderr
-        self.unit = unit
-        isatty = getattr(self.stream, "isatty", None)
-        self.tty = bool(isatty and isatty())
-        self._last_step = -1  # last 5 % step written (non-TTY)
-        self._width = 0  # length of the line drawn last (TTY), to blank leftovers
-        self._started = time.perf_counter()
-
-    # -- formatting -----------------------------------------------------------------
-    def _line(self, done: int, total: int | None, elapsed: float, eta: float | None,
-              extra: str = "") -> str:
-        unit = f" {self.unit}" if self.unit else ""
-        rate = done / elapsed if elapsed > 0 else 0.0
-        if total:
-            pct = 100.0 * done / total
-            head = f"{done}/{total}{unit} ({pct:3.0f}%)"
-        else:
-            head = f"{done}{unit}"
-        parts = [head, f"{rate:.1f}{unit or ' it'}/s", f"ETA {format_duration(eta)}"]
-        if extra:
-            parts.append(extra)
-        prefix = f"{self.label}: " if self.label else ""
-        return prefix + ", ".join(parts)
-
-    def _write_progress(self, fraction: float, line: str, final: bool) -> None:
-        if self.tty:
-            pad = " " * max(self._width - len(line), 0)
-            self._width = len(line)
-            self.stream.write("\r" + line + pad + ("\n" if final else ""))
-            if final:
-                self._width = 0
-            self.stream.flush()
-            return
-        step = int(fraction * 20 + 1e-9)  # 5 % steps
-        if step > self._last_step or final:
-            self._last_step = step
-            self.stream.write(line + "\n")
-            self.stream.flush()
-
-    def _write_line(self, text: str) -> None:
-        """A full line of its own (ends any in-place line first)."""
-        if self.tty and self._width:
-            self.stream.write("\n")
-            self._width = 0
-        self.stream.write(text + "\n")
-        self.stream.flush()
-
-    # -- events ---------------------------------------------------------------------
-    def __call__(self, event: Any) -> None:
-        """Show one engine event."""
-        if isinstance(event, Progress):
-            elapsed = event.elapsed_s or time.perf_counter() - self._started
-            final = bool(event.total) and event.done >= event.total
-            line = self._line(event.done, event.total, elapsed, event.eta_s)
-            self._write_progress(event.fraction, line, final)
-        elif isinstance(event, TrainStep):
-            total = event.total_steps
-            if total:
-                fraction = event.step / total
-            elif event.time_budget_s:
-                fraction = min(event.elapsed_s / event.time_budget_s, 1.0)
-            else:
-                fraction = 0.0
-            final = bool(total) and event.step >= total
-            extra = f"loss {event.loss:.4f}, lr {event.lr:.2g}"
-            line = self._line(event.step, total, event.elapsed_s, event.eta_s, extra)
-            self._write_progress(fraction, line, final)
-        elif isinstance(event, Validation):
-            best = " (best)" if event.is_best else ""
-            self._write_line(
-                f"{self.label + ': ' if self.label else ''}step {event.step}: validation "
-                f"dice {event.dice:.4f}, loss {event.loss:.4f}{best}"
+    for input_flag, path in inputs:
+        if path is not None and (_same_file(out, path) or out.resolve() == path.resolve()):
+            raise InputError(
+                f"{flag} {out} is the {input_flag} input; writing it would destroy the "
+                f"input. Choose another {flag} file"
             )
-        elif isinstance(event, Message):
-            self._write_line(f"{self.label + ': ' if self.label else ''}{event.text}")
-
-    def close(self) -> None:
-        """End an unfinished in-place line (e.g. after an error or cancel)."""
-        if self.tty and self._width:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._width = 0
 
 
-def check_positive(value: float | None, what: str) -> float | None:
-    """Raise :class:`InputError` unless ``value`` is None or > 0."""
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise InputError(f"{what} must be a positive number, got {value}")
-    return value
+def check_new_file(
+    path: str | os.PathLike[str], flag: str, overwrite: bool,
+    inputs: Iterable[tuple[str, Path | None]] = (),
+) -> Path:
+    """An output file path, checked before any work: not a folder, not an input, its
+    folder exists, and it does not exist unless ``overwrite``.
+
+    Raises
+    ------
+    InputError
+        With one line saying what to do (``OutputExistsError`` for an existing file).
+    """
+    if not str(path).strip():
+        raise InputError(f"{flag} is empty; give a file name to write to")
+    out = Path(path).expanduser()
+    if out.is_dir():
+        raise InputError(f"{flag} {out} is a folder; give a file name to write to")
+    if not out.parent.is_dir():
+        raise InputError(f"folder {out.parent} of {flag} does not exist; create it first")
+    check_not_an_input(out, inputs, flag)
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it "
+                                f"(or choose another {flag})")
+    return out

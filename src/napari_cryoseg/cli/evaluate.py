@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from napari_cryoseg.cli._args import path_text
 from napari_cryoseg.cli._common import (
     ProgressBar,
     add_device_argument,
     add_tta_argument,
+    check_new_file,
     echo,
     load_model_arg,
 )
-from napari_cryoseg.cli.train import add_classes_arguments, read_pairs, split_tokens
+from napari_cryoseg.cli.train import add_classes_arguments, input_files, read_pairs, split_tokens
+from napari_cryoseg.core.atomic import atomic_write
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.evaluate import EvaluationReport, evaluate, plot_boxplots
@@ -29,14 +34,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Segment each image and compare with the mask of the same file name: "
         "recall, precision, Dice, IoU per class and image, pixel error, and means.",
     )
-    parser.add_argument("--model", required=True, metavar="MODEL", help="model file (.pt)")
-    parser.add_argument("--images", required=True, metavar="DIR", help="folder of images")
-    parser.add_argument("--masks", required=True, metavar="DIR",
+    parser.add_argument("--model", required=True, type=path_text, metavar="MODEL",
+                        help="model file (.pt)")
+    parser.add_argument("--images", required=True, type=path_text, metavar="DIR",
+                        help="folder of images")
+    parser.add_argument("--masks", required=True, type=path_text, metavar="DIR",
                         help="folder of integer masks with the same file names")
     add_classes_arguments(parser, names=False)
-    parser.add_argument("--json", default=None, metavar="FILE", help="write the report as JSON")
-    parser.add_argument("--plot", default=None, metavar="FILE",
+    parser.add_argument("--json", default=None, type=path_text, metavar="FILE",
+                        help="write the report as JSON")
+    parser.add_argument("--plot", default=None, type=path_text, metavar="FILE",
                         help="write per-class Dice/IoU box plots (PNG; needs matplotlib)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --json / --plot file")
     add_device_argument(parser)
     add_tta_argument(parser)
     parser.set_defaults(func=run)
@@ -62,19 +72,37 @@ def print_report(report: EvaluationReport) -> None:
          f"pixel error {_fmt(mean['pixel_error'])} ({len(report.images)} images)")
 
 
-def _check_writable(path: str | None, flag: str) -> Path | None:
-    if path is None:
-        return None
-    out = Path(path).expanduser()
-    if not out.parent.is_dir():
-        raise InputError(f"folder {out.parent} of {flag} does not exist; create it first")
-    return out
+def _outputs(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
+    """``--json`` and ``--plot``, checked before any image is segmented."""
+    inputs = None
+    paths: list[Path | None] = []
+    for flag, value in (("--json", args.json), ("--plot", args.plot)):
+        if value is None:
+            paths.append(None)
+            continue
+        if inputs is None:
+            inputs = [("--model", Path(args.model).expanduser()), *input_files(args)]
+        paths.append(check_new_file(value, flag, args.overwrite, inputs))
+    json_path, plot_path = paths
+    if plot_path is not None and importlib.util.find_spec("matplotlib") is None:
+        raise InputError("--plot needs matplotlib; install it (pip install matplotlib) or "
+                         "drop --plot")
+    if json_path is not None and plot_path is not None and (
+            json_path.resolve() == plot_path.resolve()):
+        raise InputError(f"--json and --plot both name {json_path}; give two different files")
+    return json_path, plot_path
+
+
+def _write_plot(report: EvaluationReport, path: Path, overwrite: bool) -> None:
+    """The box plots, rendered in a scratch folder, then moved into place atomically."""
+    with tempfile.TemporaryDirectory() as scratch:
+        png = plot_boxplots(report, Path(scratch) / "plot.png").read_bytes()
+    atomic_write(path, lambda f: f.write(png), overwrite=overwrite)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``cryoseg evaluate``."""
-    json_path = _check_writable(args.json, "--json")
-    plot_path = _check_writable(args.plot, "--plot")
+    json_path, plot_path = _outputs(args)
     model = load_model_arg(args.model)
     names, images, masks, _, _ = read_pairs(args.images, args.masks)
     classes = split_tokens(args.classes)
@@ -92,10 +120,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     print_report(report)
+    # Written atomically; an existing file is replaced only with --overwrite (checked
+    # above, and again at the rename in case one appeared meanwhile).
     if json_path is not None:
-        report.to_json(json_path)
+        text = (report.to_json() + "\n").encode("utf-8")
+        atomic_write(json_path, lambda f: f.write(text), overwrite=args.overwrite)
         echo(f"wrote {json_path}", err=True)
     if plot_path is not None:
-        plot_boxplots(report, plot_path)
+        _write_plot(report, plot_path, args.overwrite)
         echo(f"wrote {plot_path}", err=True)
     return 0

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
+from napari_cryoseg.cli._args import float_range, int_range, path_text, seed_value
 from napari_cryoseg.cli._common import (
     ProgressBar,
     add_device_argument,
-    check_positive,
+    check_not_an_input,
     echo,
     format_duration,
     load_model_arg,
 )
 from napari_cryoseg.cli.train import (
+    MAX_STEPS,
     add_classes_arguments,
     check_output,
+    input_files,
     print_metrics,
     read_pairs,
+    refuse_diverged,
     split_tokens,
 )
 from napari_cryoseg.core.errors import InputError
@@ -75,27 +80,35 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "file name). Part of the corrections is held out; the new model is only kept if it "
         "beats the input model there (else the input weights are written unchanged).",
     )
-    parser.add_argument("--model", required=True, metavar="MODEL", help="model file to start from")
-    parser.add_argument("--images", required=True, metavar="DIR", help="folder of images")
-    parser.add_argument("--masks", required=True, metavar="DIR",
+    parser.add_argument("--model", required=True, type=path_text, metavar="MODEL",
+                        help="model file to start from")
+    parser.add_argument("--images", required=True, type=path_text, metavar="DIR",
+                        help="folder of images")
+    parser.add_argument("--masks", required=True, type=path_text, metavar="DIR",
                         help="folder of corrected masks with the same file names")
-    parser.add_argument("--valid", default=None, metavar="DIR",
+    parser.add_argument("--valid", default=None, type=path_text, metavar="DIR",
                         help="folder of masks of the reviewed pixels (non-zero = reviewed); "
                         "only those pixels are learned from (default: all pixels)")
-    parser.add_argument("--out", required=True, metavar="MODEL2", help="model file to write")
+    parser.add_argument("--out", required=True, type=path_text, metavar="MODEL2",
+                        help="model file to write (a new file: never the --model itself)")
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, default=None, metavar="N",
+    length.add_argument("--steps", default=DEFAULTS.steps, metavar="N",
+                        type=int_range(1, MAX_STEPS, what="a number of steps"),
                         help="optimiser steps (default 200 when no time budget is given)")
-    length.add_argument("--time-budget", type=float, default=None, metavar="S",
+    length.add_argument("--time-budget", default=DEFAULTS.time_budget_s, metavar="S",
+                        type=float_range(0.0, None, low_open=True,
+                                         what="a time in seconds"),
                         help="fine-tune for this many seconds")
     add_classes_arguments(parser, names=False)
     add_device_argument(parser)
     parser.add_argument("--freeze-encoder", action="store_true",
+                        default=DEFAULTS.freeze_encoder,
                         help="train only the decoder (less forgetting with few corrections)")
-    parser.add_argument("--lr", type=float, default=DEFAULTS.lr, metavar="F",
+    parser.add_argument("--lr", default=DEFAULTS.lr, metavar="F",
+                        type=float_range(0.0, 1.0, low_open=True, what="a learning rate"),
                         help=f"peak learning rate (default {DEFAULTS.lr:g})")
-    parser.add_argument("--holdout-fraction", type=float,
-                        default=DEFAULTS.holdout_fraction, metavar="F",
+    parser.add_argument("--holdout-fraction", default=DEFAULTS.holdout_fraction, metavar="F",
+                        type=float_range(0.0, 1.0, high_open=True, what="a fraction"),
                         help="share of the corrections held out to check the new model "
                         f"(default {DEFAULTS.holdout_fraction:g}; 0 = no check)")
     parser.add_argument("--holdout-layout", choices=HOLDOUT_LAYOUTS,
@@ -109,34 +122,57 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--adapt-batchnorm", choices=ADAPT_MODES,
                         default=DEFAULTS.adapt_batchnorm,
                         help="re-estimate BatchNorm statistics on your images first: 'auto' "
-                        "keeps them when the held-out corrections say so (default)")
-    parser.add_argument("--unlabelled", default=None, metavar="DIR",
+                        "keeps them when the held-out corrections say so (default "
+                        f"{DEFAULTS.adapt_batchnorm})")
+    parser.add_argument("--unlabelled", default=None, type=path_text, metavar="DIR",
                         help="folder of more images of the same kind, without masks: used to "
                         "re-estimate the BatchNorm statistics")
-    parser.add_argument("--focus-errors", type=float, default=DEFAULTS.focus_errors,
-                        metavar="P", help="share of patches placed where the input model is "
-                        f"wrong (default {DEFAULTS.focus_errors:g})")
-    parser.add_argument("--head-lr-factor", type=float, default=DEFAULTS.head_lr_factor,
-                        metavar="F", help="decoder and head learn F times faster than the "
-                        f"encoder (default {DEFAULTS.head_lr_factor:g})")
+    parser.add_argument("--batchnorm-stats", choices=("fixed", "update"),
+                        default="fixed" if DEFAULTS.freeze_batchnorm else "update",
+                        help="while the weights train, keep the BatchNorm statistics fixed or "
+                        "update them from each batch (default %(default)s)")
+    parser.add_argument("--focus-errors", default=DEFAULTS.focus_errors, metavar="P",
+                        type=float_range(0.0, 1.0, what="a share of patches"),
+                        help="share of patches placed where the input model is wrong "
+                        f"(default {DEFAULTS.focus_errors:g})")
+    parser.add_argument("--head-lr-factor", default=DEFAULTS.head_lr_factor, metavar="F",
+                        type=float_range(0.0, 100.0, low_open=True, what="a factor"),
+                        help="decoder and head learn F times faster than the encoder "
+                        f"(default {DEFAULTS.head_lr_factor:g})")
     parser.add_argument("--no-augment", action="store_true",
                         help="no flips/rotations of the training patches")
-    parser.add_argument("--train-batchnorm", action="store_true",
-                        help="update BatchNorm statistics while training (default: fixed)")
     parser.add_argument("--add-class", action="append", default=[], metavar="NAME[=VALUE]",
                         help="add a class the model does not know yet (repeat for more): its "
                         "pixels have mask value VALUE (default: the next class index); the "
                         "model's other classes keep what they learnt")
-    parser.add_argument("--seed", type=int, default=0, metavar="N", help="random seed")
+    parser.add_argument("--seed", type=seed_value, default=DEFAULTS.seed, metavar="N",
+                        help=f"random seed (default {DEFAULTS.seed})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.set_defaults(func=run)
     return parser
 
 
+def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
+    """The :class:`FinetuneConfig` the flags describe (flags not given: its defaults)."""
+    return FinetuneConfig(steps=args.steps, time_budget_s=args.time_budget,
+                          freeze_encoder=args.freeze_encoder, device=args.device,
+                          lr=args.lr, holdout_fraction=args.holdout_fraction,
+                          holdout_layout=args.holdout_layout, seed=args.seed,
+                          parent_blend=args.parent_blend,
+                          adapt_batchnorm=args.adapt_batchnorm,
+                          freeze_batchnorm=args.batchnorm_stats == "fixed",
+                          focus_errors=args.focus_errors,
+                          head_lr_factor=args.head_lr_factor,
+                          **({"augment": AugmentConfig.none()} if args.no_augment else {}))
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``cryoseg finetune``."""
     out = check_output(args.out, args.overwrite)
-    check_positive(args.time_budget, "--time-budget")
+    if out.exists():  # --overwrite replaces an earlier result, never an input
+        check_not_an_input(out, [("--model", Path(args.model).expanduser()),
+                                 *input_files(args)], "--out")
+    config = config_from_args(args)  # validated before the model and images are read
     model = load_model_arg(args.model)
     added = [_added_class(text, model.config.n_classes + i)
              for i, text in enumerate(args.add_class)]
@@ -153,16 +189,6 @@ def run(args: argparse.Namespace) -> int:
         mapping = ClassMapping(mapping.values, tuple(model.class_names))
     unlabelled = [read_image(p).data for p in list_images(args.unlabelled)] if (
         args.unlabelled) else []
-    config = FinetuneConfig(steps=args.steps, time_budget_s=args.time_budget,
-                            freeze_encoder=args.freeze_encoder, device=args.device,
-                            lr=args.lr, holdout_fraction=args.holdout_fraction,
-                            holdout_layout=args.holdout_layout, seed=args.seed,
-                            parent_blend=args.parent_blend,
-                            adapt_batchnorm=args.adapt_batchnorm,
-                            focus_errors=args.focus_errors,
-                            head_lr_factor=args.head_lr_factor,
-                            freeze_batchnorm=not args.train_batchnorm,
-                            **({"augment": AugmentConfig.none()} if args.no_augment else {}))
     bar = ProgressBar("finetune", unit="steps")
     try:
         result = drain(
@@ -172,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         bar.close()
+    refuse_diverged(result.model, "--lr")
     save_model(result.model, out, overwrite=args.overwrite)
     echo(f"wrote {out} ({result.steps} steps in {format_duration(result.elapsed_s)}, "
          f"{result.n_corrected_pixels:,} corrected pixels)")

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from napari_cryoseg.cli._args import path_text
 from napari_cryoseg.cli._common import echo, load_model_arg
 from napari_cryoseg.engine.device import describe_devices
 from napari_cryoseg.model.checkpoint import ModelFile
@@ -19,7 +20,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Show a model file's classes, architecture, parameter count, "
         "normalization, tiling hint, pixel size and provenance, and the devices found.",
     )
-    parser.add_argument("model", nargs="?", default=None, metavar="MODEL",
+    parser.add_argument("model", nargs="?", default=None, type=path_text, metavar="MODEL",
                         help="model file (.pt); default: the bundled model")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.set_defaults(func=run)

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from napari_cryoseg.cli._common import echo
+from napari_cryoseg.cli._args import float_range, int_range, path_text
+from napari_cryoseg.cli._common import check_new_file, echo
 from napari_cryoseg.core.classify import ObjectClassifier
 from napari_cryoseg.core.errors import InputError
-from napari_cryoseg.core.measure import FEATURE_COLUMNS, feature_matrix, measure_objects, n_rows
+from napari_cryoseg.core.measure import (
+    COLUMNS,
+    FEATURE_COLUMNS,
+    feature_matrix,
+    measure_objects,
+    n_rows,
+)
 from napari_cryoseg.io import read_image, read_labels_class_names, read_labels_tiff
+
+#: Default --min-size: measure_objects' own default (one source).
+MIN_SIZE = inspect.signature(measure_objects).parameters["min_size"].default
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -24,24 +35,40 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "and write one CSV row per object: area (px, nm²), equivalent diameter, perimeter, "
         "circularity, eccentricity, mean/std intensity, radial ring intensities, centroid.",
     )
-    parser.add_argument("--labels", required=True, metavar="TIFF",
+    parser.add_argument("--labels", required=True, type=path_text, metavar="TIFF",
                         help="label TIFF (e.g. written by cryoseg segment)")
-    parser.add_argument("--image", default=None, metavar="IMAGE",
+    parser.add_argument("--image", default=None, type=path_text, metavar="IMAGE",
                         help="the intensity image (same shape) for intensity features")
-    parser.add_argument("--min-size", type=int, default=0, metavar="N",
-                        help="skip objects smaller than N pixels (default 0)")
-    parser.add_argument("--max-size", type=int, default=None, metavar="N",
+    size = int_range(0, None, what="a number of pixels")
+    parser.add_argument("--min-size", type=size, default=MIN_SIZE, metavar="N",
+                        help="skip objects smaller than N pixels (default %(default)d)")
+    parser.add_argument("--max-size", type=size, default=None, metavar="N",
                         help="skip objects larger than N pixels")
-    parser.add_argument("--pixel-size", type=float, default=None, metavar="NM",
+    parser.add_argument("--pixel-size", default=None, metavar="NM",
+                        type=float_range(0.0, 1e9, low_open=True, what="a pixel size in nm"),
                         help="pixel size in nm (default: from the labels or image file)")
-    parser.add_argument("--classifier", default=None, metavar="NPZ",
+    parser.add_argument("--classifier", default=None, type=path_text, metavar="NPZ",
                         help="object classifier (.npz saved from the napari Objects "
                         "section): adds a 'predicted class' column")
-    parser.add_argument("--out", default=None, metavar="CSV",
+    parser.add_argument("--out", default=None, type=path_text, metavar="CSV",
                         help="CSV to write (default: <labels stem>_objects.csv beside it)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.set_defaults(func=run)
     return parser
+
+
+def _check_is_measurement_table(path: Path) -> None:
+    """Refuse to replace ``path`` unless it starts with this command's CSV header."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            header = f.readline()
+    except (OSError, UnicodeDecodeError):
+        header = ""
+    if not header.startswith(",".join(COLUMNS[:3])):
+        raise InputError(
+            f"{path} exists and is not a table written by cryoseg measure; --overwrite only "
+            "replaces earlier tables. Move it away or pass --out"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,6 +76,19 @@ def run(args: argparse.Namespace) -> int:
     from napari_cryoseg.core.measure import write_csv
 
     labels_path = Path(args.labels).expanduser()
+    out = Path(args.out).expanduser() if args.out else labels_path.with_name(
+        f"{labels_path.stem.removesuffix('_labels')}_objects.csv")
+    inputs = [("--labels", labels_path)] + [
+        (flag, Path(value).expanduser()) for flag, value in
+        (("--image", args.image), ("--classifier", args.classifier)) if value]
+    out = check_new_file(out, "--out", args.overwrite, inputs)
+    if args.out is None and out.exists():  # a name we chose: replace only our own table
+        _check_is_measurement_table(out)
+    if args.max_size is not None and args.max_size < args.min_size:
+        raise InputError(f"--max-size {args.max_size} is below --min-size {args.min_size}; "
+                         "no object could be kept")
+    # A classifier is checked before the (possibly long) measuring starts.
+    clf = ObjectClassifier.load(Path(args.classifier).expanduser()) if args.classifier else None
     labels, px = read_labels_tiff(labels_path)
     labels = np.squeeze(labels)
     image = None
@@ -61,18 +101,11 @@ def run(args: argparse.Namespace) -> int:
                 f"--image has shape {image.shape} but --labels has shape {labels.shape}")
     if args.pixel_size is not None:
         px = args.pixel_size
-    if args.min_size < 0:
-        raise InputError("--min-size must be >= 0")
-    out = Path(args.out).expanduser() if args.out else labels_path.with_name(
-        f"{labels_path.stem.removesuffix('_labels')}_objects.csv")
-    if out.exists() and not args.overwrite:
-        raise InputError(f"{out} already exists; pass --overwrite to replace it")
     table = measure_objects(labels, image, pixel_size_nm=px,
                             class_names=read_labels_class_names(labels_path),
                             min_size=args.min_size, max_size=args.max_size)
     extra = None
-    if args.classifier:
-        clf = ObjectClassifier.load(Path(args.classifier).expanduser())
+    if clf is not None:
         extra = {"predicted class": clf.predict(feature_matrix(table, clf.feature_names))}
     elif image is None:
         echo("no --image: intensity columns are empty", err=True)

@@ -10,6 +10,7 @@ of a dask-jobqueue SLURM/PBS cluster).
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from napari_cryoseg.cli._args import float_range, int_range, path_text
 from napari_cryoseg.cli._common import (
+    MAX_TILE,
     ProgressBar,
     add_device_argument,
     add_tiling_arguments,
@@ -27,21 +30,36 @@ from napari_cryoseg.cli._common import (
     load_model_arg,
     tiling_from_args,
 )
+from napari_cryoseg.cli._memory import check_fits, inference_bytes
+from napari_cryoseg.cli._outputs import (
+    LABELS_SUFFIX,
+    PROBABILITIES_HEADER,
+    PROBABILITIES_SUFFIX,
+    ZARR_LABELS_SUFFIX,
+    is_segment_output,
+    list_segment_inputs,
+)
 from napari_cryoseg.core.atomic import atomic_write
-from napari_cryoseg.core.errors import CryoSegError, InputError
+from napari_cryoseg.core.errors import CryoSegError, InputError, OutputExistsError
+from napari_cryoseg.core.tiling import TileGrid, padded_shape_for, plan_tiles
 from napari_cryoseg.engine.events import drain
 from napari_cryoseg.engine.predict import Segmenter, labels_dtype, segment
-from napari_cryoseg.io import labels_output_path, list_images, read_image, write_labels_tiff
+from napari_cryoseg.io import labels_output_path, read_image, write_labels_tiff
 from napari_cryoseg.io.zarr_io import is_zarr_path, read_zarr
 from napari_cryoseg.io.zarr_labels import LabelsZarrWriter
 
+__all__ = ["LABELS_SUFFIX", "PROBABILITIES_SUFFIX", "ZARR_LABELS_SUFFIX", "add_parser", "run"]
+
 #: Files larger than this are read lazily (strip by strip) instead of loaded whole.
 LAZY_BYTES = 512 * 2**20
-LABELS_SUFFIX = "_labels.tif"
-ZARR_LABELS_SUFFIX = "_labels.zarr"
 #: Inputs larger than this (uncompressed) get zarr output unless --output-format says tif.
 ZARR_OUTPUT_BYTES = 2 * 2**30
-PROBABILITIES_SUFFIX = "_probabilities.tif"
+#: Block edge of a distributed task when --block is not given.
+DEFAULT_BLOCK = 4096
+#: ``local``, ``local:N``, or a scheduler address ``[scheme://]host:port``.
+_SCHEDULER = re.compile(
+    r"^(local(:\d{1,4})?|([a-z][a-z0-9+.-]*://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$"
+)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -52,22 +70,28 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Segment TIFF/MRC images (files or folders) tile by tile and write "
         f"<stem>{LABELS_SUFFIX} label images (0 = background) into the output folder.",
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="image files (.tif, .tiff, .mrc, ...) or folders of them")
-    parser.add_argument("--model", default=None, metavar="MODEL",
+    parser.add_argument("inputs", nargs="+", type=path_text, metavar="INPUT",
+                        help="image files (.tif, .tiff, .mrc, ...) or folders of them "
+                        f"(earlier *{LABELS_SUFFIX} / *{PROBABILITIES_SUFFIX} outputs in "
+                        "folders are skipped)")
+    parser.add_argument("--model", default=None, type=path_text, metavar="MODEL",
                         help="napari-cryoseg model file (.pt); default: the bundled model")
-    parser.add_argument("--out", required=True, metavar="DIR",
+    parser.add_argument("--out", required=True, type=path_text, metavar="DIR",
                         help="output folder (created if missing; its parent must exist)")
     add_tiling_arguments(parser)
     add_device_argument(parser)
-    parser.add_argument("--threshold", type=float, default=None, metavar="T",
+    parser.add_argument("--threshold", default=None, metavar="T",
+                        type=float_range(0.0, 1.0, low_open=True, high_open=True,
+                                         what="a probability threshold"),
                         help="foreground probability threshold for binary models (default: "
                         "the model's, tuned on its validation images when it was trained; "
                         "0.5 for older model files)")
     parser.add_argument("--probabilities", action="store_true",
                         help=f"also write <stem>{PROBABILITIES_SUFFIX} (float32 per-class "
                         "probabilities)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace outputs of an earlier cryoseg run (never inputs, never "
+                        "other files)")
     add_tta_argument(parser)
     parser.add_argument(
         "--compile", action="store_true",
@@ -82,12 +106,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="run on a dask.distributed cluster: local[:N] starts N local "
                         "workers (1 thread each), or a scheduler address such as "
                         "tcp://host:8786 (e.g. a dask-jobqueue SLURM/PBS cluster)")
-    parser.add_argument("--dashboard", default=None, metavar="ADDRESS",
+    parser.add_argument("--dashboard", default=None, type=path_text, metavar="ADDRESS",
                         help="with --scheduler local[:N]: serve the dask dashboard at "
                         "ADDRESS (e.g. :8787) and print its link (default: off); a remote "
                         "scheduler serves its own dashboard, whose link is printed too")
-    parser.add_argument("--block", type=int, default=4096, metavar="N",
-                        help="block edge in pixels per distributed task (default 4096)")
+    parser.add_argument("--block", type=int_range(256, MAX_TILE, what="a block edge"),
+                        default=DEFAULT_BLOCK, metavar="N",
+                        help="block edge in pixels per distributed task (default %(default)d)")
     parser.set_defaults(func=run)
     return parser
 
@@ -116,11 +141,19 @@ def _create_out_dir(out_dir: Path) -> None:
 def _planned_outputs(
     files: list[Path], out_dir: Path, probabilities: bool, overwrite: bool,
     formats: list[str] | None = None,
-) -> list[tuple[Path, Path | None]]:
-    """Output paths per input; refuses name clashes and existing files up front."""
+) -> tuple[list[tuple[Path, Path | None]], set[Path]]:
+    """Output paths per input and the existing outputs that may be replaced, checked up
+    front (nothing is written if a check fails).
+
+    Refuses two inputs with the same output, an output that is one of the inputs (even
+    with ``--overwrite``: a segmentation never replaces its own input), an existing
+    output without ``--overwrite``, and, with it, an existing file that an earlier
+    ``cryoseg segment`` did not write (``--overwrite`` replaces earlier outputs only).
+    """
     plans: list[tuple[Path, Path | None]] = []
     owner: dict[Path, Path] = {}
     existing: list[Path] = []
+    inputs = {path.resolve(): path for path in files}
     for i, path in enumerate(files):
         suffix = ZARR_LABELS_SUFFIX if formats and formats[i] == "zarr" else LABELS_SUFFIX
         labels = labels_output_path(out_dir, path, suffix)
@@ -134,16 +167,30 @@ def _planned_outputs(
                     f"'{target}'; rename one of them or segment them separately"
                 )
             owner[target] = path
-            if target.exists() and not overwrite:
+            if target.resolve() in inputs:
+                raise InputError(
+                    f"the output for '{path.name}' would replace the input "
+                    f"'{inputs[target.resolve()]}'; choose another --out folder (inputs are "
+                    "never overwritten, not even with --overwrite)"
+                )
+            if target.exists() or target.is_symlink():
                 existing.append(target)
         plans.append((labels, probs))
-    if existing:
+    if existing and not overwrite:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise OutputExistsError(
+            f"output '{existing[0]}'{more} already exists; pass --overwrite to replace "
+            "earlier outputs or choose another --out folder"
+        )
+    foreign = [target for target in existing if not is_segment_output(target)]
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
         raise InputError(
-            f"output '{existing[0]}'{more} already exists; pass --overwrite or choose another "
+            f"'{foreign[0]}'{more} exists and was not written by cryoseg segment; "
+            "--overwrite only replaces earlier outputs. Move it away or choose another "
             "--out folder"
         )
-    return plans
+    return plans, set(existing)
 
 
 def _write_probabilities(
@@ -151,7 +198,8 @@ def _write_probabilities(
 ) -> None:
     """float32 ImageJ TIFF, axes CYX (2D input) or ZCYX (stack), written atomically."""
     axes = "CYX" if probs.ndim == 3 else "ZCYX"
-    metadata: dict[str, Any] = {"axes": axes}
+    # The header marks the file as an output: later runs skip it and may replace it.
+    metadata: dict[str, Any] = {"axes": axes, "Info": PROBABILITIES_HEADER}
     kwargs: dict[str, Any] = {}
     if pixel_size_nm:
         metadata["unit"] = "nm"
@@ -188,8 +236,10 @@ def _segment_one(
     """Segment one input and write its labels: (image, result or None, foreground px)."""
     lazy = is_zarr_path(path) or path.stat().st_size > LAZY_BYTES or client is not None
     image = read_image(path, lazy=lazy)
-    meta = {"pixel_size_nm": image.pixel_size_nm, "overwrite": args.overwrite}
+    meta = {"pixel_size_nm": image.pixel_size_nm, "overwrite": labels_path in args.replaceable}
     n_classes = segmenter.model.config.n_classes
+    if client is None:
+        _check_tile_memory(image.shape[-2:], segmenter, tiling)
     if client is not None:
         from napari_cryoseg.engine.distributed import segment_distributed
 
@@ -238,6 +288,37 @@ def _segment_one(
     return image, result, int(np.count_nonzero(result.labels))
 
 
+def _check_tile_memory(shape: tuple[int, ...], segmenter: Segmenter, tiling: Any) -> None:
+    """Refuse a --tile/--batch-size whose batch of tiles would not fit in memory.
+
+    Tiles shrink to the image (a 64x64 image with --tile 100000 takes one 64x64 tile), so
+    the check uses the tiles this image really gets.
+    """
+    config = segmenter.model.config
+    tile_shape, overlap_px = plan_tiles(tuple(shape), tiling.tile, tiling.overlap,
+                                        config.stride)
+    grid = TileGrid(padded_shape_for(tuple(shape), config.stride), tile_shape, overlap_px,
+                    config.stride)
+    batch = min(tiling.batch_size, len(grid))
+    need = inference_bytes(config, batch, tile_shape[0] * tile_shape[1])
+    check_fits(need, segmenter.device,
+               f"a batch of {batch} tiles of {tile_shape[0]}x{tile_shape[1]} pixels",
+               "lower --batch-size or --tile")
+
+
+def _check_scheduler(text: str | None) -> str | None:
+    """``--scheduler`` must be ``local``, ``local:N`` or ``[scheme://]host:port``."""
+    if text is None:
+        return None
+    text = text.strip()
+    if not _SCHEDULER.match(text) or text == "local:0":
+        raise InputError(
+            f"--scheduler {text!r} is neither local, local:N (N >= 1 workers) nor a scheduler "
+            "address such as tcp://host:8786"
+        )
+    return text
+
+
 def _count_foreground(labels_path: Path) -> int:
     """Non-zero labels of a written zarr, counted chunk by chunk."""
     import dask.array as da
@@ -247,35 +328,36 @@ def _count_foreground(labels_path: Path) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Segment every input; returns 0, or 2 if some files failed (others are written)."""
-    files = list_images(args.inputs)
-    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
-        raise InputError(f"--threshold {args.threshold} must be between 0 and 1")
+    files, skipped = list_segment_inputs(args.inputs)
     # Every check that can fail runs before the output folder is created or work starts.
     out_dir = _check_out_dir(args.out)
     formats = [_output_format(path, getattr(args, "output_format", None)) for path in files]
-    args.scheduler = getattr(args, "scheduler", None)
-    args.block = getattr(args, "block", 4096)
+    args.scheduler = _check_scheduler(getattr(args, "scheduler", None))
+    args.block = getattr(args, "block", DEFAULT_BLOCK)
     if args.scheduler and args.probabilities:
         raise InputError("--probabilities is not available with --scheduler; drop one of them")
-    if args.block < 256:
-        raise InputError(f"--block {args.block} is too small; use at least 256 pixels")
-    plans = _planned_outputs(files, out_dir, args.probabilities, args.overwrite, formats)
+    plans, args.replaceable = _planned_outputs(files, out_dir, args.probabilities,
+                                               args.overwrite, formats)
     model = load_model_arg(args.model)
     tiling = tiling_from_args(args, model)
     # One Segmenter for all files: the network is built and moved to the device once.
     segmenter = Segmenter(model, args.device, compile=args.compile, tta=args.tta)
-    _create_out_dir(out_dir)
+    client, cluster = _connect(args.scheduler, getattr(args, "dashboard", None))  # last check
+    try:
+        _create_out_dir(out_dir)
+    except InputError:
+        _close(client, cluster)
+        raise
+    if skipped:
+        echo(f"note: skipped {len(skipped)} earlier cryoseg output(s) in the input folder(s) "
+             f"(e.g. {skipped[0].name}); they are results, not images to segment", err=True)
     echo(
         f"model {model.name} ({', '.join(model.class_names)}) on {segmenter.device}; "
         f"tile {tiling.tile}, overlap {tiling.overlap}, batch {tiling.batch_size}; "
         f"{len(files)} image(s) -> {out_dir}",
         err=True,
     )
-    client = cluster = None
-    if args.scheduler:
-        from napari_cryoseg.engine.distributed import make_client
-
-        client, cluster = make_client(args.scheduler, getattr(args, "dashboard", None))
+    if client is not None:
         echo(f"dask scheduler {client.scheduler.address}, block {args.block} px", err=True)
         if getattr(args, "dashboard", None) or cluster is None:
             echo(f"dask dashboard: {client.dashboard_link}", err=True)
@@ -286,10 +368,29 @@ def run(args: argparse.Namespace) -> int:
         return _run_files(args, files, plans, formats, segmenter, tiling, client, out_dir,
                           started, failed, pixels)
     finally:
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
+        _close(client, cluster)
+
+
+def _connect(scheduler: str | None, dashboard: str | None = None) -> tuple[Any, Any]:
+    """``(client, cluster)`` for ``--scheduler`` (both None without it)."""
+    if not scheduler:
+        return None, None
+    from napari_cryoseg.engine.distributed import make_client
+
+    try:
+        return make_client(scheduler, dashboard)
+    except CryoSegError:
+        raise
+    except (ValueError, TypeError) as err:  # an address dask cannot parse
+        raise InputError(f"--scheduler {scheduler!r}: {err}; give local, local:N or an "
+                         "address such as tcp://host:8786") from None
+
+
+def _close(client: Any, cluster: Any) -> None:
+    if client is not None:
+        client.close()
+    if cluster is not None:
+        cluster.close()
 
 
 def _run_files(
@@ -307,7 +408,8 @@ def _run_files(
             )
             if probs_path is not None and result is not None and result.probabilities is not None:
                 _write_probabilities(
-                    probs_path, result.probabilities, image.pixel_size_nm, args.overwrite
+                    probs_path, result.probabilities, image.pixel_size_nm,
+                    probs_path in args.replaceable,
                 )
         except (CryoSegError, OSError) as err:
             # One bad file must not stop a folder run; report it in one line and go on.

@@ -4,29 +4,43 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import device as torch_device
 
+from napari_cryoseg.cli._args import float_range, int_range, path_text, seed_value
 from napari_cryoseg.cli._common import (
+    MAX_BATCH,
+    MAX_TILE,
     ProgressBar,
     add_device_argument,
-    check_positive,
+    check_new_file,
+    check_not_an_input,
     echo,
     format_duration,
 )
-from napari_cryoseg.core.errors import InputError, OutputExistsError
+from napari_cryoseg.cli._memory import check_fits, training_bytes
+from napari_cryoseg.core.errors import InputError, ModelFileError
 from napari_cryoseg.core.temporal import BACKGROUND_MODES
-from napari_cryoseg.engine.augment import AugmentConfig
+from napari_cryoseg.core.tiling import round_up
 from napari_cryoseg.engine.classes import ClassMapping
+from napari_cryoseg.engine.device import resolve_device
 from napari_cryoseg.engine.events import drain
 from napari_cryoseg.engine.sampling import check_pair, check_series_pair
-from napari_cryoseg.engine.train import CLASS_WEIGHTINGS, TrainConfig, train
+from napari_cryoseg.engine.train import CLASS_WEIGHTINGS, DEFAULT_STEPS, TrainConfig, train
 from napari_cryoseg.io import list_images, read_image, read_labels_tiff
 from napari_cryoseg.io.pairing import pair_by_stem
-from napari_cryoseg.model.checkpoint import save_model
-from napari_cryoseg.model.config import PRESETS
+from napari_cryoseg.model.checkpoint import (
+    ModelFile,
+    is_model_payload,
+    read_payload,
+    save_model,
+)
+from napari_cryoseg.model.config import PRESETS, preset
+from napari_cryoseg.model.file_checks import MAX_TEMPORAL_CONTEXT, check_weights
 
 _TIFF = (".tif", ".tiff")
 
@@ -40,14 +54,7 @@ def check_output(path: str | os.PathLike[str], overwrite: bool) -> Path:
 
     Checked before any training so a long run never ends in "file exists".
     """
-    out = Path(path).expanduser()
-    if out.is_dir():
-        raise InputError(f"--out {out} is a folder; give a model file path such as model.pt")
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it")
-    if not out.parent.is_dir():
-        raise InputError(f"folder {out.parent} of --out does not exist; create it first")
-    return out
+    return check_new_file(path, "--out", overwrite)
 
 
 def read_2d(path: Path, *, labels: bool = False) -> np.ndarray:
@@ -147,6 +154,13 @@ def print_metrics(metrics: dict[str, float], title: str) -> None:
 # --------------------------------------------------------------------------- command
 
 
+#: The engine's defaults, shown in --help and used when a flag is not given (one source:
+#: changing TrainConfig changes the CLI).
+DEFAULTS = TrainConfig()
+#: Largest --steps accepted.
+MAX_STEPS = 10**9
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``cryoseg train``."""
     parser = subparsers.add_parser(
@@ -156,49 +170,69 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "name. The model with the best validation Dice (validation = the last block of files) "
         "is written to --out, and the weights after the last step to <out>-last.pt.",
     )
-    parser.add_argument("--images", required=True, metavar="DIR", help="folder of images")
-    parser.add_argument("--masks", required=True, metavar="DIR",
+    parser.add_argument("--images", required=True, type=path_text, metavar="DIR",
+                        help="folder of images")
+    parser.add_argument("--masks", required=True, type=path_text, metavar="DIR",
                         help="folder of integer masks with the same file names")
-    parser.add_argument("--out", required=True, metavar="MODEL", help="model file to write (.pt)")
-    parser.add_argument("--preset", default="small", choices=list(PRESETS),
-                        help="architecture (default: small)")
+    parser.add_argument("--out", required=True, type=path_text, metavar="MODEL",
+                        help="model file to write (.pt)")
+    parser.add_argument("--preset", default=DEFAULTS.preset, choices=list(PRESETS),
+                        help="architecture (default: %(default)s)")
     add_classes_arguments(parser)
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=float, default=None, metavar="N",
+    length.add_argument("--epochs", default=DEFAULTS.epochs, metavar="N",
+                        type=float_range(0.0, 1e6, low_open=True, what="a number of epochs"),
                         help="passes over the training pixels")
-    length.add_argument("--steps", type=int, default=None, metavar="N",
-                        help="optimiser steps (default 1000 when no length is given)")
-    length.add_argument("--time-budget", type=float, default=None, metavar="S",
+    length.add_argument("--steps", default=DEFAULTS.steps, metavar="N",
+                        type=int_range(1, MAX_STEPS, what="a number of steps"),
+                        help=f"optimiser steps (default {DEFAULT_STEPS} when no length is "
+                        "given)")
+    length.add_argument("--time-budget", default=DEFAULTS.time_budget_s, metavar="S",
+                        type=float_range(0.0, None, low_open=True,
+                                         what="a time in seconds"),
                         help="train for this many seconds")
-    parser.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
-                        help="fraction of files (the last block) for validation (default 0.2)")
-    parser.add_argument("--seed", type=int, default=0, metavar="N", help="random seed")
+    parser.add_argument("--val-fraction", default=DEFAULTS.val_fraction, metavar="F",
+                        type=float_range(0.0, 1.0, high_open=True, what="a fraction"),
+                        help="fraction of files (the last block) for validation "
+                        "(default %(default)g)")
+    parser.add_argument("--seed", type=seed_value, default=DEFAULTS.seed, metavar="N",
+                        help="random seed (default %(default)d)")
     add_device_argument(parser)
-    parser.add_argument("--batch-size", type=int, default=8, metavar="N",
-                        help="patches per step (default 8)")
-    parser.add_argument("--patch", type=int, default=256, metavar="N",
-                        help="patch edge in pixels (default 256)")
-    parser.add_argument("--lr", type=float, default=1e-3, metavar="F",
-                        help="peak learning rate (default 1e-3)")
-    parser.add_argument("--class-weighting", default="none", choices=list(CLASS_WEIGHTINGS),
-                        help="cross-entropy class weights (default none)")
-    parser.add_argument("--oversample-rare", type=float, default=0.0, metavar="P",
-                        help="probability of centring a patch on the rarest class (default 0)")
-    parser.add_argument("--temporal-context", type=int, default=0, metavar="K",
+    parser.add_argument("--batch-size", default=DEFAULTS.batch_size, metavar="N",
+                        type=int_range(1, MAX_BATCH, what="a batch size"),
+                        help="patches per step (default %(default)d)")
+    parser.add_argument("--patch", default=DEFAULTS.patch, metavar="N",
+                        type=int_range(16, MAX_TILE, what="a patch edge in pixels"),
+                        help="patch edge in pixels (default %(default)d; at most the largest "
+                        "image, rounded up to the network stride)")
+    parser.add_argument("--lr", default=DEFAULTS.lr, metavar="F",
+                        type=float_range(0.0, 1.0, low_open=True, what="a learning rate"),
+                        help="peak learning rate (default %(default)g)")
+    parser.add_argument("--class-weighting", default=DEFAULTS.class_weighting,
+                        choices=list(CLASS_WEIGHTINGS),
+                        help="cross-entropy class weights (default %(default)s)")
+    parser.add_argument("--oversample-rare", default=DEFAULTS.oversample_rare, metavar="P",
+                        type=float_range(0.0, 1.0, what="a probability"),
+                        help="probability of centring a patch on the rarest class "
+                        "(default %(default)g)")
+    parser.add_argument("--temporal-context", default=DEFAULTS.temporal_context, metavar="K",
+                        type=int_range(0, MAX_TEMPORAL_CONTEXT, what="a number of frames"),
                         help="time-lapse training: images and masks are (T, Y, X) stacks and "
-                        "frames t-K..t+K are the 2K+1 input channels (default 0 = 2D images)")
-    parser.add_argument("--background-subtraction", default="none",
+                        "frames t-K..t+K are the 2K+1 input channels (default %(default)d = "
+                        "2D images)")
+    parser.add_argument("--background-subtraction", default=DEFAULTS.background_subtraction,
                         choices=list(BACKGROUND_MODES),
                         help="time-lapse only: subtract the per-pixel temporal median of each "
-                        "stack before normalisation (stored in the model; default none)")
-    # Defaults come from AugmentConfig, so changing the library default changes the CLI's.
-    augment = AugmentConfig()
-    parser.add_argument("--elastic", type=float, default=augment.elastic, metavar="PIXELS",
+                        "stack before normalisation (stored in the model; default %(default)s)")
+    augment = DEFAULTS.augment
+    parser.add_argument("--elastic", default=augment.elastic, metavar="PIXELS",
+                        type=float_range(0.0, 1000.0, what="a displacement in pixels"),
                         help="elastic deformation: standard deviation in pixels of smooth "
                         "random displacements, as in the U-Net paper (e.g. 10; default "
                         "%(default)g = off)")
-    parser.add_argument("--elastic-spacing", type=int, default=augment.elastic_spacing,
+    parser.add_argument("--elastic-spacing", default=augment.elastic_spacing,
                         metavar="PIXELS",
+                        type=int_range(1, MAX_TILE, what="a distance in pixels"),
                         help="distance between the control points of the elastic "
                         "displacement field; larger is smoother (default %(default)d)")
     parser.add_argument("--sparse", action="store_true",
@@ -206,12 +240,28 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "annotated (unknown, not learned from); annotated values not listed "
                         "in --classes are background")
     parser.add_argument("--tune-threshold", action="store_true",
+                        default=DEFAULTS.tune_threshold,
                         help="binary models: store the foreground threshold with the best "
                         "validation Dice (0.3-0.7) in the model instead of 0.5")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --out (and <out>-last.pt)")
     parser.set_defaults(func=run)
     return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` the flags describe (flags not given: its defaults)."""
+    augment = replace(DEFAULTS.augment, elastic=args.elastic,
+                      elastic_spacing=args.elastic_spacing)
+    return replace(
+        DEFAULTS, preset=args.preset, steps=args.steps, epochs=args.epochs,
+        time_budget_s=args.time_budget, batch_size=args.batch_size, patch=args.patch,
+        lr=args.lr, val_fraction=args.val_fraction, seed=args.seed, device=args.device,
+        class_weighting=args.class_weighting, oversample_rare=args.oversample_rare,
+        temporal_context=args.temporal_context,
+        background_subtraction=args.background_subtraction, augment=augment,
+        tune_threshold=args.tune_threshold,
+    )
 
 
 def read_series_pairs(
@@ -248,34 +298,24 @@ def run(args: argparse.Namespace) -> int:
     """Run ``cryoseg train``."""
     out = check_output(args.out, args.overwrite)
     last_out = check_output(last_model_path(out), args.overwrite)
-    check_positive(args.time_budget, "--time-budget")
-    defaults = AugmentConfig()  # checked here, before any image is read
-    augment = AugmentConfig(
-        elastic=getattr(args, "elastic", defaults.elastic),
-        elastic_spacing=getattr(args, "elastic_spacing", defaults.elastic_spacing),
-    )
-    context = getattr(args, "temporal_context", 0) or 0
-    background = getattr(args, "background_subtraction", "none") or "none"
-    if context < 0:
-        raise InputError("--temporal-context must be >= 0")
-    if context or background != "none":
+    if last_out.exists():  # not named by the user: replaced only if it is an earlier model
+        check_is_model_file(last_out)
+    config = config_from_args(args)  # validated here, before any image is read
+    device = resolve_device(config.device)
+    if config.temporal_context or config.background_subtraction != "none":
         names, images, masks, pixel_size = read_series_pairs(args.images, args.masks)
     else:
         names, images, masks, _, pixel_size = read_pairs(args.images, args.masks)
+    for target in (out, last_out):  # --overwrite replaces earlier models, never the data
+        if target.exists():
+            check_not_an_input(target, input_files(args), "--out")
     sparse = getattr(args, "sparse", False)
     if sparse and not split_tokens(args.classes):
         raise InputError("--sparse needs --classes: name the mask values of the classes (the "
                          "other annotated values are background)")
     valid = [mask != 0 for mask in masks] if sparse else None
     mapping = mapping_from_args(args, masks)
-    config = TrainConfig(
-        preset=args.preset, steps=args.steps, epochs=args.epochs,
-        time_budget_s=args.time_budget, batch_size=args.batch_size, patch=args.patch,
-        lr=args.lr, val_fraction=args.val_fraction, seed=args.seed, device=args.device,
-        class_weighting=args.class_weighting, oversample_rare=args.oversample_rare,
-        temporal_context=context, background_subtraction=background, augment=augment,
-        tune_threshold=getattr(args, "tune_threshold", False),
-    )
+    config = fit_patch_to_memory(config, images, mapping.n_classes, device)
     echo(f"training on {len(images)} image(s): classes {', '.join(mapping.names)}", err=True)
     bar = ProgressBar("train", unit="steps")
     try:
@@ -286,11 +326,18 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         bar.close()
+    refuse_diverged(result.best, "--lr")
     save_model(result.best, out, overwrite=args.overwrite)
-    save_model(result.last, last_out, overwrite=args.overwrite)
     echo(f"wrote {out} ({result.steps} steps in {format_duration(result.elapsed_s)}, "
          f"stopped by {result.stop_reason}; kept step {result.best_step})")
-    echo(f"wrote {last_out} (the weights after step {result.steps})")
+    try:
+        refuse_diverged(result.last, "--lr")
+    except InputError:
+        echo(f"note: {last_out} was not written: the weights after step {result.steps} hold "
+             "NaN or infinite values (training diverged after the kept step)", err=True)
+    else:
+        save_model(result.last, last_out, overwrite=args.overwrite)
+        echo(f"wrote {last_out} (the weights after step {result.steps})")
     if result.best.config.n_classes == 2 and result.best.threshold != 0.5:
         echo(f"foreground threshold {result.best.threshold:g} (tuned on the validation images)")
     metrics = result.best.provenance.get("metrics", {}).get("validation", {})
@@ -299,3 +346,69 @@ def run(args: argparse.Namespace) -> int:
     for warning in result.warnings:  # repeated last, where it cannot be missed
         echo(f"WARNING: {warning}", err=True)
     return 0
+
+
+def check_is_model_file(path: Path) -> None:
+    """Refuse to replace ``path`` unless it is a napari-cryoseg model file (any version)."""
+    try:
+        ours = is_model_payload(read_payload(path))
+    except ModelFileError:
+        ours = False
+    if not ours:
+        raise InputError(
+            f"{path} exists and is not a napari-cryoseg model file; --overwrite only replaces "
+            "earlier models. Move it away or choose another --out"
+        )
+
+
+def input_files(args: argparse.Namespace) -> list[tuple[str, Path | None]]:
+    """``(flag, file)`` of every image and mask file the command reads."""
+    found: list[tuple[str, Path | None]] = []
+    for flag in ("--images", "--masks", "--valid"):
+        folder = getattr(args, flag[2:], None)
+        if folder is not None:
+            found += [(flag, path) for path in list_images(folder)]
+    return found
+
+
+def fit_patch_to_memory(
+    config: TrainConfig, images: list[np.ndarray], n_classes: int, device: Any
+) -> TrainConfig:
+    """``config`` with ``patch`` at most the largest image, checked to fit in memory.
+
+    A patch larger than every image only adds padding (the sampler pads each image to
+    the patch): it is lowered, with a note. Then the memory of one training step and of
+    the padded images is estimated and a run that cannot fit is refused before it starts,
+    instead of being killed by the operating system without a message.
+    """
+    unet = preset(config.preset, n_classes=n_classes,
+                  in_channels=2 * config.temporal_context + 1)
+    largest = max(max(image.shape[-2:]) for image in images)
+    cap = round_up(largest, unet.stride)
+    if config.patch > cap:
+        echo(f"note: --patch {config.patch} is larger than the largest image ({largest} px); "
+             f"using {cap}", err=True)
+        config = replace(config, patch=cap)
+    patch = round_up(config.patch, unet.stride)
+    # Images are normalised to float32 and padded to the patch; targets are kept as int64.
+    frames = [image.shape[0] if image.ndim == 3 else 1 for image in images]
+    host = sum(n * max(image.shape[-2], patch) * max(image.shape[-1], patch) * 12
+               for n, image in zip(frames, images))
+    step = training_bytes(unet, config.batch_size, patch)
+    what = f"--batch-size {config.batch_size} with --patch {patch} ({config.preset} preset)"
+    advice = "lower --batch-size or --patch"
+    if device.type == "cuda":
+        check_fits(step, device, what, advice)
+        check_fits(host, torch_device("cpu"), "the training images", "use fewer images")
+    else:
+        check_fits(step + host, device, what, advice)
+    return config
+
+
+def refuse_diverged(model: ModelFile, lr_flag: str) -> None:
+    """Refuse to write a model whose weights became NaN/inf (training diverged)."""
+    try:
+        check_weights(model.config, model.state_dict, source="the trained model")
+    except ModelFileError as err:
+        raise InputError(f"training diverged: {err}. Nothing was written; lower {lr_flag} "
+                         "and train again") from None

@@ -169,6 +169,11 @@ def measure_objects(
     img_planes = None
     if image is not None:
         img_planes = (image[None] if image.ndim == 2 else image).astype(np.float64, copy=False)
+    if pixel_size_nm is not None and not (
+            isinstance(pixel_size_nm, int | float | np.number)
+            and math.isfinite(float(pixel_size_nm)) and float(pixel_size_nm) > 0):
+        # A negative size gives negative areas and diameters without any error.
+        raise InputError(f"pixel size {pixel_size_nm!r} nm must be a positive number")
     px = float(pixel_size_nm) if pixel_size_nm else None
     for z, plane in enumerate(inst_planes):
         for region in regionprops(plane):
@@ -245,7 +250,20 @@ def filter_table(table: Table, keep: np.ndarray) -> Table:
 
 
 def feature_matrix(table: Table, columns: Sequence[str] = FEATURE_COLUMNS) -> np.ndarray:
-    """(n_objects, n_features) float64 of ``columns`` (NaN -> 0)."""
+    """(n_objects, n_features) float64 of ``columns`` (NaN -> 0).
+
+    Raises
+    ------
+    InputError
+        A column that is not a numeric measurement (e.g. a classifier trained on
+        features this version does not measure).
+    """
+    unknown = [c for c in columns if c not in table or np.asarray(table[c]).dtype == object]
+    if table and unknown:
+        raise InputError(
+            f"features {', '.join(map(str, unknown[:3]))} are not numeric measurements "
+            f"(known: {', '.join(FEATURE_COLUMNS)}); train the classifier again"
+        )
     if not n_rows(table):
         return np.zeros((0, len(columns)))
     matrix = np.stack([np.asarray(table[c], dtype=np.float64) for c in columns], axis=1)

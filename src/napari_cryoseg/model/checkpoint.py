@@ -42,7 +42,9 @@ from napari_cryoseg.core.normalization import NormalizationConfig
 from napari_cryoseg.core.palette import DEFAULT_COLORS
 from napari_cryoseg.core.temporal import check_background_mode
 from napari_cryoseg.core.tiling import TilingConfig
+from napari_cryoseg.model import file_checks
 from napari_cryoseg.model.config import UNetConfig
+from napari_cryoseg.model.file_checks import check_weights
 from napari_cryoseg.model.unet import UNet
 
 FORMAT_NAME = "napari-cryoseg-model"
@@ -88,7 +90,7 @@ class ModelFile:
 
     def __post_init__(self) -> None:
         n = self.config.n_classes
-        if not 0.0 < float(self.threshold) < 1.0:
+        if not 0.0 < float(self.threshold) < 1.0:  # False for NaN too
             raise ModelFileError(f"threshold {self.threshold} must be between 0 and 1")
         try:
             check_background_mode(self.background_subtraction)
@@ -128,7 +130,15 @@ class ModelFile:
         )
 
     def build(self, device: torch.device | str = "cpu") -> UNet:
-        """A UNet with these weights, in eval mode, on ``device``."""
+        """A UNet with these weights, in eval mode, on ``device``.
+
+        Raises
+        ------
+        ModelFileError
+            Weights that do not fit the config or hold NaN/inf values (checked before the
+            network is allocated).
+        """
+        check_weights(self.config, self.state_dict, source=self.name)
         net = UNet(self.config)
         try:
             net.load_state_dict(self.state_dict, strict=True)
@@ -247,14 +257,21 @@ def _is_torchscript(path: Path) -> bool:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError):
+    except Exception:  # noqa: BLE001 - not a (readable) zip: torch.load reports the damage
         return False
     return any(
         name.endswith("/constants.pkl") or name.split("/")[1:2] == ["code"] for name in names
     )
 
 
-def _read_payload(path: Path) -> dict[str, Any]:
+def read_payload(path: Path) -> dict[str, Any]:
+    """The dict stored in a ``.pt`` file, read safely (``weights_only``), not yet checked.
+
+    Raises
+    ------
+    ModelFileError
+        Missing, folder, empty, TorchScript, pickled-code, corrupt or non-dict files.
+    """
     if not path.exists():
         raise ModelFileError(f"model file {path} does not exist")
     if path.is_dir():
@@ -280,7 +297,7 @@ def _read_payload(path: Path) -> dict[str, Any]:
             f"({str(err).splitlines()[0][:160]}). Only napari-cryoseg model files and plain "
             "state_dicts are loaded; re-export the weights with torch.save(model.state_dict())"
         ) from None
-    except (zipfile.BadZipFile, EOFError, RuntimeError, OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - damaged files fail in many ways inside torch
         raise ModelFileError(
             f"{path} is not a readable PyTorch file (corrupt or truncated?): "
             f"{str(err).splitlines()[0][:160]}"
@@ -288,6 +305,10 @@ def _read_payload(path: Path) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise ModelFileError(f"{path} holds a {type(payload).__name__}, not a model file")
     return payload
+
+
+#: Former private name, kept for callers of earlier versions.
+_read_payload = read_payload
 
 
 def is_model_payload(payload: dict[str, Any]) -> bool:
@@ -306,7 +327,7 @@ def load_model(path: str | os.PathLike) -> ModelFile:
         what to do.
     """
     path = Path(path)
-    payload = _read_payload(path)
+    payload = read_payload(path)
     if not is_model_payload(payload):
         hint = (
             " It looks like a plain state_dict: convert it with `cryoseg import-weights`."
@@ -315,7 +336,7 @@ def load_model(path: str | os.PathLike) -> ModelFile:
         )
         raise ModelFileError(f"{path} is not a napari-cryoseg model file.{hint}")
     version = payload.get("format_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise ModelFileError(f"{path} has no valid format_version; the file is damaged")
     if version > FORMAT_VERSION:
         raise ModelFileError(
@@ -323,25 +344,46 @@ def load_model(path: str | os.PathLike) -> ModelFile:
             f"reads up to {FORMAT_VERSION}); upgrade with `pip install -U napari-cryoseg`"
         )
     try:
-        config = UNetConfig.from_dict(payload["config"])
-        tiling = payload.get("tiling", {})
-        model = ModelFile(
-            config=config,
-            state_dict=dict(payload["state_dict"]),
-            normalization=NormalizationConfig.from_dict(payload.get("normalization", {})),
-            class_names=list(payload.get("class_names", [])),
-            class_colors=list(payload.get("class_colors", [])),
-            tiling=TilingConfig(**tiling) if tiling else TilingConfig(),
-            pixel_size_nm=payload.get("pixel_size_nm"),
-            temporal_context=int(payload.get("input_mode", {}).get("temporal_context", 0)),
-            background_subtraction=str(
-                payload.get("input_mode", {}).get("background_subtraction", "none")),
-            threshold=float(payload.get("threshold", 0.5)),
-            provenance=dict(payload.get("provenance", {})),
-            source_path=path,
-        )
-    except (KeyError, TypeError, ValueError) as err:
+        model = _model_from_payload(payload, path)
+    except (KeyError, TypeError, ValueError) as err:  # InputError is a ValueError
         raise ModelFileError(f"{path} is damaged or incomplete: {err}") from None
-    # Fail now, not at the first segmentation, if weights and config disagree.
-    model.build("cpu")
+    except ModelFileError as err:
+        raise ModelFileError(f"{path} is damaged or was edited: {err}") from None
+    # Fail now, not at the first segmentation, if weights and config disagree; this runs
+    # before any network is allocated (a crafted config cannot ask for terabytes).
+    check_weights(model.config, model.state_dict, source=str(path))
     return model
+
+
+def _model_from_payload(payload: dict[str, Any], path: Path) -> ModelFile:
+    """A :class:`ModelFile` from a loaded payload, every field checked for type and range."""
+    if "config" not in payload or "state_dict" not in payload:
+        missing = [key for key in ("config", "state_dict") if key not in payload]
+        raise KeyError(f"no {' or '.join(missing)}")
+    config = UNetConfig.from_dict(payload["config"])
+    state_dict = payload["state_dict"]
+    if not isinstance(state_dict, dict):
+        raise ModelFileError(f"field state_dict is a {type(state_dict).__name__}, not a dict")
+    n = config.n_classes
+    context, background = file_checks.input_mode_fields(payload.get("input_mode"), config)
+    pixel = payload.get("pixel_size_nm")
+    provenance = payload.get("provenance", {})
+    if not isinstance(provenance, dict):
+        raise ModelFileError(f"field provenance is a {type(provenance).__name__}, not a dict")
+    return ModelFile(
+        config=config,
+        state_dict=dict(state_dict),
+        normalization=NormalizationConfig(
+            **file_checks.normalization_fields(payload.get("normalization"))),
+        class_names=file_checks.class_names_field(payload.get("class_names"), n),
+        class_colors=file_checks.class_colors_field(payload.get("class_colors"), n),
+        tiling=TilingConfig(**file_checks.tiling_fields(payload.get("tiling"))),
+        pixel_size_nm=None if pixel is None else file_checks.number_field(
+            pixel, "pixel_size_nm", low=0.0, low_open=True),
+        temporal_context=context,
+        background_subtraction=background,
+        threshold=file_checks.number_field(payload.get("threshold", 0.5), "threshold",
+                                           low=0.0, high=1.0, low_open=True, high_open=True),
+        provenance=dict(provenance),
+        source_path=path,
+    )

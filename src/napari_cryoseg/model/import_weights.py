@@ -11,6 +11,7 @@ a key renaming plus inferring the architecture from tensor shapes.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -21,9 +22,9 @@ import torch
 
 from napari_cryoseg.core.errors import InputError, ModelFileError
 from napari_cryoseg.core.normalization import NormalizationConfig
-from napari_cryoseg.model.checkpoint import ModelFile, _read_payload, is_model_payload, now_iso
+from napari_cryoseg.model.checkpoint import ModelFile, is_model_payload, now_iso, read_payload
 from napari_cryoseg.model.config import UNetConfig
-from napari_cryoseg.model.unet import UNet
+from napari_cryoseg.model.file_checks import check_weights
 
 __all__ = ["import_state_dict", "import_weights_file", "infer_config", "rename_keys"]
 
@@ -210,7 +211,8 @@ def import_state_dict(
     tensors = _unwrap(state_dict, source_name)
     config = infer_config(tensors)
     renamed = rename_keys(tensors, config.depth)
-    expected = UNet(config).state_dict()
+    # Shapes from the config alone: nothing is allocated before the weights are checked.
+    expected = config.state_shapes()
     unknown = [k for k in renamed if k not in expected]
     if unknown:
         originals = [k for k, new in zip(tensors, renamed) if new in unknown]
@@ -220,9 +222,9 @@ def import_state_dict(
         )
     # Files saved by old PyTorch versions lack BatchNorm step counters; they are unused
     # in eval mode, so zero counters are harmless.
-    for key, value in expected.items():
+    for key in expected:
         if key.endswith("num_batches_tracked") and key not in renamed:
-            renamed[key] = torch.zeros_like(value)
+            renamed[key] = torch.zeros((), dtype=torch.int64)
     missing = [_invert(k, config.depth) for k in expected if k not in renamed]
     if missing:
         raise ModelFileError(
@@ -230,9 +232,9 @@ def import_state_dict(
             "the file is incomplete or from another architecture"
         )
     wrong = [
-        f"{_invert(k, config.depth)} {tuple(renamed[k].shape)} != {tuple(v.shape)}"
-        for k, v in expected.items()
-        if tuple(renamed[k].shape) != tuple(v.shape)
+        f"{_invert(k, config.depth)} {tuple(renamed[k].shape)} != {shape}"
+        for k, shape in expected.items()
+        if tuple(renamed[k].shape) != shape
     ]
     if wrong:
         raise ModelFileError(
@@ -247,11 +249,13 @@ def import_state_dict(
                 f"{len(class_names)} class names were given; pass --classes with "
                 f"{config.n_classes} non-empty names, e.g. background,membrane"
             )
-    if pixel_size_nm is not None and not pixel_size_nm > 0:
-        raise InputError(f"pixel size {pixel_size_nm} nm must be positive")
+    if pixel_size_nm is not None and not (math.isfinite(pixel_size_nm) and pixel_size_nm > 0):
+        raise InputError(f"pixel size {pixel_size_nm} nm must be a positive number")
     layout = "transpose" if config.upsampling == "transpose" else "upsample"
     state = {k: renamed[k].detach().to("cpu", torch.float32 if renamed[k].is_floating_point()
                                         else renamed[k].dtype).clone() for k in expected}
+    # NaN/inf weights would give an all-background result without any error: refuse them.
+    check_weights(config, state, source=source_name)
     return ModelFile(
         config=config,
         state_dict=state,
@@ -287,6 +291,6 @@ def import_weights_file(path: str | os.PathLike[str], **kwargs: Any) -> ModelFil
         Missing, corrupt or code-carrying file, or not a U_Net state_dict.
     """
     path = Path(path)
-    # _read_payload loads with weights_only=True and turns every failure into one line.
-    payload = _read_payload(path)
+    # read_payload loads with weights_only=True and turns every failure into one line.
+    payload = read_payload(path)
     return import_state_dict(payload, source_name=path.name, **kwargs)
