@@ -279,7 +279,7 @@ CASES = [
     ("export-onnx-folder", "export {model} --onnx {emptydir}", "is a folder"),
     ("bioimageio-missing", "import-bioimageio {missing} --out {tmp}/b.pt", "does not exist"),
     ("bioimageio-empty-folder", "import-bioimageio {emptydir} --out {tmp}/b.pt",
-     "no rdf.yaml"),
+     "rdf.yaml in this folder"),
 ]
 
 

@@ -294,6 +294,8 @@ def _check_tile_memory(shape: tuple[int, ...], segmenter: Segmenter, tiling: Any
     Tiles shrink to the image (a 64x64 image with --tile 100000 takes one 64x64 tile), so
     the check uses the tiles this image really gets.
     """
+    if getattr(segmenter.model, "foreign", False):
+        return  # a bioimage.io model of another architecture: its library sizes its blocks
     config = segmenter.model.config
     tile_shape, overlap_px = plan_tiles(tuple(shape), tiling.tile, tiling.overlap,
                                         config.stride)
