@@ -30,12 +30,12 @@ def main(argv: list[str] | None = None) -> int:
         import napari
 
         from napari_cryoseg.core.synthetic import SampleConfig, make_sample
-        from napari_cryoseg.corrections import CorrectionStore
         from napari_cryoseg.engine.events import drain
         from napari_cryoseg.engine.predict import segment
-        from napari_cryoseg.layers import record_for_image, show_prediction
         from napari_cryoseg.model.bundled import load_default_model
-        from napari_cryoseg.session import Session
+        from napari_cryoseg.viewer.layers import record_for_image, show_prediction
+        from napari_cryoseg.viewer.review import CorrectionStore
+        from napari_cryoseg.viewer.session import Session
         from napari_cryoseg.widgets.main import CryoSegWidget
 
         viewer = napari.Viewer(title="CryoSeg: correct and fine-tune")

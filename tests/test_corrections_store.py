@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from napari_cryoseg.core.errors import InputError
-from napari_cryoseg.corrections import CorrectionStore, default_project_dir, restore
-from napari_cryoseg.session import SegmentationRecord, Session
+from napari_cryoseg.viewer.review import CorrectionStore, default_project_dir, restore
+from napari_cryoseg.viewer.session import SegmentationRecord, Session
 
 
 def _add_record(viewer, name="cells", shape=(48, 64), seed=0):

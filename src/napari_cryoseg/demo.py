@@ -105,7 +105,7 @@ def _screenshot_when_done(viewer, path: str) -> None:
     """Save the whole window once the segmentation is shown, then close napari."""
     from qtpy.QtCore import QTimer
 
-    from napari_cryoseg.session import Session
+    from napari_cryoseg.viewer.session import Session
 
     session = Session.for_viewer(viewer)
     timer = QTimer()

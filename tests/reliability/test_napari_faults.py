@@ -8,13 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_cryoseg.corrections import CorrectionStore
 from napari_cryoseg.engine.events import drain
 from napari_cryoseg.engine.predict import segment
-from napari_cryoseg.layers import record_for_image, show_prediction
 from napari_cryoseg.model.checkpoint import ModelFile
 from napari_cryoseg.model.config import preset
-from napari_cryoseg.session import Session
+from napari_cryoseg.viewer.layers import record_for_image, show_prediction
+from napari_cryoseg.viewer.review import CorrectionStore
+from napari_cryoseg.viewer.session import Session
 from napari_cryoseg.widgets import finetune_panel as finetune_module
 from napari_cryoseg.widgets import segment_panel as segment_module
 from napari_cryoseg.widgets.finetune_panel import FinetunePanel
@@ -93,7 +93,7 @@ def test_layer_deleted_while_segmenting(dock, qtbot, errors):
                                name="corrections")
     doomed = viewer.add_image(rng.random((256, 256)).astype(np.float32), name="doomed")
     panel.image.select(doomed)
-    panel.tile.setValue(64)
+    panel.tile.value = 64
     before = [(lyr.name, np.asarray(lyr.data).copy()) for lyr in (keep, labels)]
     job = panel.run()
     assert job is not None

@@ -11,13 +11,13 @@ import torch
 
 from napari_cryoseg.core.metrics import dice
 from napari_cryoseg.core.synthetic import SampleConfig, make_sample
-from napari_cryoseg.corrections import CorrectionStore, camera_of
 from napari_cryoseg.engine.events import drain
 from napari_cryoseg.engine.predict import segment
-from napari_cryoseg.layers import record_for_image, show_prediction
 from napari_cryoseg.model.checkpoint import ModelFile, load_model, save_model
 from napari_cryoseg.model.config import preset
-from napari_cryoseg.session import Session
+from napari_cryoseg.viewer.layers import record_for_image, show_prediction
+from napari_cryoseg.viewer.review import CorrectionStore, camera_of
+from napari_cryoseg.viewer.session import Session
 from napari_cryoseg.widgets.finetune_panel import FinetunePanel
 
 SHAPE = (160, 160)

@@ -26,7 +26,7 @@ def dock(make_napari_viewer):
 
 
 def test_objects_section(dock, tmp_path):
-    from napari_cryoseg import objects as O
+    from napari_cryoseg.viewer import objects as O
 
     viewer, widget = dock
     assert "Objects" in widget.sections

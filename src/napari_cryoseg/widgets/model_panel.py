@@ -24,9 +24,9 @@ from qtpy.QtWidgets import (
 
 from napari_cryoseg.core.errors import CryoSegError
 from napari_cryoseg.engine.device import available_devices, describe_devices
-from napari_cryoseg.layers import model_summary_lines
 from napari_cryoseg.model.bundled import default_model_path, load_default_model
 from napari_cryoseg.model.checkpoint import load_model
+from napari_cryoseg.viewer.layers import model_summary_lines
 
 MAX_RECENT = 6
 MODEL_FILTER = "CryoSeg models (*.pt *.pth);;All files (*)"
