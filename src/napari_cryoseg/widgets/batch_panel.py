@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from napari.utils.notifications import show_error
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -42,6 +42,9 @@ class BatchPanel(QWidget):
         self.job: Any = None
         self.status_of: dict[int, str] = {}
         self._layers: list[Any] = []
+        self._jobs: list[Any] = []
+        #: check states the user chose (id(layer) -> state); others follow the default
+        self._chosen: dict[int, Any] = {}
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         hint = QLabel("Image layers to segment with the Segment section's settings. "
@@ -52,6 +55,7 @@ class BatchPanel(QWidget):
         self.list = QListWidget()
         self.list.setMinimumHeight(70)
         self.list.setMaximumHeight(150)
+        self.list.itemChanged.connect(self._item_changed)
         layout.addWidget(self.list)
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Segment checked")
@@ -68,6 +72,10 @@ class BatchPanel(QWidget):
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed,
                       viewer.layers.events.moved):
             event.connect(self.refresh)
+        # corrections change the default check: refresh shortly after the last edit
+        self._refresh_timer = QTimer(self, singleShot=True, interval=500)
+        self._refresh_timer.timeout.connect(self.refresh)
+        self.store.listeners.append(lambda _layer: self._refresh_timer.start())
         self.refresh()
 
     def _is_corrected(self, layer: Any) -> bool:
@@ -75,19 +83,25 @@ class BatchPanel(QWidget):
         return record is not None and self.store.is_corrected(record)
 
     def refresh(self, *_: Any) -> None:
-        """Rebuild the list; corrected layers (and new ones) get their default check."""
-        checked = {id(lyr): self.list.item(i).checkState() for i, lyr in enumerate(self._layers)
-                   if i < self.list.count()}
+        """Rebuild the list: the user's checks stay; other layers are checked unless
+        corrected."""
         self._layers = [unwrap(lyr) for lyr in L.segmentable_image_layers(self.viewer)]
+        self.list.blockSignals(True)
         self.list.clear()
         for layer in self._layers:
             item = QListWidgetItem()
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             default = Qt.CheckState.Unchecked if self._is_corrected(layer) \
                 else Qt.CheckState.Checked
-            item.setCheckState(checked.get(id(layer), default))
+            item.setCheckState(self._chosen.get(id(layer), default))
             self.list.addItem(item)
             self._set_text(layer)
+        self.list.blockSignals(False)
+
+    def _item_changed(self, item: QListWidgetItem) -> None:
+        row = self.list.row(item)
+        if 0 <= row < len(self._layers):
+            self._chosen[id(self._layers[row])] = item.checkState()
 
     def _set_text(self, layer: Any) -> None:
         for i, lyr in enumerate(self._layers):
@@ -97,18 +111,21 @@ class BatchPanel(QWidget):
                 status = self.status_of.get(id(lyr), "")
                 if not status and self._is_corrected(lyr):
                     status = CORRECTED_NOTE
+                was_blocked = self.list.blockSignals(True)  # a text change is no check
                 self.list.item(i).setText(
                     f"{layer.name}  ({shape})" + (f"  —  {status}" if status else ""))
+                self.list.blockSignals(was_blocked)
 
     def checked_layers(self) -> list[Any]:
         return [lyr for i, lyr in enumerate(self._layers)
                 if self.list.item(i).checkState() == Qt.CheckState.Checked]
 
     def set_checked(self, layers: list[Any]) -> None:
+        """Check exactly ``layers`` (as the user would, one by one)."""
         for i, lyr in enumerate(self._layers):
             on = any(same_layer(lyr, x) for x in layers)
             state = Qt.CheckState.Checked if on else Qt.CheckState.Unchecked
-            self.list.item(i).setCheckState(state)
+            self.list.item(i).setCheckState(state)  # itemChanged records the choice
 
     def _status(self, layer: Any, text: str) -> None:
         self.status_of[id(unwrap(layer))] = text
@@ -116,6 +133,7 @@ class BatchPanel(QWidget):
 
     def run(self) -> Any:
         """Segment the checked layers; returns the job (None if nothing started)."""
+        self.refresh()  # defaults follow the corrections made since the last refresh
         layers = self.checked_layers()
         if not layers:
             self.summary.setText("Check at least one image layer.")
@@ -154,7 +172,7 @@ class BatchPanel(QWidget):
     def _on_finish(self, job: Any) -> None:
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
-        layers = getattr(self, "_jobs", [])
+        layers = self._jobs
         if job.cancelled:
             for layer in layers:
                 if self.status_of.get(id(layer)) in {"queued", "running"}:
