@@ -97,9 +97,9 @@ def main() -> int:
             layer = records[name].labels_layer
             layer.data = truth.astype(layer.data.dtype)  # the user's corrections
             panel.store.mark_reviewed(records[name])
-        panel.refresh_counts()
-        dock.show_section("Correct & fine-tune", only=True)
-        panel.budget_spin.setValue(args.budget)
+        dock.review_panel.refresh_counts()
+        dock.show_section("Fine-tune", only=True)
+        panel.budget.value = args.budget
 
         ticks: list[float] = []
         timer = QTimer()
@@ -111,11 +111,11 @@ def main() -> int:
         panel.start_finetune()
         training_started = time.perf_counter()
         deadline = time.monotonic() + args.budget + 600
-        while panel.worker is not None and time.monotonic() < deadline:
+        while panel.job is not None and time.monotonic() < deadline:
             app.processEvents()
             time.sleep(0.005)
         trained = time.perf_counter()
-        while (panel.worker is not None or panel.aux_worker is not None) and \
+        while dock.runner.busy and \
                 time.monotonic() < deadline:
             app.processEvents()
             time.sleep(0.005)

@@ -56,13 +56,13 @@ def main(argv: list[str] | None = None) -> int:
             truths.append(truth)
         records[0].labels_layer.data = truths[0].astype(records[0].labels_layer.data.dtype)
         panel.store.mark_reviewed(records[0])
-        panel.refresh_counts()
-        dock.show_section("Correct & fine-tune", only=True)
-        panel.budget_spin.setValue(args.budget)
+        dock.review_panel.refresh_counts()
+        dock.show_section("Fine-tune", only=True)
+        panel.budget.value = args.budget
         panel.start_finetune()
         app = napari.qt.get_qapp()
         end = time.monotonic() + args.budget + 240
-        while (panel.worker is not None or panel.aux_worker is not None) and \
+        while dock.runner.busy and \
                 time.monotonic() < end:
             app.processEvents()
             time.sleep(0.02)

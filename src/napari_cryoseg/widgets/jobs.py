@@ -180,21 +180,30 @@ class JobRunner(QObject):
         ticks = int(total) if total else _TRAIN_TICKS
         bar = progress(total=max(ticks, 1), desc=desc)
         job = Job(kind, desc, worker, bar)
+        bar_state = {"target": 0, "updating": False}
 
         def yielded(event: Any) -> None:
-            # napari's progress bar may process Qt events while it updates, so a later
-            # ``returned`` can run inside ``bar.update``: tell the view first, and drop
-            # events that arrive after the result.
+            # napari's progress bar processes Qt events while it updates, so later events
+            # (and ``returned``) can arrive inside ``bar.update``: tell the view first,
+            # drop events that arrive after the result, and let only the outermost call
+            # move the bar (nested calls just raise its target; no recursion).
             if job.returned:
                 return
             if on_event is not None:
                 on_event(event)
             self.event.emit(job, event)
             fraction = progress_fraction(event)
-            if fraction is not None:
-                target = round(fraction * bar.total)
-                if target > bar.n:
-                    bar.update(target - bar.n)
+            if fraction is None:
+                return
+            bar_state["target"] = max(bar_state["target"], round(fraction * bar.total))
+            if bar_state["updating"]:
+                return
+            bar_state["updating"] = True
+            try:
+                while bar.n < bar_state["target"] and not job.returned:
+                    bar.update(bar_state["target"] - bar.n)
+            finally:
+                bar_state["updating"] = False
 
         def returned(value: Any) -> None:
             job.returned = True
@@ -212,6 +221,8 @@ class JobRunner(QObject):
 
         def finished() -> None:
             self.session.end(kind)
+            if job.returned and not job.cancelled and bar.n < bar.total:
+                bar.n = bar.total  # done: show it full (not via update: no more events)
             bar.close()
             if self.job is job:
                 self.job = None
