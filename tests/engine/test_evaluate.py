@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_cryoseg.core.errors import InputError
-from napari_cryoseg.engine.data import ClassMapping
+from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.evaluate import (
     EvaluationReport,
     evaluate,

@@ -10,12 +10,8 @@ import torch
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.events import Message, TrainStep, drain
-from napari_cryoseg.engine.finetune import (
-    FinetuneConfig,
-    blend_states,
-    finetune,
-    split_holdout,
-)
+from napari_cryoseg.engine.finetune import FinetuneConfig, blend_states, finetune
+from napari_cryoseg.engine.holdout import split_holdout
 from napari_cryoseg.model.checkpoint import ModelFile, save_model
 from napari_cryoseg.model.config import preset
 
@@ -90,17 +86,18 @@ def test_blend_states_averages_float_tensors_only():
     assert torch.equal(blend_states(parent, child, 1.0)["w"], child["w"])
 
 
-def test_few_images_return_the_average_with_the_parent(parent):
+def test_a_fixed_blend_lies_halfway_between_parent_and_fine_tuned(parent):
     images, masks = _disks(2, size=160)  # 9 blocks of 64 px: scattered-block holdout
-    config = dict(steps=60, lr=3e-3, val_every=20, **FAST)
-    blended = drain(finetune(parent, images, masks, None, FinetuneConfig(**config)))
+    config = dict(steps=60, lr=3e-3, val_every=20, adapt_batchnorm="never", **FAST)
+    blended = drain(finetune(parent, images, masks, None,
+                             FinetuneConfig(parent_blend=0.5, **config)))
     plain = drain(finetune(parent, images, masks, None,
                            FinetuneConfig(parent_blend=1.0, **config)))
     assert plain.improved and plain.parent_blend == 1.0
     assert blended.improved and blended.parent_blend == 0.5
     assert blended.after["dice"] > blended.before["dice"]
     assert blended.model.provenance["finetune"]["parent_blend"] == 0.5
-    assert "averaged with the parent" in blended.message
+    assert "averaged with the start" in blended.message
     # Same seed, same steps: the blend lies halfway between parent and fine-tuned weights.
     assert blended.best_step == plain.best_step
     key = "head.weight"
@@ -108,6 +105,26 @@ def test_few_images_return_the_average_with_the_parent(parent):
     assert torch.allclose(blended.model.state_dict[key], expected, atol=1e-6)
     with pytest.raises(InputError, match="parent blend 0 must be in"):
         FinetuneConfig(parent_blend=0)
+
+
+def test_the_automatic_blend_is_the_nearest_within_tolerance(parent):
+    images, masks = _disks(2, size=160)
+    result = drain(finetune(parent, images, masks, None, FinetuneConfig(
+        steps=60, lr=3e-3, val_every=20, blend_tolerance=0.01, **FAST)))
+    assert result.improved
+    scores = result.blend_scores
+    assert set(scores) == {0.5, 0.75, 1.0}
+    best = max(scores.values())
+    # The chosen weight is within the tolerance of the best; every smaller one is not.
+    assert scores[result.parent_blend] >= best - 0.01
+    assert all(scores[w] < best - 0.01 for w in scores if w < result.parent_blend)
+    assert result.after["dice"] == pytest.approx(scores[result.parent_blend])
+    stored = result.model.provenance["finetune"]["blend_scores"]
+    assert stored == {f"{w:g}": round(d, 5) for w, d in scores.items()}
+    # With no tolerance the best-scoring blend is taken.
+    strict = drain(finetune(parent, images, masks, None, FinetuneConfig(
+        steps=60, lr=3e-3, val_every=20, blend_tolerance=0.0, **FAST)))
+    assert strict.blend_scores[strict.parent_blend] == max(strict.blend_scores.values())
 
 
 def test_no_improvement_keeps_parent_weights(parent):

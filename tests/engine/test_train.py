@@ -8,26 +8,21 @@ import torch
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.synthetic import SampleConfig, make_sample
-from napari_cryoseg.engine.data import (
+from napari_cryoseg.engine.augment import AugmentConfig
+from napari_cryoseg.engine.classes import ClassMapping
+from napari_cryoseg.engine.events import Message, TrainStep, Validation, drain
+from napari_cryoseg.engine.fitting import lr_factor
+from napari_cryoseg.engine.losses import segmentation_loss
+from napari_cryoseg.engine.predict import segment
+from napari_cryoseg.engine.sampling import (
     IGNORE_INDEX,
-    AugmentConfig,
-    ClassMapping,
     PatchSampler,
     check_pair,
     median_frequency_weights,
-    pair_by_stem,
 )
-from napari_cryoseg.engine.events import Message, TrainStep, Validation, drain
-from napari_cryoseg.engine.losses import segmentation_loss
-from napari_cryoseg.engine.predict import segment
-from napari_cryoseg.engine.train import (
-    THRESHOLD_CANDIDATES,
-    TrainConfig,
-    lr_factor,
-    split_blocks,
-    train,
-    tune_threshold,
-)
+from napari_cryoseg.engine.scoring import THRESHOLD_CANDIDATES, tune_threshold
+from napari_cryoseg.engine.train import TrainConfig, split_blocks, train
+from napari_cryoseg.io.pairing import pair_by_stem
 from napari_cryoseg.model.checkpoint import ModelFile
 from napari_cryoseg.model.config import preset
 
@@ -339,3 +334,25 @@ def test_cuda_mixed_precision_training_and_finetune():
     tuned = drain(finetune(result.best, images, masks, None,
                            FinetuneConfig(steps=5, batch_size=4, patch=64, device="cuda")))
     assert tuned.model.provenance["device"].startswith("cuda")
+
+
+def test_a_run_that_learned_nothing_says_so():
+    from napari_cryoseg.engine.fitting import FitState
+    from napari_cryoseg.engine.train import learning_warnings
+
+    images, masks = _samples([1, 2])
+    events = []
+    result = drain(train(images, masks, TrainConfig(preset="tiny", steps=5, batch_size=2,
+                                                    patch=64, device="cpu")), events.append)
+    warnings = [e for e in events if isinstance(e, Message) and e.level == "warning"]
+    assert warnings and "only 5 training steps" in warnings[0].text
+    assert result.warnings and result.best.provenance["warnings"] == result.warnings
+    # A long run whose loss stays flat and whose validation Dice is near zero.
+    flat = FitState(steps=400, best_dice=0.05, history=[(i, 0.7) for i in range(400)])
+    text = " ".join(learning_warnings(flat))
+    assert "learned (next to) nothing" in text and "did not go down" in text
+    assert "steps were made" not in text
+    # A run that learned: no warning.
+    good = FitState(steps=400, best_dice=0.85,
+                    history=[(i, 1.0 / (1 + i / 40)) for i in range(400)])
+    assert learning_warnings(good) == []

@@ -16,7 +16,7 @@ from napari_cryoseg.cli._common import (
 )
 from napari_cryoseg.cli.train import add_classes_arguments, read_pairs, split_tokens
 from napari_cryoseg.core.errors import InputError
-from napari_cryoseg.engine.data import ClassMapping
+from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.evaluate import EvaluationReport, evaluate, plot_boxplots
 from napari_cryoseg.engine.events import Progress, drain
 

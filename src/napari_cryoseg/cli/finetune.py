@@ -20,13 +20,30 @@ from napari_cryoseg.cli.train import (
     read_pairs,
     split_tokens,
 )
-from napari_cryoseg.engine.data import ClassMapping
+from napari_cryoseg.engine.augment import AugmentConfig
+from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.finetune import HOLDOUT_LAYOUTS, FinetuneConfig, finetune
+from napari_cryoseg.engine.finetune import ADAPT_MODES, FinetuneConfig, finetune
+from napari_cryoseg.engine.holdout import HOLDOUT_LAYOUTS
+from napari_cryoseg.io import list_images, read_image
 from napari_cryoseg.model.checkpoint import save_model
 
 #: The engine's defaults, shown in --help and used when a flag is not given.
 DEFAULTS = FinetuneConfig()
+
+
+def _blend(text: str) -> float | None:
+    """``--parent-blend``: 'auto' (None) or a weight in (0, 1]."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither 'auto' nor a number in (0, 1]") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value:g} is not in (0, 1]")
+    return value
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -65,9 +82,27 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         default=DEFAULTS.holdout_layout,
                         help="with 1-3 images, hold out scattered 64-px blocks (default) or "
                         "the bottom rows of each image")
-    parser.add_argument("--parent-blend", type=float, default=DEFAULTS.parent_blend,
-                        metavar="W", help="with 1-3 images, return parent + W * (fine-tuned "
-                        f"- parent) (default {DEFAULTS.parent_blend:g}; 1 = no averaging)")
+    parser.add_argument("--parent-blend", type=_blend, default=DEFAULTS.parent_blend,
+                        metavar="W", help="return start + W * (fine-tuned - start): 'auto' "
+                        "chooses W on the held-out corrections (default), a number in (0, 1] "
+                        "fixes it (1 = no averaging)")
+    parser.add_argument("--adapt-batchnorm", choices=ADAPT_MODES,
+                        default=DEFAULTS.adapt_batchnorm,
+                        help="re-estimate BatchNorm statistics on your images first: 'auto' "
+                        "keeps them when the held-out corrections say so (default)")
+    parser.add_argument("--unlabelled", default=None, metavar="DIR",
+                        help="folder of more images of the same kind, without masks: used to "
+                        "re-estimate the BatchNorm statistics")
+    parser.add_argument("--focus-errors", type=float, default=DEFAULTS.focus_errors,
+                        metavar="P", help="share of patches placed where the input model is "
+                        f"wrong (default {DEFAULTS.focus_errors:g})")
+    parser.add_argument("--head-lr-factor", type=float, default=DEFAULTS.head_lr_factor,
+                        metavar="F", help="decoder and head learn F times faster than the "
+                        f"encoder (default {DEFAULTS.head_lr_factor:g})")
+    parser.add_argument("--no-augment", action="store_true",
+                        help="no flips/rotations of the training patches")
+    parser.add_argument("--train-batchnorm", action="store_true",
+                        help="update BatchNorm statistics while training (default: fixed)")
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="random seed")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.set_defaults(func=run)
@@ -84,15 +119,23 @@ def run(args: argparse.Namespace) -> int:
     mapping = ClassMapping.parse(",".join(classes), None) if classes else None
     if mapping is not None and mapping.n_classes == model.config.n_classes:
         mapping = ClassMapping(mapping.values, tuple(model.class_names))
+    unlabelled = [read_image(p).data for p in list_images(args.unlabelled)] if (
+        args.unlabelled) else []
     config = FinetuneConfig(steps=args.steps, time_budget_s=args.time_budget,
                             freeze_encoder=args.freeze_encoder, device=args.device,
                             lr=args.lr, holdout_fraction=args.holdout_fraction,
                             holdout_layout=args.holdout_layout, seed=args.seed,
-                            parent_blend=args.parent_blend)
+                            parent_blend=args.parent_blend,
+                            adapt_batchnorm=args.adapt_batchnorm,
+                            focus_errors=args.focus_errors,
+                            head_lr_factor=args.head_lr_factor,
+                            freeze_batchnorm=not args.train_batchnorm,
+                            **({"augment": AugmentConfig.none()} if args.no_augment else {}))
     bar = ProgressBar("finetune", unit="steps")
     try:
         result = drain(
-            finetune(model, images, masks, valid, config, class_mapping=mapping, names=names),
+            finetune(model, images, masks, valid, config, class_mapping=mapping, names=names,
+                     unlabelled=unlabelled),
             on_event=bar,
         )
     finally:

@@ -18,16 +18,13 @@ from napari_cryoseg.cli._common import (
 )
 from napari_cryoseg.core.errors import InputError, OutputExistsError
 from napari_cryoseg.core.temporal import BACKGROUND_MODES
-from napari_cryoseg.engine.data import (
-    AugmentConfig,
-    ClassMapping,
-    check_pair,
-    check_series_pair,
-    pair_by_stem,
-)
+from napari_cryoseg.engine.augment import AugmentConfig
+from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.events import drain
+from napari_cryoseg.engine.sampling import check_pair, check_series_pair
 from napari_cryoseg.engine.train import CLASS_WEIGHTINGS, TrainConfig, train
 from napari_cryoseg.io import list_images, read_image, read_labels_tiff
+from napari_cryoseg.io.pairing import pair_by_stem
 from napari_cryoseg.model.checkpoint import save_model
 from napari_cryoseg.model.config import PRESETS
 
@@ -290,4 +287,6 @@ def run(args: argparse.Namespace) -> int:
     metrics = result.best.provenance.get("metrics", {}).get("validation", {})
     if metrics:
         print_metrics(metrics, "validation:")
+    for warning in result.warnings:  # repeated last, where it cannot be missed
+        echo(f"WARNING: {warning}", err=True)
     return 0

@@ -67,9 +67,14 @@ class Validation:
 
 @dataclass(frozen=True)
 class Message:
-    """A line of information for the user (e.g. 'early stopping at step 800')."""
+    """A line of information for the user (e.g. 'early stopping at step 800').
+
+    ``level`` is ``"info"`` or ``"warning"`` (something the user should act on, e.g. a
+    training run that learned nothing).
+    """
 
     text: str
+    level: str = "info"
 
 
 Event = Progress | TrainStep | Validation | Message

@@ -1,19 +1,28 @@
 """Fine-tuning an existing model on user corrections, as a cancellable generator.
 
 A *copy* of the model is trained (the input :class:`ModelFile` and its tensors are never
-touched, so cancelling at any time leaves it as it was). Part of the corrected data is
-held out: the last block of images when there are at least 4, else square blocks
-scattered over each image (holding ``holdout_fraction`` of its reviewed pixels). The
-held-out part is scored before and during training and the best weights are kept. With
-fewer than 4 corrected images they are then averaged with the parent's (``parent_blend``):
-the held-out pixels of the same images cannot tell whether the model still generalises
-to the user's other images. If the returned weights do not beat the parent on the
-held-out part, the parent's weights are returned and a message says so.
+touched, so cancelling at any time leaves it as it was). The recipe moves as far from the
+parent as the user's corrections say it should:
+
+1. Part of the corrections is held out (:mod:`napari_cryoseg.engine.holdout`) and the
+   parent is scored there.
+2. The BatchNorm statistics are re-estimated on the user's images (corrected and
+   unlabelled ones); the adapted start is kept when it scores at least as well on the
+   held-out corrections (``adapt_batchnorm``).
+3. The weights train on patches of the corrections, half of them placed where the parent
+   was wrong (``focus_errors``), the decoder faster than the encoder (``head_lr_factor``),
+   keeping the best weights on the held-out part.
+4. The best weights are averaged with the start (``parent_blend``): with the blend chosen
+   on the held-out part, preferring the weights nearest the parent unless moving further
+   is clearly better there.
+5. If the result does not beat the parent on the held-out part, the parent's weights are
+   returned and a message says so.
+
+With a time budget, the whole run (scoring, adaptation, training and blending) fits in it.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,29 +32,35 @@ import numpy as np
 import torch
 
 from napari_cryoseg.core.errors import InputError
-from napari_cryoseg.engine.data import AugmentConfig, ClassMapping, PatchSampler, check_pair
+from napari_cryoseg.engine.adapt import adapt_batchnorm, blend_states, choose_blend
+from napari_cryoseg.engine.augment import AugmentConfig
+from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.device import resolve_device
 from napari_cryoseg.engine.events import Message, TrainStep, Validation
-from napari_cryoseg.engine.train import (
+from napari_cryoseg.engine.fitting import (
     SCHEDULES,
+    FitSettings,
     FitState,
+    cpu_state,
     fit,
     model_from_state,
-    predict_scores,
     subsample_history,
 )
+from napari_cryoseg.engine.holdout import HOLDOUT_LAYOUTS, split_holdout
+from napari_cryoseg.engine.sampling import PatchSampler, check_pair
+from napari_cryoseg.engine.scoring import predict_scores
 from napari_cryoseg.model.checkpoint import ModelFile, now_iso
 
-DEFAULT_STEPS = 200  # when neither steps nor a time budget is given
+__all__ = ["FinetuneConfig", "FinetuneResult", "blend_states", "finetune"]
 
-#: Ways to hold out part of one to three corrected images (see ``holdout_layout``).
-HOLDOUT_LAYOUTS = ("blocks", "rows")
-#: Edge of the scattered held-out blocks, in pixels.
-HOLDOUT_BLOCK = 64
-#: Pixels around each held-out block that do not train either: a membrane or an edge that
-#: crosses the block's border would otherwise be learnt one pixel away from where it is
-#: scored, flattering the fine-tuned model against its parent.
-HOLDOUT_GUARD = 4
+DEFAULT_STEPS = 200  # when neither steps nor a time budget is given
+#: ``adapt_batchnorm`` choices.
+ADAPT_MODES = ("auto", "always", "never")
+#: Blend weights tried when ``parent_blend`` is None (chosen on the held-out corrections).
+BLEND_CANDIDATES = (0.5, 0.75, 1.0)
+#: Held-out checks early in a run: few-shot fine-tuning often peaks within tens of steps
+#: and then over-fits the one or two corrected images, so the best weights are kept.
+EARLY_VALIDATION_STEPS = (10, 25, 50, 100, 200)
 
 
 @dataclass(frozen=True)
@@ -55,78 +70,83 @@ class FinetuneConfig:
     Attributes
     ----------
     steps, time_budget_s : optional
-        Optimiser steps and/or wall seconds (whichever ends first); default
-        :data:`DEFAULT_STEPS` steps.
+        Optimiser steps and/or wall seconds for the whole run (whichever ends first);
+        default :data:`DEFAULT_STEPS` steps.
     lr, weight_decay : float
-        AdamW peak learning rate and weight decay. 1e-4, a tenth of training from
-        scratch: with 2e-4 the test Dice swung by +-0.03 from one check to the next on one
-        corrected section; 1e-4 stayed above zero-shot at 25, 50 and 100 steps.
+        AdamW peak learning rate (of the encoder) and weight decay.
+    head_lr_factor : float
+        The decoder and head learn this many times faster than the encoder.
     schedule, warmup_fraction : str, float
-        Learning-rate schedule (see :class:`~napari_cryoseg.engine.train.TrainConfig`).
+        Learning-rate schedule (see :func:`~napari_cryoseg.engine.fitting.lr_factor`).
     freeze_encoder : bool
-        Train only the decoder and head (fewer corrections needed, less forgetting).
+        Train only the decoder and head.
     freeze_batchnorm : bool
-        Keep BatchNorm running statistics fixed (eval mode) while the weights train:
-        statistics re-estimated from patches of one or two images drift away from what
-        the network learnt on its full training set.
+        Keep BatchNorm running statistics fixed (eval mode) while the weights train, at
+        the parent's values or at those re-estimated by ``adapt_batchnorm``: statistics
+        of a few patches per step of one or two images are noisy.
+    adapt_batchnorm : str
+        ``"auto"``: re-estimate the BatchNorm statistics on the user's images and start
+        from them when they score at least as well as the parent's on the held-out
+        corrections (always without a holdout); ``"always"``; ``"never"``.
     batch_size, patch : int
         Patches per step and patch edge (rounded up to the network stride).
     holdout_fraction : float
-        Fraction of the corrections held out for before/after metrics (0 = none; then
-        the trained weights are returned without a check).
+        Fraction of the corrections held out to check the result (0 = none; then the
+        trained weights are returned without a check).
     holdout_layout : str
-        With fewer than 4 corrected images: ``"blocks"`` holds out square blocks of
-        :data:`HOLDOUT_BLOCK` pixels scattered over each image (default), ``"rows"`` its
-        bottom rows. Scattered blocks sample the whole image; one band of rows is a
-        single correlated region whose score can move against the rest of the data
-        (docs/quality.md).
+        With fewer than 4 corrected images: ``"blocks"`` holds out square blocks
+        scattered over each image, ``"rows"`` its bottom rows.
     val_every : int, optional
-        Steps between held-out evaluations (default: about 5 per run).
+        Steps between held-out evaluations (default: about 5 per run, plus early ones).
     augment : AugmentConfig
-        Patch augmentations; none by default. The corrections come from the very images
-        the user segments, so their look is the target: on VNC -> ISBI with one corrected
-        section (CPU, small preset), test Dice after 25 steps was 0.801 without
-        augmentation against 0.789 with the training augmentations, and 0.705 with flips
-        and rotations alone (zero-shot 0.778; docs/quality.md).
+        Patch augmentations (flips and 90-degree rotations by default: EM has no preferred
+        orientation, and one corrected image is few patterns).
     oversample_rare : float
         Probability of centring a patch on the rarest class present.
-    parent_blend : float
-        With 1-3 corrected images, the returned weights are ``parent + parent_blend *
-        (fine-tuned - parent)``: a weight-space average with the parent (as WiSE-FT,
-        Wortsman et al. 2022). 1 returns the fine-tuned weights as they are. With one
-        corrected ISBI section (CPU, 3 seeds) the fine-tuned weights scored 0.759-0.784
-        on 24 other sections against 0.778 zero-shot, and their average with the parent
-        0.791-0.796 (docs/quality.md). With 4 or more images the held-out images are an
-        independent check, and the blend (this value or 1) that scores best there is used.
+    focus_errors : float
+        Probability of placing a patch around a pixel the parent got wrong (where its
+        labels differ from the corrections); the rest are placed at random.
+    parent_blend : float or None
+        The returned weights are ``start + w * (fine-tuned - start)`` (a weight-space
+        average with the start, as WiSE-FT, Wortsman et al. 2022). None: ``w`` is chosen
+        among :data:`BLEND_CANDIDATES` on the held-out corrections (:func:`choose_blend`,
+        within ``blend_tolerance`` of the best with fewer than 4 images, the best with
+        more); a number fixes it (1 = no averaging).
+    blend_tolerance : float
+        Held-out Dice a blend nearer the parent may give up (fewer than 4 images: their
+        held-out pixels come from the corrected images themselves and favour the weights
+        that fit those images hardest).
     dice_weight : float
-        Weight of the soft Dice term next to the (binary) cross-entropy. Higher than for
-        training from scratch: on one or two corrected images of a shifted domain the
-        cross-entropy mostly pushes the parent's uncertain pixels to background, which
-        thins the foreground and lowers Dice on other images (bench/fewshot_cpu_*.py).
+        Weight of the soft Dice term next to the (binary) cross-entropy.
     seed : int
-        Seeds patch sampling, augmentation and dropout.
+        Seeds the holdout, patch sampling, augmentation and dropout.
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``.
     mixed_precision : bool
-        bf16 (or fp16) autocast on CUDA.
+        bf16 (or fp16) autocast where the device runs it fast.
     """
 
     steps: int | None = None
     time_budget_s: float | None = None
-    lr: float = 1e-4
+    lr: float = 5e-4
+    head_lr_factor: float = 1.0
     weight_decay: float = 1e-4
     schedule: str = "cosine"
     warmup_fraction: float = 0.05
     freeze_encoder: bool = False
     freeze_batchnorm: bool = True
+    adapt_batchnorm: str = "auto"
     batch_size: int = 4
     patch: int = 256
     holdout_fraction: float = 0.25
     holdout_layout: str = "blocks"
     val_every: int | None = None
-    augment: AugmentConfig = field(default_factory=AugmentConfig.none)
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(
+        brightness=0.0, contrast=0.0, gamma=0.0, noise=0.0))
     oversample_rare: float = 0.0
-    parent_blend: float = 0.5
+    focus_errors: float = 0.5
+    parent_blend: float | None = None
+    blend_tolerance: float = 0.01
     dice_weight: float = 10.0
     seed: int = 0
     device: str = "auto"
@@ -136,10 +156,12 @@ class FinetuneConfig:
         problems = []
         if self.steps is not None and self.steps < 1:
             problems.append(f"steps {self.steps} must be >= 1")
-        if self.time_budget_s is not None and self.time_budget_s <= 0:
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
             problems.append(f"time budget {self.time_budget_s} s must be > 0")
         if not self.lr > 0:
             problems.append(f"learning rate {self.lr} must be > 0")
+        if not self.head_lr_factor > 0:
+            problems.append(f"head learning-rate factor {self.head_lr_factor} must be > 0")
         if self.batch_size < 1:
             problems.append(f"batch size {self.batch_size} must be >= 1")
         if self.patch < 16:
@@ -150,22 +172,24 @@ class FinetuneConfig:
             problems.append(f"holdout fraction {self.holdout_fraction} must be in [0, 1)")
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule {self.schedule!r} must be one of {', '.join(SCHEDULES)}")
-        if not 0.0 < self.parent_blend <= 1.0:
+        if self.parent_blend is not None and not 0.0 < self.parent_blend <= 1.0:
             problems.append(f"parent blend {self.parent_blend} must be in (0, 1]")
+        if not self.blend_tolerance >= 0:
+            problems.append(f"blend tolerance {self.blend_tolerance} must be >= 0")
+        if not 0.0 <= self.focus_errors <= 1.0:
+            problems.append(f"focus on errors {self.focus_errors} must be in [0, 1]")
         if self.holdout_layout not in HOLDOUT_LAYOUTS:
             problems.append(f"holdout layout {self.holdout_layout!r} must be one of "
                             f"{', '.join(HOLDOUT_LAYOUTS)}")
+        if self.adapt_batchnorm not in ADAPT_MODES:
+            problems.append(f"adapt_batchnorm {self.adapt_batchnorm!r} must be one of "
+                            f"{', '.join(ADAPT_MODES)}")
         if problems:
             raise InputError("invalid fine-tuning settings: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (the recipe stored in the model file)."""
         return asdict(self)
-
-
-#: Held-out checks early in a run: few-shot fine-tuning often peaks within tens of steps
-#: and then over-fits the one or two corrected images, so the best weights are kept.
-EARLY_VALIDATION_STEPS = (10, 25, 50, 100, 200)
 
 
 @dataclass
@@ -180,7 +204,7 @@ class FinetuneResult:
         Held-out metrics (``"dice"``, ``"dice/<class>"``, ``"iou/<class>"``, ``"loss"``)
         of the parent and of ``model``; empty without a holdout.
     improved : bool
-        True when ``model`` has the fine-tuned weights (better on the holdout, or no
+        True when ``model`` differs from the parent (better on the holdout, or no
         holdout); False when the parent weights were kept.
     steps : int
         Optimiser steps done.
@@ -189,7 +213,7 @@ class FinetuneResult:
     n_corrected_pixels : int
         Reviewed pixels (sum of the valid masks, or all mask pixels).
     best_step : int
-        Step of the returned weights (0 = parent).
+        Step of the returned weights (0 = parent or the adapted start).
     message : str
         One line summarising the outcome.
     history : list of [step, loss]
@@ -197,8 +221,11 @@ class FinetuneResult:
     validations : list of dict
         Held-out evaluations during the run.
     parent_blend : float
-        Share of the fine-tuning step in the returned weights (1 = not averaged with the
-        parent; see :attr:`FinetuneConfig.parent_blend`).
+        Share of the fine-tuning step in the returned weights (1 = not averaged).
+    adapted_batchnorm : bool
+        True when training started from re-estimated BatchNorm statistics.
+    blend_scores : dict
+        Held-out Dice of every blend weight scored (empty without a holdout).
     """
 
     model: ModelFile
@@ -213,149 +240,54 @@ class FinetuneResult:
     history: list[list[float]]
     validations: list[dict[str, Any]]
     parent_blend: float = 1.0
+    adapted_batchnorm: bool = False
+    blend_scores: dict[float, float] = field(default_factory=dict)
 
 
-def blend_states(
-    parent: dict[str, torch.Tensor], child: dict[str, torch.Tensor], weight: float
-) -> dict[str, torch.Tensor]:
-    """``parent + weight * (child - parent)`` for float tensors; others from ``child``."""
-    blended = {}
-    for key, value in child.items():
-        base = parent[key]
-        if value.is_floating_point() and weight != 1.0:
-            blended[key] = (base.float() + weight * (value.float() - base.float())).to(value.dtype)
-        else:
-            blended[key] = value.clone()
-    return blended
-
-
-def _row_cut(valid: np.ndarray | None, height: int, fraction: float) -> int:
-    """First held-out row: the bottom rows holding ``fraction`` of the reviewed pixels."""
-    if valid is None:
-        cut = int(round(height * (1 - fraction)))
-    else:
-        per_row = valid.sum(axis=1).astype(np.float64)
-        total = per_row.sum()
-        if total == 0:
-            return height
-        # First row whose running total exceeds the training share: rows above it train.
-        cut = int(np.searchsorted(np.cumsum(per_row), total * (1 - fraction), side="right"))
-    return min(max(cut, 1), height - 1)
-
-
-def _block_holdout(
-    valid: np.ndarray | None,
-    shape: tuple[int, int],
-    fraction: float,
-    rng: np.random.Generator,
-    block: int = HOLDOUT_BLOCK,
-    guard: int = HOLDOUT_GUARD,
-) -> tuple[np.ndarray, np.ndarray, int] | None:
-    """Scattered square blocks holding about ``fraction`` of the reviewed pixels.
-
-    Blocks with reviewed pixels are taken in a random order until they hold ``fraction``
-    of them (at least one block, never all). Returns ``(scored, train_valid, n_blocks)``:
-    the held-out reviewed pixels, the reviewed pixels left for training (held-out blocks
-    and a ``guard``-pixel ring around them removed), and the number of blocks; or None
-    when fewer than two blocks hold reviewed pixels (a split needs one for each side).
-    """
-    height, width = shape
-    reviewed = np.ones(shape, bool) if valid is None else valid
-    n_y, n_x = -(-height // block), -(-width // block)
-    padded = np.zeros((n_y * block, n_x * block), np.int64)
-    padded[:height, :width] = reviewed
-    counts = padded.reshape(n_y, block, n_x, block).sum(axis=(1, 3)).ravel()
-    candidates = np.flatnonzero(counts)
-    if len(candidates) < 2:
-        return None
-    order = rng.permutation(candidates)
-    goal = fraction * counts.sum()
-    held, total = [], 0
-    for index in order[:-1]:  # the last candidate always trains
-        held.append(int(index))
-        total += counts[index]
-        if total >= goal:
-            break
-    scored = np.zeros(shape, bool)
-    train_valid = reviewed.copy()
-    for index in held:
-        y0, x0 = (index // n_x) * block, (index % n_x) * block
-        scored[y0:y0 + block, x0:x0 + block] = True
-        train_valid[max(y0 - guard, 0):y0 + block + guard,
-                    max(x0 - guard, 0):x0 + block + guard] = False
-    scored &= reviewed
-    if not train_valid.any():  # tiny reviewed areas: the guard ate the rest
-        return None
-    return scored, train_valid, len(held)
-
-
-def split_holdout(
+def _targets(
+    model: ModelFile,
     images: Sequence[np.ndarray],
-    targets: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
     valid_masks: Sequence[np.ndarray] | None,
-    fraction: float,
-    layout: str = "blocks",
-    seed: int = 0,
-) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray] | None, list[tuple], str]:
-    """Split corrections into training data and held-out items.
+    class_mapping: ClassMapping | None,
+    names: list[str],
+) -> list[np.ndarray]:
+    """Class-index targets of the corrections, checked against the model's classes."""
+    n_classes = model.config.n_classes
+    if class_mapping is not None and class_mapping.n_classes != n_classes:
+        raise InputError(
+            f"--classes gives {class_mapping.n_classes - 1} foreground classes but the model "
+            f"has {n_classes - 1} ({', '.join(model.class_names[1:])})"
+        )
+    targets = []
+    for i, (image, mask, name) in enumerate(zip(images, masks, names)):
+        check_pair(image, mask, name)
+        if valid_masks is not None:
+            check_pair(image, valid_masks[i], f"{name} (valid mask)")
+        target = class_mapping.apply(mask) if class_mapping is not None else np.asarray(mask)
+        if target.max(initial=0) >= n_classes or target.min(initial=0) < 0:
+            raise InputError(
+                f"mask of {name} has values up to {int(target.max())} but the model has "
+                f"{n_classes} classes; map mask values to classes with --classes"
+            )
+        targets.append(target.astype(np.uint8))
+    return targets
 
-    With >= 4 images the last ``ceil(n * fraction)`` images are held out whole
-    (contiguous, as neighbouring sections are correlated). With fewer, each image keeps
-    ``fraction`` of its reviewed pixels apart: in square blocks scattered over the image
-    (``layout="blocks"``; seeded by ``seed``) or in its bottom rows (``"rows"``, and the
-    fallback when the reviewed pixels fill fewer than two blocks).
 
-    Returns
-    -------
-    train_images, train_targets, train_valid (or None), holdout items
-    ``(image, target, valid or None)`` and a description.
-    """
-    n = len(images)
-    valid_list = list(valid_masks) if valid_masks is not None else None
-    if fraction <= 0:
-        return list(images), list(targets), valid_list, [], "none"
-    if n >= 4:
-        n_hold = min(max(1, math.ceil(n * fraction)), n - 1)
-        keep = range(n - n_hold)
-        hold = range(n - n_hold, n)
-        holdout = [(images[i], targets[i], None if valid_list is None else valid_list[i])
-                   for i in hold]
-        return ([images[i] for i in keep], [targets[i] for i in keep],
-                None if valid_list is None else [valid_list[i] for i in keep], holdout,
-                f"last {n_hold} of {n} images")
-    rng = np.random.default_rng(seed)
-    train_images, train_targets, train_valid, holdout, parts = [], [], [], [], []
+def _parent_errors(
+    model: ModelFile, images: Sequence[np.ndarray], targets: Sequence[np.ndarray],
+    valid: Sequence[np.ndarray] | None, device: torch.device,
+) -> list[np.ndarray]:
+    """Per image, the reviewed pixels where ``model``'s labels differ from the target."""
+    from napari_cryoseg.engine.events import drain
+    from napari_cryoseg.engine.predict import segment
+
+    errors = []
     for i, (image, target) in enumerate(zip(images, targets)):
-        valid = None if valid_list is None else valid_list[i]
-        # Held-out pixels are scored inside the WHOLE image: the network sees the same
-        # context and whole-image normalisation as when the user segments it (a crop on
-        # its own gets other percentiles and border effects). The network may see their
-        # image values as context while training, never their labels.
-        blocks = (_block_holdout(valid, image.shape[:2], fraction, rng)
-                  if layout == "blocks" else None)
-        if blocks is not None:
-            scored, kept, n_blocks = blocks
-            train_images.append(image)
-            train_targets.append(target)
-            train_valid.append(kept)
-            parts.append(f"{n_blocks} blocks")
-        else:
-            height = image.shape[0]
-            cut = _row_cut(valid, height, fraction)
-            train_images.append(image[:cut])
-            train_targets.append(target[:cut])
-            train_valid.append(np.ones((cut, image.shape[1]), bool) if valid is None
-                               else valid[:cut])
-            scored = np.zeros(image.shape[:2], dtype=bool)
-            scored[cut:] = True if valid is None else valid[cut:]
-            parts.append(f"rows from {cut}")
-        holdout.append((image, target, scored))
-    if all(part.startswith("rows") for part in parts) and valid_list is None:
-        train_valid = None  # whole images cut at a row: every training pixel counts
-    any_blocks = any(part.endswith("blocks") for part in parts)
-    kind = f"scattered {HOLDOUT_BLOCK}-px blocks" if any_blocks else "bottom rows"
-    return (train_images, train_targets, train_valid, holdout,
-            f"{kind} ({', '.join(parts)}) of {n} image(s)")
+        labels = drain(segment(image, model, device=str(device))).labels
+        wrong = labels != target
+        errors.append(wrong if valid is None else wrong & valid[i])
+    return errors
 
 
 def finetune(
@@ -367,6 +299,7 @@ def finetune(
     *,
     class_mapping: ClassMapping | None = None,
     names: Sequence[str] | None = None,
+    unlabelled: Sequence[np.ndarray] = (),
 ) -> Generator[TrainStep | Validation | Message, None, FinetuneResult]:
     """Fine-tune a copy of ``model`` on corrected masks.
 
@@ -387,6 +320,9 @@ def finetune(
         Mask values -> the model's classes.
     names : sequence of str, optional
         Image names for the provenance.
+    unlabelled : sequence of numpy.ndarray
+        Other 2D images of the user's data (no corrections): used only to re-estimate
+        the BatchNorm statistics.
 
     Yields
     ------
@@ -405,57 +341,63 @@ def finetune(
     if model.temporal_context:
         raise InputError("fine-tuning models with temporal context is not supported")
     names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
-    n_classes = model.config.n_classes
-    if class_mapping is not None and class_mapping.n_classes != n_classes:
-        raise InputError(
-            f"--classes gives {class_mapping.n_classes - 1} foreground classes but the model "
-            f"has {n_classes - 1} ({', '.join(model.class_names[1:])})"
-        )
-    targets = []
-    for i, (image, mask, name) in enumerate(zip(images, masks, names)):
-        check_pair(image, mask, name)
-        if valid_masks is not None:
-            check_pair(image, valid_masks[i], f"{name} (valid mask)")
-        target = class_mapping.apply(mask) if class_mapping is not None else np.asarray(mask)
-        if target.max(initial=0) >= n_classes or target.min(initial=0) < 0:
-            raise InputError(
-                f"mask of {name} has values up to {int(target.max())} but the model has "
-                f"{n_classes} classes; map mask values to classes with --classes"
-            )
-        targets.append(target.astype(np.uint8))
+    targets = _targets(model, images, masks, valid_masks, class_mapping, names)
     valid = None if valid_masks is None else [np.asarray(v).astype(bool) for v in valid_masks]
     n_corrected = int(sum(v.sum() for v in valid)) if valid is not None else int(
         sum(t.size for t in targets))
     if n_corrected == 0:
         raise InputError("no reviewed pixels: the valid masks are empty; correct some pixels")
     device = resolve_device(config.device)
-    stride = model.config.stride
-    patch = -(-config.patch // stride) * stride
+    patch = -(-config.patch // model.config.stride) * model.config.stride
+    few_images = len(images) < 4
     train_images, train_targets, train_valid, holdout, holdout_info = split_holdout(
         images, targets, valid, config.holdout_fraction, config.holdout_layout, config.seed
     )
     torch.manual_seed(config.seed)
-    sampler = PatchSampler(
-        train_images, train_targets, n_classes, patch, model.normalization, config.augment,
-        valid_masks=train_valid, oversample_rare=config.oversample_rare, seed=config.seed,
-    )
-    parent_state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict.items()}
+    parent_state = cpu_state_of(model)
+
+    def score(state: dict[str, torch.Tensor]) -> dict[str, float]:
+        return predict_scores(model_from_state(model, state, {}), holdout, device).metrics(
+            model.class_names)
+
     before: dict[str, float] = {}
-    validate = None
-    initial_best = None
+    score_s = 0.0
     if holdout:
         yield Message(f"scoring the parent model on the held-out corrections ({holdout_info})")
-        before = predict_scores(model, holdout, device).metrics(model.class_names)
-        initial_best = (before["dice"], parent_state)
-
-        def validate(net: torch.nn.Module) -> tuple[float, float, dict[str, float]]:
-            metrics = predict_scores(model.with_weights(net), holdout, device).metrics(
-                model.class_names)
-            return metrics["dice"], metrics.get("loss", float("nan")), metrics
-
+        began = time.perf_counter()
+        before = score(parent_state)
+        score_s = time.perf_counter() - began
     # model.build() copies the weights into a new network: the parent's tensors are
     # never handed to the optimiser.
-    net = model.build(device).train()
+    net = model.build(device)
+    start_state, start_metrics, adapted = parent_state, before, False
+    if config.adapt_batchnorm != "never":
+        yield Message("re-estimating the BatchNorm statistics on your images")
+        if adapt_batchnorm(net, [*images, *unlabelled], model.normalization, device,
+                           patch=patch, seed=config.seed,
+                           mixed_precision=config.mixed_precision):
+            candidate = cpu_state(net)
+            candidate_metrics = score(candidate) if holdout else {}
+            if (config.adapt_batchnorm == "always" or not holdout
+                    or candidate_metrics["dice"] >= before["dice"]):
+                start_state, start_metrics, adapted = candidate, candidate_metrics, True
+                if holdout:
+                    yield Message(f"adapted BatchNorm statistics: held-out Dice "
+                                  f"{before['dice']:.4f} -> {candidate_metrics['dice']:.4f}")
+            else:
+                net.load_state_dict(start_state)
+                yield Message(f"kept the parent's BatchNorm statistics (held-out Dice "
+                              f"{before['dice']:.4f}, adapted "
+                              f"{candidate_metrics['dice']:.4f})")
+    focus = None
+    if config.focus_errors > 0:
+        focus = _parent_errors(model_from_state(model, start_state, {}), train_images,
+                               train_targets, train_valid, device)
+    sampler = PatchSampler(
+        train_images, train_targets, model.config.n_classes, patch, model.normalization,
+        config.augment, valid_masks=train_valid, oversample_rare=config.oversample_rare,
+        seed=config.seed, focus_masks=focus, focus=config.focus_errors,
+    )
     frozen: list[torch.nn.Module] = []
     if config.freeze_encoder:
         for param in net.encoders.parameters():
@@ -466,63 +408,52 @@ def finetune(
     total_steps = config.steps
     if total_steps is None and config.time_budget_s is None:
         total_steps = DEFAULT_STEPS
-    every = config.val_every or (max(5, total_steps // 5) if total_steps else None)
+    blends = (BLEND_CANDIDATES if config.parent_blend is None else (config.parent_blend,))
+    budget = None
+    if config.time_budget_s is not None:
+        # The whole run fits the budget: what is spent already and the blends scored at
+        # the end (one held-out scoring each) come off the training time.
+        reserve = score_s * sum(1 for w in blends if w < 1.0)
+        budget = max(config.time_budget_s - (time.perf_counter() - started) - reserve, 1.0)
+    validate = None
+    if holdout:
+        def validate(trained: torch.nn.Module) -> tuple[float, float, dict[str, float]]:
+            metrics = predict_scores(model.with_weights(trained), holdout, device).metrics(
+                model.class_names)
+            return metrics["dice"], metrics.get("loss", float("nan")), metrics
+
+    settings = FitSettings(
+        batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
+        schedule=config.schedule, warmup_fraction=config.warmup_fraction,
+        total_steps=total_steps, time_budget_s=budget,
+        val_every=config.val_every or (max(5, total_steps // 5) if total_steps else None),
+        mixed_precision=config.mixed_precision, dice_weight=config.dice_weight,
+        early_val_steps=EARLY_VALIDATION_STEPS, head_lr_factor=config.head_lr_factor,
+        max_val_share=0.25,
+    )
     state = FitState()
     yield Message(
         f"fine-tuning {model.name} on {n_corrected:,} corrected pixels in {len(images)} "
         f"image(s) on {device}" + (f"; holdout: {holdout_info}" if holdout else "")
     )
+    net.train()
     try:
-        yield from fit(
-            net, sampler, device=device, batch_size=config.batch_size, lr=config.lr,
-            weight_decay=config.weight_decay, schedule=config.schedule,
-            warmup_fraction=config.warmup_fraction, total_steps=total_steps,
-            time_budget_s=config.time_budget_s, val_every=every, validate=validate,
-            initial_best=initial_best, mixed_precision=config.mixed_precision,
-            dice_weight=config.dice_weight, frozen=frozen, state=state,
-            early_val_steps=EARLY_VALIDATION_STEPS,
-        )
-        final_state = {k: v.detach().to("cpu").clone() for k, v in net.state_dict().items()}
+        yield from fit(net, sampler, settings, device=device, validate=validate,
+                       initial_best=(start_metrics["dice"], start_state) if holdout else None,
+                       frozen=frozen, state=state)
+        final_state = cpu_state(net)
     finally:
         del net
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    few_images = len(images) < 4
-    blend = 1.0
-    if holdout:
-        improved = state.best_step > 0
-        chosen = state.best_state if improved else parent_state
-        best_validation = next(
-            (v for v in state.validations if v["step"] == state.best_step), None)
-        after = best_validation["metrics"] if improved and best_validation else dict(before)
-        if improved and config.parent_blend < 1.0:
-            blended = blend_states(parent_state, chosen, config.parent_blend)
-            yield Message(f"scoring the average with the parent (blend "
-                          f"{config.parent_blend:g}) on the held-out corrections")
-            blended_metrics = predict_scores(
-                model_from_state(model, blended, {}), holdout, device).metrics(
-                model.class_names)
-            # Few images: always blend (their own held-out pixels favour over-fitting).
-            # Many: the held-out images are independent, so they choose.
-            if few_images or blended_metrics["dice"] >= after["dice"]:
-                chosen, after, blend = blended, blended_metrics, config.parent_blend
-            improved = after["dice"] > before["dice"]
-            if not improved:
-                chosen, after, blend = parent_state, dict(before), 1.0
-        if improved:
-            message = (f"held-out Dice {before['dice']:.4f} -> {after['dice']:.4f} "
-                       f"(kept step {state.best_step} of {state.steps}"
-                       + (f", averaged with the parent, blend {blend:g})" if blend < 1 else ")"))
-        else:
-            message = (f"fine-tuning did not beat the parent on the held-out corrections "
-                       f"(Dice {before['dice']:.4f}); the parent's weights are kept")
-    else:
-        improved, chosen, after = True, final_state, {}
-        if few_images and config.parent_blend < 1.0:
-            blend = config.parent_blend
-            chosen = blend_states(parent_state, final_state, blend)
-        message = (f"fine-tuned for {state.steps} steps (no holdout: not checked"
-                   + (f"; averaged with the parent, blend {blend:g})" if blend < 1 else ")"))
+    outcome = yield from _choose(config, state, start_state, final_state, start_metrics,
+                                 blends, few_images, score if holdout else None)
+    chosen, after, blend, blend_scores = outcome
+    improved = (after["dice"] > before["dice"]) if holdout else True
+    if holdout and not improved:
+        chosen, after, blend = parent_state, dict(before), 1.0
+    best_step = state.best_step if improved else 0
+    message = _describe(holdout, improved, before, after, state, blend, adapted and improved)
     yield Message(message)
     elapsed = time.perf_counter() - started
     provenance = {
@@ -541,8 +472,10 @@ def finetune(
             "before": before,
             "after": after,
             "improved": improved,
-            "best_step": state.best_step if improved else 0,
+            "best_step": best_step,
             "parent_blend": blend,
+            "blend_scores": {f"{w:g}": round(d, 5) for w, d in blend_scores.items()},
+            "adapted_batchnorm": bool(adapted and improved),
             "holdout": holdout_info,
             "message": message,
             "images": names,
@@ -554,16 +487,73 @@ def finetune(
     new_model = model_from_state(model, chosen, provenance)
     new_model.provenance.pop("name", None)  # the parent's display name is not ours
     return FinetuneResult(
-        model=new_model,
-        before=before,
-        after=after,
-        improved=improved,
-        steps=state.steps,
-        elapsed_s=elapsed,
-        n_corrected_pixels=n_corrected,
-        best_step=state.best_step if improved else 0,
-        message=message,
-        history=subsample_history(state.history),
-        validations=state.validations,
-        parent_blend=blend,
+        model=new_model, before=before, after=after, improved=improved, steps=state.steps,
+        elapsed_s=elapsed, n_corrected_pixels=n_corrected, best_step=best_step,
+        message=message, history=subsample_history(state.history),
+        validations=state.validations, parent_blend=blend,
+        adapted_batchnorm=bool(adapted and improved), blend_scores=blend_scores,
     )
+
+
+def cpu_state_of(model: ModelFile) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of a model file's weights."""
+    return {k: v.detach().to("cpu").clone() for k, v in model.state_dict.items()}
+
+
+def _choose(
+    config: FinetuneConfig,
+    state: FitState,
+    start_state: dict[str, torch.Tensor],
+    final_state: dict[str, torch.Tensor],
+    start_metrics: dict[str, float],
+    blends: Sequence[float],
+    few_images: bool,
+    score: Any,
+) -> Generator[Message, None, tuple[dict[str, torch.Tensor], dict[str, float], float,
+                                 dict[float, float]]]:
+    """The returned weights: the best (or last) trained weights blended with the start.
+
+    Returns the weights, their held-out metrics, the blend weight and the held-out Dice
+    of every blend scored.
+    """
+    if score is None:  # no holdout: the last weights, blended as asked (or not at all)
+        weight = config.parent_blend if config.parent_blend is not None else 1.0
+        return blend_states(start_state, final_state, weight), {}, weight, {}
+    if state.best_step == 0 or state.best_state is None:  # nothing beat the start
+        return start_state, dict(start_metrics), 1.0, {}
+    best_validation = next(v for v in state.validations if v["step"] == state.best_step)
+    scores = {1.0: best_validation["metrics"]}
+    for weight in blends:
+        if weight < 1.0:
+            yield Message(f"scoring the average with the start (blend {weight:g}) on the "
+                          "held-out corrections")
+            scores[weight] = score(blend_states(start_state, state.best_state, weight))
+    if config.parent_blend is None:  # chosen on the held-out corrections
+        tolerance = config.blend_tolerance if few_images else 0.0
+        weight = choose_blend({w: scores[w]["dice"] for w in blends}, tolerance)
+    elif few_images:  # a fixed blend is what was asked for
+        weight = config.parent_blend
+    else:  # many images: their held-out images are independent, so they may refuse it
+        weight = choose_blend({w: m["dice"] for w, m in scores.items()}, 0.0)
+    chosen = (state.best_state if weight == 1.0
+              else blend_states(start_state, state.best_state, weight))
+    return chosen, scores[weight], weight, {w: m["dice"] for w, m in scores.items()}
+
+
+def _describe(holdout: list, improved: bool, before: dict[str, float],
+              after: dict[str, float], state: FitState, blend: float, adapted: bool) -> str:
+    """One line on the outcome."""
+    extras = []
+    if adapted:
+        extras.append("BatchNorm statistics adapted")
+    if blend < 1:
+        extras.append(f"averaged with the start, blend {blend:g}")
+    extra = ("; " + ", ".join(extras)) if extras else ""
+    if not holdout:
+        return f"fine-tuned for {state.steps} steps (no holdout: not checked{extra})"
+    if not improved:
+        return ("fine-tuning did not beat the parent on the held-out corrections "
+                f"(Dice {before['dice']:.4f}); the parent's weights are kept")
+    kept = (f"kept step {state.best_step} of {state.steps}" if state.best_step
+            else f"no training step beat the start after {state.steps} steps")
+    return f"held-out Dice {before['dice']:.4f} -> {after['dice']:.4f} ({kept}{extra})"

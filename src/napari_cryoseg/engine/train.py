@@ -6,15 +6,14 @@
 :class:`TrainResult` with the best (by validation Dice) and the last model file.
 Closing the generator stops training at the next step; nothing is written anywhere.
 
-The optimisation loop (:func:`fit`) is shared with fine-tuning.
+The optimisation loop is :func:`napari_cryoseg.engine.fitting.fit`, shared with
+fine-tuning; scoring lives in :mod:`napari_cryoseg.engine.scoring`.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,37 +21,35 @@ import numpy as np
 import torch
 
 from napari_cryoseg.core.errors import InputError
-from napari_cryoseg.core.metrics import (
-    choose_threshold,
-    confusion_counts,
-    dice_by_threshold,
-    scores_from_counts,
-)
 from napari_cryoseg.core.normalization import NormalizationConfig
 from napari_cryoseg.core.temporal import BACKGROUND_MODES, preprocess_series
-from napari_cryoseg.core.tiling import TilingConfig
-from napari_cryoseg.engine.data import (
-    AugmentConfig,
-    ClassMapping,
+from napari_cryoseg.engine.augment import AugmentConfig
+from napari_cryoseg.engine.classes import ClassMapping
+from napari_cryoseg.engine.device import resolve_device
+from napari_cryoseg.engine.events import Message, TrainStep, Validation
+from napari_cryoseg.engine.fitting import (
+    SCHEDULES,
+    FitSettings,
+    FitState,
+    cpu_state,
+    fit,
+    model_from_state,
+    subsample_history,
+)
+from napari_cryoseg.engine.sampling import (
     PatchSampler,
     check_pair,
     check_series_pair,
     class_pixel_counts,
-    elastic_deform,
     median_frequency_weights,
 )
-from napari_cryoseg.engine.device import autocast_dtype, resolve_device
-from napari_cryoseg.engine.events import Message, TrainStep, Validation, drain
-from napari_cryoseg.engine.losses import segmentation_loss
-from napari_cryoseg.engine.predict import segment
+from napari_cryoseg.engine.scoring import center_crop, predict_scores, tune_threshold
 from napari_cryoseg.model.checkpoint import ModelFile, now_iso
 from napari_cryoseg.model.config import UNetConfig, preset
 from napari_cryoseg.model.unet import UNet
 
-SCHEDULES = ("onecycle", "cosine")
 CLASS_WEIGHTINGS = ("none", "median_frequency")
 DEFAULT_STEPS = 1000  # when neither steps, epochs nor a time budget is given
-_HISTORY_POINTS = 200  # loss history stored in the model file is sub-sampled to this
 
 
 @dataclass(frozen=True)
@@ -192,6 +189,16 @@ class TrainConfig:
         """Plain dict (the recipe stored in the model file)."""
         return asdict(self)
 
+    def fit_settings(self, total_steps: int | None) -> FitSettings:
+        """The optimisation settings of this recipe (``total_steps`` from steps/epochs)."""
+        return FitSettings(
+            batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
+            schedule=self.schedule, warmup_fraction=self.warmup_fraction,
+            total_steps=total_steps, time_budget_s=self.time_budget_s,
+            val_every=self.val_every, patience=self.patience,
+            mixed_precision=self.mixed_precision, dice_weight=self.dice_weight,
+        )
+
 
 @dataclass
 class TrainResult:
@@ -228,6 +235,34 @@ class TrainResult:
     stop_reason: str
     history: list[list[float]]
     validations: list[dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
+
+
+#: A run whose best validation Dice stays below this learned (next to) nothing.
+LEARNED_NOTHING_DICE = 0.2
+#: Fewer optimiser steps than this cannot train a U-Net from scratch.
+TOO_FEW_STEPS = 50
+
+
+def learning_warnings(state: FitState) -> list[str]:
+    """Plain-language warnings when a run learned little or nothing (empty when fine)."""
+    warnings = []
+    if state.steps < TOO_FEW_STEPS:
+        warnings.append(
+            f"only {state.steps} training steps were made: far too few to train a U-Net; "
+            "give a longer --time-budget or more --steps, or use a GPU")
+    if state.best_dice is not None and state.best_dice < LEARNED_NOTHING_DICE:
+        warnings.append(
+            f"the best validation Dice is {state.best_dice:.3f}: this model learned (next "
+            "to) nothing; train longer, and check that --classes names the mask values")
+    losses = [loss for _, loss in state.history]
+    if len(losses) >= 20:
+        tenth = max(len(losses) // 10, 2)
+        first, last = float(np.mean(losses[:tenth])), float(np.mean(losses[-tenth:]))
+        if last >= 0.9 * first:
+            warnings.append(f"the training loss did not go down ({first:.3f} -> {last:.3f}); "
+                            "try a lower learning rate or check the masks")
+    return warnings
 
 
 # --------------------------------------------------------------------------- helpers
@@ -245,279 +280,6 @@ def split_blocks(n: int, val_fraction: float, block: str = "last") -> tuple[list
     if block == "first":
         return list(range(n_val, n)), list(range(n_val))
     return list(range(n - n_val)), list(range(n - n_val, n))
-
-
-def lr_factor(progress: float, schedule: str, warmup: float) -> float:
-    """Learning-rate multiplier at ``progress`` in [0, 1] of training."""
-    progress = min(max(progress, 0.0), 1.0)
-    warmup = min(max(warmup, 0.0), 0.9)
-    if schedule == "onecycle":
-        start, end = 1 / 25, 1e-4  # as torch OneCycleLR's defaults (div 25, final 1e4 below)
-        if progress < warmup:
-            t = progress / warmup
-            return start + (1 - start) * 0.5 * (1 - math.cos(math.pi * t))
-        t = (progress - warmup) / (1 - warmup)
-        return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * t))
-    if progress < warmup:
-        return max(progress / warmup, 1e-3)
-    t = (progress - warmup) / (1 - warmup)
-    return 0.5 * (1 + math.cos(math.pi * t))
-
-
-def subsample_history(history: list[tuple[int, float]], points: int = _HISTORY_POINTS) -> list:
-    """``[[step, mean loss], ...]`` with at most ``points`` entries (bucket means)."""
-    if len(history) <= points:
-        return [[int(s), float(v)] for s, v in history]
-    buckets = np.array_split(np.arange(len(history)), points)
-    return [
-        [int(history[b[-1]][0]), float(np.mean([history[i][1] for i in b]))] for b in buckets
-    ]
-
-
-def center_crop(array: np.ndarray, size: int) -> np.ndarray:
-    """The central ``size`` x ``size`` (at most) region of a 2D array."""
-    h, w = array.shape[-2:]
-    y, x = max((h - size) // 2, 0), max((w - size) // 2, 0)
-    return array[..., y : y + size, x : x + size]
-
-
-def probability_loss(probabilities: np.ndarray, target: np.ndarray) -> float:
-    """Mean (binary) cross-entropy of predicted probabilities (K, Y, X) vs class indices."""
-    eps = 1e-6
-    valid = target >= 0
-    if not valid.any():
-        return float("nan")
-    if probabilities.shape[0] == 1:
-        p = np.clip(probabilities[0], eps, 1 - eps)
-        nll = -np.where(target == 1, np.log(p), np.log1p(-p))
-    else:
-        safe = np.where(valid, target, 0)
-        picked = np.take_along_axis(probabilities, safe[None].astype(np.int64), axis=0)[0]
-        nll = -np.log(np.clip(picked, eps, 1.0))
-    return float(nll[valid].mean())
-
-
-@dataclass
-class ScoreAccumulator:
-    """Pooled per-class TP/FP/FN counts over several (image, target[, valid]) pairs."""
-
-    n_classes: int
-    counts: np.ndarray = field(init=False)
-    losses: list[float] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.counts = np.zeros((self.n_classes, 3), dtype=np.int64)
-
-    def add(self, labels: np.ndarray, target: np.ndarray, valid: np.ndarray | None = None) -> None:
-        """Count one prediction against its class-index target (``valid``: pixels scored)."""
-        if valid is None:
-            valid = target >= 0
-        else:
-            valid = valid & (target >= 0)
-        for c in range(self.n_classes):
-            self.counts[c] += confusion_counts(labels, target, c, valid)
-
-    def dice(self) -> float:
-        """Mean foreground Dice of the pooled counts."""
-        return float(np.mean([scores_from_counts(*self.counts[c]).dice
-                              for c in range(1, self.n_classes)]))
-
-    def metrics(self, class_names: Sequence[str]) -> dict[str, float]:
-        """``{"dice/<class>": ..., "iou/<class>": ..., "loss": ...}`` for events and files."""
-        out: dict[str, float] = {}
-        for c in range(1, self.n_classes):
-            scores = scores_from_counts(*self.counts[c])
-            out[f"dice/{class_names[c]}"] = float(scores.dice)
-            out[f"iou/{class_names[c]}"] = float(scores.iou)
-        out["dice"] = self.dice()
-        if self.losses:
-            out["loss"] = float(np.mean(self.losses))
-        return out
-
-
-def predict_scores(
-    model: ModelFile,
-    items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
-    device: torch.device,
-    tiling: TilingConfig | None = None,
-) -> ScoreAccumulator:
-    """Segment each ``(image, class-index target, valid or None)`` and pool the scores."""
-    acc = ScoreAccumulator(model.config.n_classes)
-    tiling = tiling or TilingConfig(tile=512, overlap=0.125, batch_size=4)
-    for image, target, valid in items:
-        prediction = drain(segment(image, model, tiling, device=str(device),
-                                   return_probabilities=True))
-        target = target.astype(np.int64)
-        if valid is not None:
-            target = np.where(valid, target, -1)
-        acc.add(prediction.labels, target)
-        probabilities = prediction.probabilities
-        if probabilities.ndim == target.ndim + 1 and target.ndim == 3:
-            probabilities = np.moveaxis(probabilities, 1, 0)  # (T, K, Y, X) -> (K, T, Y, X)
-        acc.losses.append(probability_loss(probabilities, target))
-    return acc
-
-
-@dataclass
-class FitState:
-    """Outcome of :func:`fit`."""
-
-    steps: int = 0
-    elapsed_s: float = 0.0
-    best_state: dict[str, torch.Tensor] | None = None
-    best_step: int = 0
-    best_dice: float | None = None
-    stop_reason: str = "steps"
-    history: list[tuple[int, float]] = field(default_factory=list)
-    validations: list[dict[str, Any]] = field(default_factory=list)
-
-
-def cpu_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A detached CPU copy of ``net``'s state_dict."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
-
-
-def fit(
-    net: UNet,
-    sampler: PatchSampler,
-    *,
-    device: torch.device,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
-    schedule: str,
-    warmup_fraction: float,
-    total_steps: int | None,
-    time_budget_s: float | None,
-    val_every: int | None,
-    validate: Callable[[UNet], tuple[float, float, dict[str, float]]] | None,
-    patience: int | None = None,
-    class_weights: torch.Tensor | None = None,
-    mixed_precision: bool = True,
-    dice_weight: float = 1.0,
-    initial_best: tuple[float, dict[str, torch.Tensor]] | None = None,
-    frozen: Sequence[torch.nn.Module] = (),
-    state: FitState | None = None,
-    early_val_steps: Sequence[int] = (),
-) -> Generator[TrainStep | Validation | Message, None, FitState]:
-    """The optimisation loop shared by training and fine-tuning.
-
-    Runs AdamW steps on patches from ``sampler`` until ``total_steps`` or
-    ``time_budget_s`` is reached (or early stopping), validating every ``val_every``
-    steps and at the end with ``validate(net) -> (dice, loss, metrics)``, keeping a CPU
-    copy of the best weights. ``initial_best`` (dice, state) is a baseline that must be
-    beaten (fine-tuning passes the parent). Modules in ``frozen`` stay in eval mode.
-    ``early_val_steps`` adds validations at these steps (fine-tuning peaks early).
-    With ``sampler.augment.elastic > 0`` each batch is elastically deformed on ``device``
-    (:func:`~napari_cryoseg.engine.data.elastic_deform`) before the forward pass.
-    The caller's ``state`` object is filled in as it goes, so it is valid after a close().
-    """
-    state = state or FitState()
-    if initial_best is not None:
-        state.best_dice, state.best_state = initial_best[0], initial_best[1]
-    params = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    amp_dtype = autocast_dtype(device) if mixed_precision else None
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    if class_weights is not None:
-        class_weights = class_weights.to(device)
-    if total_steps is None and time_budget_s is None:
-        total_steps = DEFAULT_STEPS
-    # About 10 validations per run: by steps, or by time when only a time budget is known.
-    every = val_every or (max(10, total_steps // 10) if total_steps else None)
-    every_s = time_budget_s / 10 if every is None and time_budget_s else None
-    next_val_s = every_s
-    stale = 0
-    augment = sampler.augment
-    warp_generator = None
-    if augment.elastic > 0:
-        # Elastic deformation runs here, on the device, after the batch leaves the sampler.
-        # Its torch generator is seeded from the sampler's numpy generator (itself seeded by
-        # the run's seed), so runs are reproducible; the draw only happens with elastic on,
-        # so runs without it sample exactly the patches they sampled before.
-        warp_generator = torch.Generator().manual_seed(int(sampler.rng.integers(2**63 - 1)))
-    started = time.perf_counter()
-
-    def run_validation(step: int) -> Generator[Validation | Message, None, bool]:
-        nonlocal stale
-        net.eval()
-        try:
-            dice, loss, metrics = validate(net)
-        finally:
-            net.train()
-            for module in frozen:
-                module.eval()
-        best = state.best_dice is None or dice > state.best_dice
-        if best:
-            state.best_dice, state.best_step, state.best_state = dice, step, cpu_state(net)
-            stale = 0
-        else:
-            stale += 1
-        state.validations.append({"step": step, "dice": dice, "loss": loss, "metrics": metrics})
-        yield Validation(step, dice, loss, metrics, is_best=best)
-        if patience is not None and stale >= patience:
-            yield Message(f"early stopping at step {step}: validation Dice has not improved "
-                          f"for {patience} validations (best {state.best_dice:.4f} at step "
-                          f"{state.best_step})")
-            return True
-        return False
-
-    net.train()
-    for module in frozen:
-        module.eval()
-    step = 0
-    while True:
-        elapsed = time.perf_counter() - started
-        if total_steps is not None and step >= total_steps:
-            state.stop_reason = "steps"
-            break
-        if time_budget_s is not None and elapsed >= time_budget_s and step > 0:
-            state.stop_reason = "time budget"
-            break
-        progress = max(
-            step / total_steps if total_steps else 0.0,
-            elapsed / time_budget_s if time_budget_s else 0.0,
-        )
-        current_lr = lr * lr_factor(progress, schedule, warmup_fraction)
-        for group in optimizer.param_groups:
-            group["lr"] = current_lr
-        x, y = sampler.sample(batch_size, device)
-        if warp_generator is not None:
-            x, y = elastic_deform(x, y, augment.elastic, augment.elastic_spacing,
-                                  generator=warp_generator)
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32,
-                            enabled=amp_dtype is not None):
-            logits = net(x)
-        loss = segmentation_loss(logits, y, class_weights, dice_weight)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        step += 1
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            raise InputError(
-                f"training diverged at step {step} (loss {loss_value}); lower the learning rate"
-            )
-        state.history.append((step, loss_value))
-        state.steps = step
-        state.elapsed_s = time.perf_counter() - started
-        yield TrainStep(step, total_steps, loss_value, current_lr, state.elapsed_s, time_budget_s)
-        due = (
-            (every is not None and step % every == 0)
-            or (next_val_s is not None and state.elapsed_s >= next_val_s)
-            or step in early_val_steps
-        )
-        if validate is not None and due:
-            if next_val_s is not None and every_s is not None:
-                next_val_s += every_s
-            if (yield from run_validation(step)):
-                state.stop_reason = "early stopping"
-                break
-    if validate is not None and (not state.validations or state.validations[-1]["step"] != step):
-        yield from run_validation(step)
-    state.elapsed_s = time.perf_counter() - started
-    return state
 
 
 # --------------------------------------------------------------------------- train
@@ -655,15 +417,8 @@ def train(
     )
     state = FitState()
     try:
-        yield from fit(
-            net, sampler, device=device, batch_size=config.batch_size, lr=config.lr,
-            weight_decay=config.weight_decay, schedule=config.schedule,
-            warmup_fraction=config.warmup_fraction, total_steps=total_steps,
-            time_budget_s=config.time_budget_s, val_every=config.val_every,
-            validate=validate, patience=config.patience, class_weights=class_weights,
-            mixed_precision=config.mixed_precision, dice_weight=config.dice_weight,
-            state=state,
-        )
+        yield from fit(net, sampler, config.fit_settings(total_steps), device=device,
+                       validate=validate, class_weights=class_weights, state=state)
         last_state = cpu_state(net)
     finally:
         # Free accelerator memory promptly, also when the run is cancelled.
@@ -673,6 +428,9 @@ def train(
     best_validation = next(
         (v for v in state.validations if v["step"] == state.best_step), None
     )
+    warnings = learning_warnings(state)
+    for warning in warnings:
+        yield Message(f"WARNING: {warning}", level="warning")
     provenance = {
         "created": now_iso(),
         "started": started_at,
@@ -696,6 +454,8 @@ def train(
                    "class_weights": None if class_weights is None
                    else [float(w) for w in class_weights]},
         "validations": [{"step": v["step"], "dice": v["dice"]} for v in state.validations],
+        "validation_s": round(state.validation_s, 2),
+        "warnings": warnings,
     }
     last_metrics = state.validations[-1]["metrics"] if state.validations else {}
     last = model_from_state(template, last_state, {
@@ -727,66 +487,5 @@ def train(
         stop_reason=state.stop_reason,
         history=subsample_history(state.history),
         validations=state.validations,
+        warnings=warnings,
     )
-
-
-#: Thresholds tried by :func:`tune_threshold` (a narrow band: a handful of validation
-#: images cannot justify an extreme cut).
-THRESHOLD_CANDIDATES = tuple(round(0.3 + 0.025 * i, 3) for i in range(17))
-
-
-def tune_threshold(
-    model: ModelFile,
-    items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
-    device: torch.device | str,
-    candidates: Sequence[float] = THRESHOLD_CANDIDATES,
-) -> tuple[float, dict[str, Any]]:
-    """The foreground threshold of a binary ``model`` with the best Dice on ``items``.
-
-    Parameters
-    ----------
-    model : ModelFile
-        A binary model (2 classes).
-    items : sequence of (image, class-index target, valid or None)
-        Validation data (2D images or series, as for :func:`predict_scores`).
-    device : torch.device or str
-        Where to run the network (once per item).
-    candidates : sequence of float
-        Thresholds to try; 0.5 is the default kept unless beaten by 0.002.
-
-    Returns
-    -------
-    threshold : float
-    info : dict
-        ``{"threshold", "dice_at_0.5", "dice", "candidates", "scores"}`` for provenance.
-    """
-    if model.config.n_classes != 2:
-        raise InputError("threshold tuning is for binary models (2 classes)")
-    probabilities, truths, valid = [], [], []
-    for image, target, item_valid in items:
-        prediction = drain(segment(image, model, device=str(device),
-                                   return_probabilities=True))
-        probabilities.append(prediction.probabilities[..., 0, :, :])
-        truths.append(np.asarray(target) == 1)
-        valid.append(item_valid)
-    scores = dice_by_threshold(probabilities, truths, candidates, valid)
-    chosen = choose_threshold(candidates, scores)
-    at_default = float(scores[list(candidates).index(0.5)]) if 0.5 in candidates else None
-    return chosen, {
-        "threshold": chosen,
-        "dice_at_0.5": at_default,
-        "dice": float(scores[list(candidates).index(chosen)]),
-        "candidates": [float(c) for c in candidates],
-        "scores": [round(float(v), 5) for v in scores],
-    }
-
-
-def model_from_state(
-    template: ModelFile, state_dict: dict[str, torch.Tensor], provenance: dict[str, Any]
-) -> ModelFile:
-    """A copy of ``template`` with these weights and provenance (template untouched)."""
-    model = copy.copy(template)
-    model.state_dict = {k: v.detach().to("cpu").clone() for k, v in state_dict.items()}
-    model.provenance = {**copy.deepcopy(template.provenance), **copy.deepcopy(provenance)}
-    model.source_path = None
-    return model

@@ -1,0 +1,131 @@
+"""Domain adaptation helpers for fine-tuning: BatchNorm statistics and parent blends.
+
+A network's BatchNorm layers normalise every feature map with the mean and variance they
+saw on the training set. On images of another microscope, stain or detector those
+statistics are off before a single weight is wrong, so the first thing fine-tuning can do
+(for the price of a few forward passes) is to re-estimate them on the user's own images,
+labelled or not (AdaBN, Li et al. 2016). Whether that helps is decided on the held-out
+corrections, like every other choice of the recipe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from napari_cryoseg.core.normalization import NormalizationConfig
+from napari_cryoseg.engine.device import autocast_dtype
+from napari_cryoseg.engine.sampling import normalize_image
+
+#: Patches drawn from the user's images to re-estimate BatchNorm statistics.
+BN_PATCHES = 48
+BN_BATCH = 8
+
+
+def batchnorm_layers(net: torch.nn.Module) -> list[torch.nn.BatchNorm2d]:
+    """The BatchNorm layers of ``net`` (empty for a network without them)."""
+    return [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+def _random_patches(
+    images: Sequence[np.ndarray], normalization: NormalizationConfig, patch: int, count: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """``count`` normalised random crops (N, 1, P, P), images picked by area."""
+    planes = [normalize_image(np.asarray(image), normalization) for image in images]
+    areas = np.array([p.size for p in planes], dtype=np.float64)
+    picks = rng.choice(len(planes), size=count, p=areas / areas.sum())
+    out = np.zeros((count, 1, patch, patch), dtype=np.float32)
+    for n, index in enumerate(picks):
+        plane = planes[index]
+        h, w = plane.shape
+        ph, pw = min(patch, h), min(patch, w)
+        y = int(rng.integers(0, h - ph + 1))
+        x = int(rng.integers(0, w - pw + 1))
+        out[n, 0, :ph, :pw] = plane[y:y + ph, x:x + pw]
+        if ph < patch or pw < patch:  # small images: mirror into the rest of the patch
+            out[n, 0] = np.pad(out[n, 0, :ph, :pw], ((0, patch - ph), (0, patch - pw)),
+                               mode="symmetric")
+    return out
+
+
+@torch.no_grad()
+def adapt_batchnorm(
+    net: torch.nn.Module,
+    images: Sequence[np.ndarray],
+    normalization: NormalizationConfig,
+    device: torch.device,
+    *,
+    patch: int = 256,
+    n_patches: int = BN_PATCHES,
+    batch: int = BN_BATCH,
+    seed: int = 0,
+    mixed_precision: bool = True,
+) -> int:
+    """Re-estimate the running statistics of every BatchNorm layer on ``images``.
+
+    The statistics are reset and then averaged over ``n_patches`` random crops (an equal
+    weight for every batch: ``momentum=None``). Weights are not touched; the network is
+    left in eval mode. Returns the number of BatchNorm layers updated (0: nothing done).
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network, on ``device``.
+    images : sequence of numpy.ndarray
+        2D images of the target domain (any numeric dtype; normalised as inference does).
+    normalization : NormalizationConfig
+        The model file's intensity normalisation.
+    """
+    layers = batchnorm_layers(net)
+    if not layers or not images:
+        return 0
+    rng = np.random.default_rng(seed)
+    patches = _random_patches(images, normalization, patch, n_patches, rng)
+    momenta = [layer.momentum for layer in layers]
+    net.eval()
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # cumulative average over the batches below
+        layer.train()
+    amp_dtype = autocast_dtype(device) if mixed_precision else None
+    try:
+        for start in range(0, len(patches), batch):
+            x = torch.from_numpy(patches[start:start + batch]).to(device)
+            with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32,
+                                enabled=amp_dtype is not None):
+                net(x)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+        net.eval()
+    return len(layers)
+
+
+def blend_states(
+    parent: dict[str, torch.Tensor], child: dict[str, torch.Tensor], weight: float
+) -> dict[str, torch.Tensor]:
+    """``parent + weight * (child - parent)`` for float tensors; others from ``child``."""
+    blended = {}
+    for key, value in child.items():
+        base = parent[key]
+        if value.is_floating_point() and weight != 1.0:
+            blended[key] = (base.float() + weight * (value.float() - base.float())).to(value.dtype)
+        else:
+            blended[key] = value.clone()
+    return blended
+
+
+def choose_blend(scores: dict[float, float], tolerance: float) -> float:
+    """The smallest blend weight whose held-out Dice is within ``tolerance`` of the best.
+
+    Held-out pixels of the corrected images themselves favour the weights that fit those
+    images hardest; preferring the weights nearest the parent unless moving further is
+    clearly better keeps what the parent knew about the user's *other* images when the
+    evidence for moving is weak (a small domain shift), and moves all the way when it is
+    strong (a large one).
+    """
+    best = max(scores.values())
+    return min(w for w, dice in scores.items() if dice >= best - tolerance)

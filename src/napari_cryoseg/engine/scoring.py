@@ -1,0 +1,157 @@
+"""Scoring a model on held-out images: pooled Dice/IoU, loss, threshold tuning."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_cryoseg.core.errors import InputError
+from napari_cryoseg.core.metrics import (
+    choose_threshold,
+    confusion_counts,
+    dice_by_threshold,
+    scores_from_counts,
+)
+from napari_cryoseg.core.tiling import TilingConfig
+from napari_cryoseg.engine.events import drain
+from napari_cryoseg.engine.predict import segment
+from napari_cryoseg.model.checkpoint import ModelFile
+
+
+def center_crop(array: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size`` x ``size`` (at most) region of a 2D array."""
+    h, w = array.shape[-2:]
+    y, x = max((h - size) // 2, 0), max((w - size) // 2, 0)
+    return array[..., y : y + size, x : x + size]
+
+
+def probability_loss(probabilities: np.ndarray, target: np.ndarray) -> float:
+    """Mean (binary) cross-entropy of predicted probabilities (K, Y, X) vs class indices."""
+    eps = 1e-6
+    valid = target >= 0
+    if not valid.any():
+        return float("nan")
+    if probabilities.shape[0] == 1:
+        p = np.clip(probabilities[0], eps, 1 - eps)
+        nll = -np.where(target == 1, np.log(p), np.log1p(-p))
+    else:
+        safe = np.where(valid, target, 0)
+        picked = np.take_along_axis(probabilities, safe[None].astype(np.int64), axis=0)[0]
+        nll = -np.log(np.clip(picked, eps, 1.0))
+    return float(nll[valid].mean())
+
+
+@dataclass
+class ScoreAccumulator:
+    """Pooled per-class TP/FP/FN counts over several (image, target[, valid]) pairs."""
+
+    n_classes: int
+    counts: np.ndarray = field(init=False)
+    losses: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.counts = np.zeros((self.n_classes, 3), dtype=np.int64)
+
+    def add(self, labels: np.ndarray, target: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Count one prediction against its class-index target (``valid``: pixels scored)."""
+        if valid is None:
+            valid = target >= 0
+        else:
+            valid = valid & (target >= 0)
+        for c in range(self.n_classes):
+            self.counts[c] += confusion_counts(labels, target, c, valid)
+
+    def dice(self) -> float:
+        """Mean foreground Dice of the pooled counts."""
+        return float(np.mean([scores_from_counts(*self.counts[c]).dice
+                              for c in range(1, self.n_classes)]))
+
+    def metrics(self, class_names: Sequence[str]) -> dict[str, float]:
+        """``{"dice/<class>": ..., "iou/<class>": ..., "loss": ...}`` for events and files."""
+        out: dict[str, float] = {}
+        for c in range(1, self.n_classes):
+            scores = scores_from_counts(*self.counts[c])
+            out[f"dice/{class_names[c]}"] = float(scores.dice)
+            out[f"iou/{class_names[c]}"] = float(scores.iou)
+        out["dice"] = self.dice()
+        if self.losses:
+            out["loss"] = float(np.mean(self.losses))
+        return out
+
+
+def predict_scores(
+    model: ModelFile,
+    items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+    device: torch.device,
+    tiling: TilingConfig | None = None,
+) -> ScoreAccumulator:
+    """Segment each ``(image, class-index target, valid or None)`` and pool the scores."""
+    acc = ScoreAccumulator(model.config.n_classes)
+    tiling = tiling or TilingConfig()
+    for image, target, valid in items:
+        prediction = drain(segment(image, model, tiling, device=str(device),
+                                   return_probabilities=True))
+        target = target.astype(np.int64)
+        if valid is not None:
+            target = np.where(valid, target, -1)
+        acc.add(prediction.labels, target)
+        probabilities = prediction.probabilities
+        if probabilities.ndim == target.ndim + 1 and target.ndim == 3:
+            probabilities = np.moveaxis(probabilities, 1, 0)  # (T, K, Y, X) -> (K, T, Y, X)
+        acc.losses.append(probability_loss(probabilities, target))
+    return acc
+
+
+#: Thresholds tried by :func:`tune_threshold` (a narrow band: a handful of validation
+#: images cannot justify an extreme cut).
+THRESHOLD_CANDIDATES = tuple(round(0.3 + 0.025 * i, 3) for i in range(17))
+
+
+def tune_threshold(
+    model: ModelFile,
+    items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+    device: torch.device | str,
+    candidates: Sequence[float] = THRESHOLD_CANDIDATES,
+) -> tuple[float, dict[str, Any]]:
+    """The foreground threshold of a binary ``model`` with the best Dice on ``items``.
+
+    Parameters
+    ----------
+    model : ModelFile
+        A binary model (2 classes).
+    items : sequence of (image, class-index target, valid or None)
+        Validation data (2D images or series, as for :func:`predict_scores`).
+    device : torch.device or str
+        Where to run the network (once per item).
+    candidates : sequence of float
+        Thresholds to try; 0.5 is the default kept unless beaten by 0.002.
+
+    Returns
+    -------
+    threshold : float
+    info : dict
+        ``{"threshold", "dice_at_0.5", "dice", "candidates", "scores"}`` for provenance.
+    """
+    if model.config.n_classes != 2:
+        raise InputError("threshold tuning is for binary models (2 classes)")
+    probabilities, truths, valid = [], [], []
+    for image, target, item_valid in items:
+        prediction = drain(segment(image, model, device=str(device),
+                                   return_probabilities=True))
+        probabilities.append(prediction.probabilities[..., 0, :, :])
+        truths.append(np.asarray(target) == 1)
+        valid.append(item_valid)
+    scores = dice_by_threshold(probabilities, truths, candidates, valid)
+    chosen = choose_threshold(candidates, scores)
+    at_default = float(scores[list(candidates).index(0.5)]) if 0.5 in candidates else None
+    return chosen, {
+        "threshold": chosen,
+        "dice_at_0.5": at_default,
+        "dice": float(scores[list(candidates).index(chosen)]),
+        "candidates": [float(c) for c in candidates],
+        "scores": [round(float(v), 5) for v in scores],
+    }
