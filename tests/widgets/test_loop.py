@@ -61,7 +61,8 @@ def test_loop_works_whichever_way_the_dock_is_opened(make_napari_viewer, qtbot, 
         widget.finetune_panel.finetune_btn.click()
     job = blocker.args[0]
     assert job.error is None and job.result is not None, job.error
-    assert job.result.n_corrected_pixels > 0
+    result, data = job.result
+    assert result.n_corrected_pixels > 0 and data.names == ["img"]
 
     # a dock opened later, the other way, sees the same session and corrections
     other = open_dock(viewer, "menu" if how == "plugin" else "plugin")

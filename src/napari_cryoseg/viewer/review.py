@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,12 +32,14 @@ import numpy as np
 import tifffile
 
 from napari_cryoseg.core.atomic import atomic_write
-from napari_cryoseg.core.corrections import CorrectionSummary, summarize, training_mask
+from napari_cryoseg.core.corrections import CorrectionSummary, summarize
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.viewer.camera import view_region
 from napari_cryoseg.viewer.session import SegmentationRecord, Session
+from napari_cryoseg.viewer.training_data import TrainingData, TrainingSource, build_training_data
 
-__all__ = ["CorrectionStore", "TrainingData", "default_project_dir", "restore"]
+__all__ = ["CorrectionStore", "TrainingData", "TrainingSource", "build_training_data",
+           "default_project_dir", "restore"]
 
 PROJECT_FILE = "project.json"
 PROJECT_VERSION = 1
@@ -70,21 +71,6 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     atomic_write(path, lambda f: f.write(text), overwrite=True)
 
 
-@dataclass
-class TrainingData:
-    """Snapshotted copies handed to the fine-tuning worker (2D planes)."""
-
-    images: list[np.ndarray]
-    masks: list[np.ndarray]
-    valid_masks: list[np.ndarray]
-    names: list[str]
-    corrected_pixels: int
-    reviewed_pixels: int
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-
 class CorrectionStore:
     """Corrections of all plugin-made labels layers of one session.
 
@@ -112,8 +98,6 @@ class CorrectionStore:
         self._saved_predicted: dict[str, int] = {}  # file name -> id(record.predicted)
         self._saved_images: dict[str, Any] = {}  # file name -> image layer written
         self._names: dict[int, str] = {}  # id(labels layer) -> file name stem
-        #: Corrections kept after their layer was re-segmented: name -> (image, mask, valid).
-        self.banked: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.listeners: list[Any] = []  # callables(layer) told when a layer got dirty
         #: (record, reviewed mask before the mark) of the last marks, newest last.
         self._review_undo: list[tuple[SegmentationRecord, np.ndarray | None]] = []
@@ -303,49 +287,28 @@ class CorrectionStore:
         return self.mark_reviewed(labels_layer, region)
 
     # --- training data -----------------------------------------------------------------
-    def bank(self, record: SegmentationRecord) -> None:
-        """Keep this layer's corrections for training before its labels are replaced."""
-        if not self.is_corrected(record):
-            return
-        image, mask, valid = self._snapshot(record)
-        self.banked[self.name_of(record)] = (image, mask, valid)
+    def training_sources(self) -> list[TrainingSource]:
+        """Copies of what fine-tuning needs from each corrected layer (main thread, cheap).
 
-    def _snapshot(self, record: SegmentationRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        edited = np.array(record.labels_layer.data, copy=True)
-        valid = training_mask(record.predicted, edited, record.reviewed, band_px=self.band_px)
-        image = np.array(record.image_layer.data, copy=True)
-        return image, edited, valid
+        The valid masks are derived later, off the main thread
+        (:func:`build_training_data`).
+        """
+        sources = []
+        for record in self.session.live_records():
+            edited = np.array(record.labels_layer.data, copy=True)
+            predicted = np.asarray(record.predicted)
+            reviewed = None if record.reviewed is None else record.reviewed.copy()
+            touched = (reviewed is not None and reviewed.any()) or (
+                predicted.shape == edited.shape and bool(np.any(predicted != edited)))
+            if touched:
+                sources.append(TrainingSource(
+                    self.name_of(record), np.array(record.image_layer.data, copy=True),
+                    edited, predicted.copy(), reviewed))
+        return sources
 
     def training_data(self) -> TrainingData:
-        """Copies of (image, corrected labels, valid mask) of every corrected layer.
-
-        3D layers are split into their 2D planes that hold valid pixels. The arrays are
-        snapshots, safe to hand to a worker thread.
-        """
-        images, masks, valids, names = [], [], [], []
-        corrected = reviewed = 0
-        sources: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = dict(self.banked)
-        for record, summary in self.summaries():
-            if summary.is_empty:
-                continue
-            sources[self.name_of(record)] = self._snapshot(record)
-        for name, (image, mask, valid) in sources.items():
-            corrected_here = int(np.count_nonzero(valid))
-            if image.ndim == 2:
-                planes = [(image, mask, valid)]
-            else:
-                planes = [(image[i], mask[i], valid[i]) for i in range(image.shape[0])
-                          if valid[i].any()]
-            for img, msk, val in planes:
-                images.append(img)
-                masks.append(msk)
-                valids.append(val)
-                names.append(name)
-            corrected += corrected_here
-        for record in self.session.live_records():
-            if record.reviewed is not None:
-                reviewed += int(np.count_nonzero(record.reviewed))
-        return TrainingData(images, masks, valids, names, corrected, reviewed)
+        """Copies of (image, corrected labels, valid mask) of every corrected layer."""
+        return build_training_data(self.training_sources(), self.band_px)
 
     # --- saving ------------------------------------------------------------------------
     def name_of(self, record: SegmentationRecord) -> str:
