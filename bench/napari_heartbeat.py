@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--budget", type=float, default=10.0)
+    parser.add_argument("--open", choices=("plugin", "direct"), default="plugin",
+                        help="open the dock as the Plugins menu does, or construct it "
+                        "(for versions whose dock broke with napari's viewer proxy)")
     args = parser.parse_args(argv)
 
     import napari
@@ -49,7 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     app = napari.qt.get_qapp()
     viewer = napari.Viewer(show=True)
-    _widget, dock = viewer.window.add_plugin_dock_widget("napari-cryoseg", "CryoSeg")
+    if args.open == "plugin":
+        _widget, dock = viewer.window.add_plugin_dock_widget("napari-cryoseg", "CryoSeg")
+    else:
+        from napari_cryoseg.widgets.main import CryoSegWidget
+
+        dock = CryoSegWidget(viewer)
+        viewer.window.add_dock_widget(dock, name="CryoSeg", area="right")
     session = dock.session
     session.device = "cpu"
     image, truth = make_sample(0, SampleConfig(shape=(args.size, args.size)))

@@ -28,7 +28,7 @@ from napari_cryoseg.viewer.review import CorrectionStore
 from napari_cryoseg.viewer.session import same_layer, unwrap
 from napari_cryoseg.widgets.segmentation import LayerOutcome, segment_layers
 
-CORRECTED_NOTE = "corrected: unchecked, edits kept if run"
+CORRECTED_NOTE = "corrected"
 
 
 class BatchPanel(QWidget):
@@ -112,8 +112,11 @@ class BatchPanel(QWidget):
                 if not status and self._is_corrected(lyr):
                     status = CORRECTED_NOTE
                 was_blocked = self.list.blockSignals(True)  # a text change is no check
-                self.list.item(i).setText(
-                    f"{layer.name}  ({shape})" + (f"  —  {status}" if status else ""))
+                item = self.list.item(i)
+                item.setText(f"{layer.name}  ({shape})" + (f"  —  {status}" if status else ""))
+                item.setToolTip("You corrected or reviewed this layer's labels: unchecked by "
+                                "default; if segmented, your edits and reviewed regions are "
+                                "kept" if self._is_corrected(lyr) else "")
                 self.list.blockSignals(was_blocked)
 
     def checked_layers(self) -> list[Any]:

@@ -19,6 +19,7 @@ from napari_cryoseg.core.errors import CryoSegError
 from napari_cryoseg.engine.events import Progress
 from napari_cryoseg.engine.uncertainty import most_uncertain_tile, tta_uncertainty
 from napari_cryoseg.viewer import camera
+from napari_cryoseg.viewer.layers import layer_units
 from napari_cryoseg.viewer.session import same_layer, unwrap
 from napari_cryoseg.widgets.buttons import button
 from napari_cryoseg.widgets.forms import FieldSpec, SettingsForm, SpinBox
@@ -128,9 +129,11 @@ class UncertaintyPanel(QWidget):
                 layer.data = result
                 break
         else:
+            units = layer_units(image_layer)
             self.viewer.add_image(result, name=name, colormap="magma", blending="additive",
                                   opacity=0.6, contrast_limits=(0.0, 1.0),
-                                  scale=image_layer.scale, translate=image_layer.translate)
+                                  scale=image_layer.scale, translate=image_layer.translate,
+                                  **({"units": units} if units else {}))
         self.status_label.setText(f"uncertainty of {image_layer.name}: mean "
                                   f"{float(result.mean()):.3f}")
 
