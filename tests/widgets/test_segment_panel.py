@@ -17,20 +17,26 @@ from napari_cryoseg.model.config import preset
 from napari_cryoseg.viewer.layers import relabel
 from napari_cryoseg.viewer.review import CorrectionStore
 from napari_cryoseg.widgets import jobs as _workers
-from napari_cryoseg.widgets.main import CryoSegWidget
+from napari_cryoseg.widgets.jobs import JobRunner
+
+from .conftest import open_dock
 
 
 @pytest.fixture
 def dock(make_napari_viewer, monkeypatch, tmp_path):
     monkeypatch.setenv("CRYOSEG_CONFIG_DIR", str(tmp_path / "config"))
     viewer = make_napari_viewer()
-    widget = CryoSegWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="CryoSeg")
+    widget = open_dock(viewer, "plugin")  # as a user's script opens it
     return viewer, widget
 
 
 def wait_done(qtbot, panel, timeout=30_000):
-    qtbot.waitUntil(lambda: panel.job is None and panel.run_button.isEnabled(), timeout=timeout)
+    """Wait for the job runner's ``finished`` signal (the job was started just before;
+    its signal is queued from the worker, so it cannot have been delivered yet)."""
+    if panel.job is not None:
+        with qtbot.waitSignal(JobRunner.for_session(panel.session).finished, timeout=timeout):
+            pass
+    assert panel.job is None and panel.run_button.isEnabled()
 
 
 def small_image(seed=0, size=128):

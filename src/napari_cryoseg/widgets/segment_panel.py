@@ -13,7 +13,6 @@ from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QComboBox,
-    QFormLayout,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -123,13 +122,18 @@ class SegmentPanel(QWidget):
         self.relabel_count = 0
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        top = QFormLayout()
         self.image = LayerCombo(viewer)
         self.image.setToolTip("Image layer to segment (2D, 3D stack or time series)")
-        top.addRow("Image:", self.image)
-        layout.addLayout(top)
         self.form = SettingsForm(session.settings, segment_fields(self._threshold_shown),
                                  on_user_change=self._user_changed)
+        top = QHBoxLayout()
+        image_label = QLabel("Image:")
+        # the same label column as the settings form below
+        image_label.setFixedWidth(max(label.sizeHint().width()
+                                      for label in self.form.native.findChildren(QLabel)))
+        top.addWidget(image_label)
+        top.addWidget(self.image, 1)
+        layout.addLayout(top)
         layout.addWidget(self.form.native)
         self.tile = self.form["segment.tiling.tile"]
         self.overlap = self.form["segment.tiling.overlap"]
