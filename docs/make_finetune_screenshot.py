@@ -1,6 +1,6 @@
 """Regenerate docs/images/finetune.png: the interactive loop on a domain shift (one command).
 
-    python docs/make_finetune_screenshot.py [--budget 30]
+    python docs/make_finetune_screenshot.py [--budget 90]
 
 The bundled default model segments two grid squares of a new look (much stronger shot
 noise and charging than it was trained on). The first is corrected (here: replaced by
@@ -24,7 +24,7 @@ NEW_LOOK = {"shape": (384, 384), "noise": 0.3, "charging": 0.8}
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=int, default=30)
+    parser.add_argument("--budget", type=int, default=90)
     args = parser.parse_args(argv)
     with virtual_display((1500, 950)):
         import napari
