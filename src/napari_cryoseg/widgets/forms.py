@@ -16,6 +16,7 @@ from typing import Any
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox, Widget
 from napari.utils.notifications import show_error
+from qtpy.QtWidgets import QLabel
 
 from napari_cryoseg.core.errors import CryoSegError
 
@@ -92,6 +93,12 @@ class SettingsForm:
             self.widgets[spec.key] = widget
         self.container = Container(widgets=list(self.widgets.values()), labels=True)
         self.container.margins = (0, 0, 0, 0)
+        # one label column: the fields start at the same x whatever their label's length
+        labels = self.container.native.findChildren(QLabel)
+        # (+12 px: napari's stylesheet, applied once the dock is shown, widens the text)
+        self.label_width = max((label.sizeHint().width() for label in labels), default=0) + 12
+        for label in labels:
+            label.setFixedWidth(self.label_width)
         settings.on_change(lambda _job: self.refresh())
 
     @property

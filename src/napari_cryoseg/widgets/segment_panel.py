@@ -128,9 +128,7 @@ class SegmentPanel(QWidget):
                                  on_user_change=self._user_changed)
         top = QHBoxLayout()
         image_label = QLabel("Image:")
-        # the same label column as the settings form below
-        image_label.setFixedWidth(max(label.sizeHint().width()
-                                      for label in self.form.native.findChildren(QLabel)))
+        image_label.setFixedWidth(self.form.label_width)  # the form's label column
         top.addWidget(image_label)
         top.addWidget(self.image, 1)
         layout.addLayout(top)
