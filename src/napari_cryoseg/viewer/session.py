@@ -92,8 +92,9 @@ class Session:
     records : dict
         ``id(labels_layer) -> SegmentationRecord``.
     busy : str or None
-        ``"segment"`` or ``"finetune"`` while a job runs: segmentation and fine-tuning
-        never share the device at once.
+        The kind of the job that runs (``"segment"``, ``"batch"``, ``"finetune"``,
+        ``"resegment"``, ``"uncertainty"``, ``"train"``), else None: one job per viewer,
+        so jobs never share the device.
     settings : DockSettings
         Segment / fine-tune / loop settings read by every job.
     """
