@@ -64,13 +64,13 @@ def main() -> int:
         from qtpy.QtCore import QTimer
 
         from napari_cryoseg.core.metrics import dice
-        from napari_cryoseg.corrections import CorrectionStore
         from napari_cryoseg.engine.evaluate import evaluate
         from napari_cryoseg.engine.events import drain
         from napari_cryoseg.engine.predict import segment
-        from napari_cryoseg.layers import record_for_image, show_prediction
         from napari_cryoseg.model.checkpoint import load_model
-        from napari_cryoseg.session import Session
+        from napari_cryoseg.viewer.layers import record_for_image, show_prediction
+        from napari_cryoseg.viewer.review import CorrectionStore
+        from napari_cryoseg.viewer.session import Session
         from napari_cryoseg.widgets.main import CryoSegWidget
 
         viewer = napari.Viewer(title="CryoSeg: real EM loop")
@@ -97,9 +97,9 @@ def main() -> int:
             layer = records[name].labels_layer
             layer.data = truth.astype(layer.data.dtype)  # the user's corrections
             panel.store.mark_reviewed(records[name])
-        panel.refresh_counts()
-        dock.show_section("Correct & fine-tune", only=True)
-        panel.budget_spin.setValue(args.budget)
+        dock.review_panel.refresh_counts()
+        dock.show_section("Fine-tune", only=True)
+        panel.budget.value = args.budget
 
         ticks: list[float] = []
         timer = QTimer()
@@ -111,11 +111,11 @@ def main() -> int:
         panel.start_finetune()
         training_started = time.perf_counter()
         deadline = time.monotonic() + args.budget + 600
-        while panel.worker is not None and time.monotonic() < deadline:
+        while panel.job is not None and time.monotonic() < deadline:
             app.processEvents()
             time.sleep(0.005)
         trained = time.perf_counter()
-        while (panel.worker is not None or panel.aux_worker is not None) and \
+        while dock.runner.busy and \
                 time.monotonic() < deadline:
             app.processEvents()
             time.sleep(0.005)

@@ -1,6 +1,6 @@
 """Regenerate docs/images/finetune.png: the interactive loop on a domain shift (one command).
 
-    python docs/make_finetune_screenshot.py [--budget 30]
+    python docs/make_finetune_screenshot.py [--budget 90]
 
 The bundled default model segments two grid squares of a new look (much stronger shot
 noise and charging than it was trained on). The first is corrected (here: replaced by
@@ -24,18 +24,18 @@ NEW_LOOK = {"shape": (384, 384), "noise": 0.3, "charging": 0.8}
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=int, default=30)
+    parser.add_argument("--budget", type=int, default=90)
     args = parser.parse_args(argv)
     with virtual_display((1500, 950)):
         import napari
 
         from napari_cryoseg.core.synthetic import SampleConfig, make_sample
-        from napari_cryoseg.corrections import CorrectionStore
         from napari_cryoseg.engine.events import drain
         from napari_cryoseg.engine.predict import segment
-        from napari_cryoseg.layers import record_for_image, show_prediction
         from napari_cryoseg.model.bundled import load_default_model
-        from napari_cryoseg.session import Session
+        from napari_cryoseg.viewer.layers import record_for_image, show_prediction
+        from napari_cryoseg.viewer.review import CorrectionStore
+        from napari_cryoseg.viewer.session import Session
         from napari_cryoseg.widgets.main import CryoSegWidget
 
         viewer = napari.Viewer(title="CryoSeg: correct and fine-tune")
@@ -56,13 +56,13 @@ def main(argv: list[str] | None = None) -> int:
             truths.append(truth)
         records[0].labels_layer.data = truths[0].astype(records[0].labels_layer.data.dtype)
         panel.store.mark_reviewed(records[0])
-        panel.refresh_counts()
-        dock.show_section("Correct & fine-tune", only=True)
-        panel.budget_spin.setValue(args.budget)
+        dock.review_panel.refresh_counts()
+        dock.show_section("Fine-tune", only=True)
+        panel.budget.value = args.budget
         panel.start_finetune()
         app = napari.qt.get_qapp()
         end = time.monotonic() + args.budget + 240
-        while (panel.worker is not None or panel.aux_worker is not None) and \
+        while dock.runner.busy and \
                 time.monotonic() < end:
             app.processEvents()
             time.sleep(0.02)

@@ -40,7 +40,6 @@ def main(argv: list[str] | None = None) -> int:
 
         from napari_cryoseg.contributions.sample_data import sample_layers
         from napari_cryoseg.core.synthetic import SampleConfig, make_sample, make_sample_stack
-        from napari_cryoseg.widgets.main import CryoSegWidget
 
         IMAGES.mkdir(parents=True, exist_ok=True)
         viewer = napari.Viewer(title="CryoSeg", show=True)
@@ -48,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         app = QApplication.instance()
         for data, kwargs, kind in sample_layers(seed=0, size=512):
             getattr(viewer, f"add_{kind}")(data, **kwargs)
-        dock = CryoSegWidget(viewer)
-        viewer.window.add_dock_widget(dock, name="CryoSeg", area="right")
+        _dock_widget, dock = viewer.window.add_plugin_dock_widget("napari-cryoseg", "CryoSeg")
         if args.model:
             dock.model_panel.open_path(args.model)
         elif not dock.model_panel.use_default():

@@ -105,7 +105,7 @@ def _screenshot_when_done(viewer, path: str) -> None:
     """Save the whole window once the segmentation is shown, then close napari."""
     from qtpy.QtCore import QTimer
 
-    from napari_cryoseg.session import Session
+    from napari_cryoseg.viewer.session import Session
 
     session = Session.for_viewer(viewer)
     timer = QTimer()
@@ -135,13 +135,12 @@ def run_gui(
     import napari
 
     from napari_cryoseg.contributions.sample_data import sample_layers
-    from napari_cryoseg.widgets.main import CryoSegWidget
 
     viewer = napari.Viewer(title="CryoSeg demo")
     for data, kwargs, kind in sample_layers(seed=SAMPLE_SEED, size=size):
         getattr(viewer, f"add_{kind}")(data, **kwargs)
-    dock = CryoSegWidget(viewer)
-    viewer.window.add_dock_widget(dock, name="CryoSeg", area="right")
+    # the dock as Plugins > CryoSeg opens it (napari hands it a proxy of the viewer)
+    _dock_widget, dock = viewer.window.add_plugin_dock_widget("napari-cryoseg", "CryoSeg")
     dock.model_panel.device.setCurrentText(device)
     if model_path:
         dock.model_panel.open_path(model_path)

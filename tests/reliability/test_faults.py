@@ -10,7 +10,7 @@ Already covered elsewhere (referenced in docs/reliability.md, not repeated here)
   ``tests/model/test_checkpoint.py::test_failed_save_leaves_previous_file_intact``
 - autosaved corrections survive a restart (new viewer):
   ``tests/test_corrections_store.py::test_autosave_then_restore_in_new_viewer`` and
-  ``tests/widgets/test_finetune_panel.py::test_autosave_and_restore_through_panel``
+  ``tests/widgets/test_finetune_panel.py::test_autosave_only_corrected_and_restore``
 """
 
 from __future__ import annotations

@@ -8,16 +8,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_cryoseg.corrections import CorrectionStore
 from napari_cryoseg.engine.events import drain
 from napari_cryoseg.engine.predict import segment
-from napari_cryoseg.layers import record_for_image, show_prediction
 from napari_cryoseg.model.checkpoint import ModelFile
 from napari_cryoseg.model.config import preset
-from napari_cryoseg.session import Session
+from napari_cryoseg.viewer.layers import record_for_image, show_prediction
+from napari_cryoseg.viewer.review import CorrectionStore
+from napari_cryoseg.viewer.session import Session
 from napari_cryoseg.widgets import finetune_panel as finetune_module
 from napari_cryoseg.widgets import segment_panel as segment_module
-from napari_cryoseg.widgets.finetune_panel import FinetunePanel
 from napari_cryoseg.widgets.main import CryoSegWidget
 
 TIMEOUT_MS = 60_000
@@ -93,7 +92,7 @@ def test_layer_deleted_while_segmenting(dock, qtbot, errors):
                                name="corrections")
     doomed = viewer.add_image(rng.random((256, 256)).astype(np.float32), name="doomed")
     panel.image.select(doomed)
-    panel.tile.setValue(64)
+    panel.tile.value = 64
     before = [(lyr.name, np.asarray(lyr.data).copy()) for lyr in (keep, labels)]
     job = panel.run()
     assert job is not None
@@ -115,9 +114,8 @@ def test_labels_edited_while_finetuning_keeps_the_edits(make_napari_viewer, qtbo
     session.device = "cpu"
     session.set_model(ModelFile.new(preset("tiny"), seed=0), keep_previous=False)
     CorrectionStore.for_session(session, project_dir=tmp_path / "project")
-    panel = FinetunePanel(viewer, session)
-    viewer.window.add_dock_widget(panel, name="Correct & fine-tune")
-    qtbot.addWidget(panel)
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-cryoseg", "CryoSeg")
+    panel = widget.finetune_panel
     rng = np.random.default_rng(2)
     image = (rng.random((64, 64)) * 255).astype(np.uint8)
     prediction = drain(segment(image, session.model, device="cpu"))
@@ -126,17 +124,14 @@ def test_labels_edited_while_finetuning_keeps_the_edits(make_napari_viewer, qtbo
     record = record_for_image(session, image_layer)
     record.labels_layer.data = (image > 128).astype(record.labels_layer.data.dtype)
     panel.store.mark_reviewed(record)
-    panel.refresh_counts()
-    panel.steps_spin.setValue(3)
-    worker = panel.start_finetune()
-    assert worker is not None
-    # Edit the labels while the worker trains on its snapshot.
-    edited = np.array(record.labels_layer.data)
-    edited[:16, :16] = 1
-    edited[40:50, 40:50] = 0
-    record.labels_layer.data = edited
-    qtbot.waitUntil(lambda: panel.worker is None and panel.aux_worker is None,
-                    timeout=TIMEOUT_MS)
+    panel.steps.value = 3
+    with qtbot.waitSignal(widget.runner.finished, timeout=TIMEOUT_MS):
+        assert panel.start_finetune() is not None
+        # Edit the labels while the worker trains on its snapshot.
+        edited = np.array(record.labels_layer.data)
+        edited[:16, :16] = 1
+        edited[40:50, 40:50] = 0
+        record.labels_layer.data = edited
     assert session.busy is None
     np.testing.assert_array_equal(record.labels_layer.data, edited)
     assert any(lyr is record.labels_layer for lyr in viewer.layers)

@@ -9,15 +9,15 @@ from napari_cryoseg.core.synthetic import SampleConfig, make_sample
 from napari_cryoseg.io.labels import read_labels_class_names, read_labels_tiff
 from napari_cryoseg.model.checkpoint import ModelFile
 from napari_cryoseg.model.config import preset
-from napari_cryoseg.widgets.main import CryoSegWidget
+
+from .conftest import job_done, open_dock
 
 
 @pytest.fixture
 def dock(make_napari_viewer, monkeypatch, tmp_path):
     monkeypatch.setenv("CRYOSEG_CONFIG_DIR", str(tmp_path / "config"))
     viewer = make_napari_viewer()
-    widget = CryoSegWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="CryoSeg")
+    widget = open_dock(viewer, "plugin")  # as a user's script opens it
     widget.session.set_model(ModelFile.new(preset("tiny", n_classes=4), seed=0))
     return viewer, widget
 
@@ -33,8 +33,8 @@ def test_batch_three_layers_including_stack(dock, qtbot):
     viewer.add_image(np.stack([sample((64, 80), seed=s) for s in range(3)]), name="stack")
     panel = widget.batch_panel
     assert [lyr.name for lyr in panel.checked_layers()] == ["a", "b", "stack"]
-    panel.run()
-    qtbot.waitUntil(lambda: panel.job is None and panel.run_button.isEnabled(), timeout=30_000)
+    with job_done(qtbot, widget, "batch"):
+        panel.run()
     for name, shape in [("a", (96, 128)), ("b", (160, 64)), ("stack", (3, 64, 80))]:
         labels = viewer.layers[f"{name} labels"]
         assert labels.data.shape == shape
@@ -50,8 +50,8 @@ def test_batch_only_checked_layers(dock, qtbot):
     viewer.add_image(sample((64, 64), seed=1), name="b")
     panel = widget.batch_panel
     panel.set_checked([a])
-    panel.run()
-    qtbot.waitUntil(lambda: panel.job is None and panel.run_button.isEnabled(), timeout=30_000)
+    with job_done(qtbot, widget, "batch"):
+        panel.run()
     assert "a labels" in viewer.layers
     assert "b labels" not in viewer.layers
 
@@ -60,9 +60,8 @@ def test_export_round_trip_never_overwrites(dock, qtbot, tmp_path):
     viewer, widget = dock
     viewer.add_image(sample((96, 96)), name="img", scale=(12.5, 12.5))
     segment = widget.segment_panel
-    segment.run()
-    qtbot.waitUntil(lambda: segment.job is None and segment.run_button.isEnabled(),
-                    timeout=30_000)
+    with job_done(qtbot, widget, "segment"):
+        segment.run()
     layer = viewer.layers["img labels"]
     panel = widget.export_panel
     panel.folder.setText(str(tmp_path))
@@ -86,8 +85,8 @@ def test_export_all_cryoseg_layers_and_bad_folder(dock, qtbot, tmp_path):
     viewer.add_image(sample((64, 64)), name="x")
     viewer.add_image(sample((64, 64), seed=1), name="y")
     batch = widget.batch_panel
-    batch.run()
-    qtbot.waitUntil(lambda: batch.job is None and batch.run_button.isEnabled(), timeout=30_000)
+    with job_done(qtbot, widget, "batch"):
+        batch.run()
     viewer.add_labels(np.zeros((64, 64), np.uint8), name="hand drawn")
     panel = widget.export_panel
     panel.folder.setText(str(tmp_path))

@@ -26,7 +26,7 @@ def dock(make_napari_viewer):
 
 
 def test_objects_section(dock, tmp_path):
-    from napari_cryoseg import objects as O
+    from napari_cryoseg.viewer.camera import camera_of
 
     viewer, widget = dock
     assert "Objects" in widget.sections
@@ -49,7 +49,7 @@ def test_objects_section(dock, tmp_path):
     label = int(result.table["label"][3])
     assert objects.selected_label == label
     cy, cx = result.table["centroid_y"][3] * 2, result.table["centroid_x"][3] * 2
-    assert tuple(O._camera(viewer).center)[-2:] == pytest.approx((cy, cx))
+    assert tuple(camera_of(viewer).center)[-2:] == pytest.approx((cy, cx))
 
     # Remove the speck, then undo on the labels layer.
     panel.min_size.setValue(10)

@@ -11,25 +11,32 @@ from napari_cryoseg.core.metrics import mean_foreground_dice
 from napari_cryoseg.core.synthetic import SampleConfig, make_sample
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine import predict
-from napari_cryoseg.layers import relabel
 from napari_cryoseg.model.bundled import default_model_path
 from napari_cryoseg.model.checkpoint import ModelFile, load_model
 from napari_cryoseg.model.config import preset
-from napari_cryoseg.widgets import _workers
-from napari_cryoseg.widgets.main import CryoSegWidget
+from napari_cryoseg.viewer.layers import relabel
+from napari_cryoseg.viewer.review import CorrectionStore
+from napari_cryoseg.widgets import jobs as _workers
+from napari_cryoseg.widgets.jobs import JobRunner
+
+from .conftest import open_dock
 
 
 @pytest.fixture
 def dock(make_napari_viewer, monkeypatch, tmp_path):
     monkeypatch.setenv("CRYOSEG_CONFIG_DIR", str(tmp_path / "config"))
     viewer = make_napari_viewer()
-    widget = CryoSegWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="CryoSeg")
+    widget = open_dock(viewer, "plugin")  # as a user's script opens it
     return viewer, widget
 
 
 def wait_done(qtbot, panel, timeout=30_000):
-    qtbot.waitUntil(lambda: panel.job is None and panel.run_button.isEnabled(), timeout=timeout)
+    """Wait for the job runner's ``finished`` signal (the job was started just before;
+    its signal is queued from the worker, so it cannot have been delivered yet)."""
+    if panel.job is not None:
+        with qtbot.waitSignal(JobRunner.for_session(panel.session).finished, timeout=timeout):
+            pass
+    assert panel.job is None and panel.run_button.isEnabled()
 
 
 def small_image(seed=0, size=128):
@@ -48,7 +55,10 @@ def test_device_combo_lists_cpu(dock):
 def test_tiling_defaults_are_not_rounded(dock):
     """The spin boxes hold the engine's defaults exactly (0.125, not 0.13)."""
     _, widget = dock
-    assert widget.segment_panel.tiling() == TilingConfig()
+    panel = widget.segment_panel
+    assert panel.tiling() == TilingConfig()
+    shown = TilingConfig(panel.tile.value, panel.overlap.value, panel.batch.value)
+    assert shown == TilingConfig()
 
 
 def test_sample_segmented_with_default_model(dock, qtbot):
@@ -105,13 +115,13 @@ def test_test_time_augmentation_option(dock, qtbot):
     widget.session.set_model(ModelFile.new(preset("tiny"), seed=0))
     viewer.add_image(small_image()[0], name="img")
     panel = widget.segment_panel
-    assert panel.tta.currentData() == 1  # off by default
-    panel.tta.setCurrentIndex(panel.tta.findData(4))
+    assert panel.tta.value == 1  # off by default
+    panel.tta.value = 4
     panel.run()
     wait_done(qtbot, panel)
     assert "with 4x test-time augmentation" in panel.status.text()
     with_tta = viewer.layers["img labels"].data.copy()
-    panel.tta.setCurrentIndex(panel.tta.findData(1))
+    panel.tta.value = 1
     panel.run()
     wait_done(qtbot, panel)
     assert "test-time" not in panel.status.text()
@@ -122,7 +132,7 @@ def test_threshold_relabels_without_network(dock, qtbot, monkeypatch):
     viewer, widget = dock
     widget.session.set_model(ModelFile.new(preset("tiny"), seed=0))  # binary
     panel = widget.segment_panel
-    assert panel.threshold.isVisibleTo(widget)
+    assert panel.threshold.native.isVisibleTo(widget)
     viewer.add_image(small_image()[0], name="img")
     panel.run()
     wait_done(qtbot, panel)
@@ -135,7 +145,7 @@ def test_threshold_relabels_without_network(dock, qtbot, monkeypatch):
 
     monkeypatch.setattr(predict.Segmenter, "probabilities", no_network)
     threshold = float(np.quantile(record.probabilities, 0.3))
-    panel.threshold.setValue(round(threshold, 2))
+    panel.threshold.value = round(threshold, 2)
     qtbot.waitUntil(lambda: panel.relabel_count == 1, timeout=5_000)
     assert starts == _workers.STARTS
     expected = relabel(record.probabilities, round(threshold, 2), 2)
@@ -149,7 +159,7 @@ def test_threshold_follows_model_and_keeps_corrections(dock, qtbot):
     model.threshold = 0.375  # as tuned by training on a validation block
     widget.session.set_model(model)
     panel = widget.segment_panel
-    assert panel.threshold.value() == pytest.approx(0.375)
+    assert panel.threshold.value == pytest.approx(0.375)
     viewer.add_image(small_image()[0], name="img")
     panel.run()
     wait_done(qtbot, panel)
@@ -167,7 +177,7 @@ def test_threshold_follows_model_and_keeps_corrections(dock, qtbot):
     reviewed[60:80, 60:80] = True
     record.reviewed = reviewed
     shown = layer.data[reviewed].copy()
-    panel.threshold.setValue(0.99)
+    panel.threshold.value = 0.99
     qtbot.waitUntil(lambda: panel.relabel_count == 1, timeout=5_000)
     new = relabel(record.probabilities, 0.99, 2)
     assert not np.array_equal(new[reviewed], shown)  # 0.99 would have changed them
@@ -175,13 +185,17 @@ def test_threshold_follows_model_and_keeps_corrections(dock, qtbot):
     np.testing.assert_array_equal(layer.data[reviewed], shown)  # and so do reviewed pixels
     rest = ~(painted | reviewed)
     np.testing.assert_array_equal(layer.data[rest], new[rest])
-    np.testing.assert_array_equal(record.predicted, new)
+    np.testing.assert_array_equal(record.predicted[rest], new[rest])
+    # the painted square is still recorded as a correction after the re-threshold
+    store = CorrectionStore.for_session(widget.session)
+    store.mark_dirty(layer)
+    assert store.summary(record).changed_pixels >= int(painted.sum())
 
 
 def test_multiclass_model_hides_threshold(dock):
     _, widget = dock
     widget.session.set_model(ModelFile.new(preset("tiny", n_classes=4)))
-    assert not widget.segment_panel.threshold.isVisibleTo(widget)
+    assert not widget.segment_panel.threshold.native.isVisibleTo(widget)
 
 
 def test_cancel_leaves_existing_layers(dock, qtbot):
@@ -195,8 +209,8 @@ def test_cancel_leaves_existing_layers(dock, qtbot):
     before = viewer.layers["small labels"].data.copy()
     big = viewer.add_image(np.random.default_rng(0).random((1024, 1024), np.float32), name="big")
     panel.image.select(big)
-    panel.tile.setValue(64)
-    panel.batch.setValue(1)
+    panel.tile.value = 64
+    panel.batch.value = 1
     panel.run()
     qtbot.waitUntil(lambda: "tiles" in panel.status.text(), timeout=10_000)
     panel.cancel()

@@ -10,6 +10,7 @@ from napari_cryoseg.cli._args import path_text
 from napari_cryoseg.cli._common import echo, load_model_arg
 from napari_cryoseg.engine.device import describe_devices
 from napari_cryoseg.model.checkpoint import ModelFile
+from napari_cryoseg.model.provenance import Provenance
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -59,6 +60,7 @@ def describe(model: ModelFile) -> list[str]:
         f"pixel size: {'unknown' if pixel is None else f'{pixel:g} nm'}",
         f"temporal context: {summary['temporal context']}",
         f"background subtraction: {summary.get('background subtraction', 'none')}",
+        f"history: {Provenance.of(model).describe()}",
         "provenance:",
     ]
     provenance = summary["provenance"] or {}

@@ -17,7 +17,7 @@ from typing import Any
 from napari_cryoseg.io.checks import TIFF_SUFFIXES
 
 LayerData = tuple[Any, dict[str, Any], str]
-META_KEY = "cryoseg"  # same key as napari_cryoseg.layers.META_KEY (no napari import here)
+META_KEY = "cryoseg"  # same key as napari_cryoseg.viewer.layers.META_KEY (no napari import here)
 
 
 def _is_ours(path: str) -> bool:

@@ -6,6 +6,10 @@ the compute device; a strip of image rows is finalised (probabilities -> labels)
 soon as no later tile touches it. Device memory is therefore set by the tile size,
 batch size and image width, not the image height, and dask/zarr inputs are read one
 strip at a time and never loaded whole.
+
+This module stays whole (over 450 lines): the segmenter, the strip reader and the
+streaming accumulation share private buffers and are read together; the settings live
+in :mod:`napari_cryoseg.engine.settings`.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from napari_cryoseg.core.temporal import preprocess_series
 from napari_cryoseg.core.tiling import TileGrid, TilingConfig, padded_shape_for, plan_tiles
 from napari_cryoseg.engine.device import autocast_dtype, resolve_device
 from napari_cryoseg.engine.events import Progress
+from napari_cryoseg.engine.settings import TTA_CHOICES, SegmentSettings, check_segmenter_options
 from napari_cryoseg.model.checkpoint import ModelFile
 
 #: The 8 symmetries of a square as name -> (k rot90 in the YX plane, flip X afterwards).
@@ -46,8 +51,6 @@ TTA_TRANSFORMS: tuple[tuple[int, bool], ...] = tuple(TRANSFORMS[name] for name i
     "identity", "flip_x", "rot180", "rot180_flip", "rot90", "rot90_flip", "rot270",
     "rot270_flip",
 ))
-TTA_CHOICES = (1, 2, 4, 8)
-
 
 @dataclass
 class Prediction:
@@ -445,6 +448,7 @@ def segment(
     mixed_precision: bool = True,
     value_range: tuple[float, float] | None = None,
     tta: int = 1,
+    settings: SegmentSettings | None = None,
 ) -> Generator[Progress, None, Prediction]:
     """Segment a 2D image, a (Z, Y, X) stack or a (T, Y, X) series, tile by tile.
 
@@ -454,11 +458,15 @@ def segment(
         uint8/uint16/int16/float32/... grayscale; YX are the last two axes. Dask arrays
         are read a strip of rows at a time.
     model : ModelFile or Segmenter
-        A model file (placed on ``device``) or an existing segmenter.
+        A model file (placed on ``device``) or an existing segmenter. A segmenter keeps
+        its own device, precision and test-time augmentation: asking for a different
+        ``device``, ``mixed_precision=False`` on a mixed-precision segmenter or another
+        ``tta`` raises :class:`InputError` rather than being ignored.
     tiling : TilingConfig, optional
         Tile, overlap, batch size; defaults to the model file's hint.
     device : str
-        Used when ``model`` is a ModelFile.
+        Where a ModelFile is placed; with a Segmenter it must be ``"auto"`` or the
+        segmenter's device.
     threshold : float, optional
         Foreground probability threshold for binary models; default: the model file's
         (tuned on the validation block when it was trained; 0.5 for older files).
@@ -473,7 +481,10 @@ def segment(
         Intensities mapped to [0, 1]; default: the model's percentiles of this image.
         Pass the whole image's range when segmenting blocks of it separately.
     tta : int
-        Used when ``model`` is a ModelFile: test-time augmentation copies (1, 2, 4, 8).
+        Test-time augmentation copies (1, 2, 4, 8); with a Segmenter, 1 or its own.
+    settings : SegmentSettings, optional
+        Tiling, threshold and test-time augmentation in one object (the dock passes
+        this); give it instead of ``tiling``/``threshold``/``tta``, not with them.
 
     Yields
     ------
@@ -485,17 +496,25 @@ def segment(
     Prediction
     """
     started = time.perf_counter()
+    if settings is not None:
+        if tiling is not None or threshold is not None or tta != 1:
+            raise InputError(
+                "segment() got both settings and tiling/threshold/tta; pass one or the other"
+            )
+        tiling, tta = settings.tiling, settings.tta
+        threshold = settings.threshold
     foreign = model.model if isinstance(model, Segmenter) else model
     if getattr(foreign, "foreign", False):  # engine.bioimageio_model.BioimageioModel
         where = str(model.device) if isinstance(model, Segmenter) else device
         return (yield from foreign.segment(
             image, tiling, device=where, threshold=threshold,
             return_probabilities=return_probabilities, labels_out=labels_out))
-    segmenter = (
-        model
-        if isinstance(model, Segmenter)
-        else Segmenter(model, device, mixed_precision=mixed_precision, tta=tta)
-    )
+    if isinstance(model, Segmenter):
+        check_segmenter_options(model, device, mixed_precision, tta,
+                                tta_given=settings is not None)
+        segmenter = model
+    else:
+        segmenter = Segmenter(model, device, mixed_precision=mixed_precision, tta=tta)
     model_file = segmenter.model
     tiling = tiling or model_file.tiling
     context = model_file.temporal_context
@@ -511,7 +530,7 @@ def segment(
             f"provides {expected_channels}; use a model trained for single grayscale images"
         )
     if threshold is None:
-        threshold = float(getattr(model_file, "threshold", 0.5))
+        threshold = float(model_file.threshold)
     if not 0.0 < threshold < 1.0:
         raise InputError(f"threshold {threshold} must be between 0 and 1")
     shape = tuple(int(s) for s in image.shape)

@@ -18,8 +18,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_cryoseg import layers as L
 from napari_cryoseg.core.errors import CryoSegError
+from napari_cryoseg.viewer import layers as L
 
 ALL_CRYOSEG = "All CryoSeg labels layers"
 

@@ -1,209 +1,116 @@
-"""The "Correct & fine-tune" dock section.
+"""The "Fine-tune" section: train a copy of the model on the corrections, swap, revert, save.
 
-The user corrects a CryoSeg labels layer with napari's label tools, presses
-**Fine-tune**, and a background worker trains a *copy* of the current model on the
-corrections (live loss / Dice curve). **Cancel** at any moment leaves the current model
-as it was. When training ends the new model is hot-swapped in on the main thread, the
-chosen layers are re-segmented, held-out Dice before/after is shown; **Revert model**
-is one click and **Save model...** writes a model file with provenance.
-
-All state lives in the :class:`~napari_cryoseg.session.Session` and the
-:class:`~napari_cryoseg.corrections.CorrectionStore`; this widget only wires buttons,
-workers and timers.
+**Fine-tune** runs :func:`~napari_cryoseg.engine.jobs.finetune_job` through the session's
+job runner (progress in napari's activity dock, live loss / Dice curve here). **Cancel**
+at any moment leaves the current model as it was. When training ends the new model is
+hot-swapped in on the main thread and the layers chosen in the settings are segmented
+again (corrections and reviewed marks are kept). **Revert model** goes back one model,
+**Save model…** writes a model file with provenance (and adds it to Recent).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
-import time
 from typing import Any
 
 import numpy as np
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QGridLayout,
-    QHBoxLayout,
-    QLabel,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import QFileDialog, QGridLayout, QLabel, QVBoxLayout, QWidget
 
-from napari_cryoseg.core.corrections import changed_mask
 from napari_cryoseg.core.errors import CryoSegError, OutputExistsError
-from napari_cryoseg.corrections import CorrectionStore, camera_of, canvas_size, restore
-from napari_cryoseg.engine.events import Message, Progress, TrainStep, Validation, relay
-from napari_cryoseg.session import SegmentationRecord, Session
+from napari_cryoseg.engine.events import Message, Progress, TrainStep, Validation
+from napari_cryoseg.engine.jobs import finetune_job
+from napari_cryoseg.model.provenance import Provenance
+from napari_cryoseg.viewer.review import CorrectionStore
+from napari_cryoseg.viewer.session import SegmentationRecord
+from napari_cryoseg.viewer.settings import RESEGMENT_CHOICES
+from napari_cryoseg.viewer.training_data import build_training_data
 from napari_cryoseg.widgets._loss_plot import LossPlot
-from napari_cryoseg.widgets._workers import guarded as _guarded
+from napari_cryoseg.widgets.buttons import button
+from napari_cryoseg.widgets.forms import (
+    CheckBox,
+    ComboBox,
+    FieldSpec,
+    FloatSpinBox,
+    SettingsForm,
+    SpinBox,
+    none_as_zero,
+    zero_as_none,
+)
+from napari_cryoseg.widgets.jobs import JobRunner
+from napari_cryoseg.widgets.model_panel import remember_recent
+from napari_cryoseg.widgets.segmentation import segment_layers
 
-_log = logging.getLogger(__name__)
+FINETUNE_FIELDS = [
+    FieldSpec("finetune.time_budget_s", "Time budget:", FloatSpinBox,
+              "Stop after this many seconds (whichever of time and steps ends first)",
+              {"min": 0, "max": 36000, "step": 10}, none_as_zero, zero_as_none, "no limit"),
+    FieldSpec("finetune.steps", "Steps:", SpinBox, "Optimiser steps (0 = no step limit)",
+              {"min": 0, "max": 1_000_000, "step": 50}, none_as_zero, zero_as_none, "no limit"),
+    FieldSpec("finetune.lr", "Learning rate:", FloatSpinBox,
+              "AdamW peak learning rate", {"min": 1e-6, "max": 1e-2, "step": 1e-5},
+              decimals=6),
+    FieldSpec("finetune.freeze_encoder", "Freeze encoder", CheckBox,
+              "Train only the decoder: faster, and safer with few corrections"),
+    FieldSpec("loop.resegment", "Then segment:", ComboBox,
+              "Layers to segment again with the new model; corrected and reviewed pixels "
+              "keep their labels in every case", {"choices": list(RESEGMENT_CHOICES)}),
+]
 
-RESEGMENT_CHOICES = ("uncorrected layers", "all", "none")
-UNCERTAINTY_SUFFIX = " uncertainty"
-_WARMED_UP = False
 
+def _finetune_from_sources(model: Any, sources: list, band_px: int, config: Any):
+    """Worker job: build the training data from the snapshots, then fine-tune.
 
-def warm_up_torch(config: Any = None) -> None:
-    """One tiny forward/backward/optimizer step on the main thread (once per process).
-
-    torch's lazy first-call set-up holds the GIL for 0.2-0.3 s; doing it here, before
-    the first training worker, keeps napari's event loop from stalling at step 1.
+    Returns ``(FinetuneResult, TrainingData)``; the masks are derived here, not on the
+    main thread (2-3 s for a 2048² corrected image measured before this moved).
     """
-    global _WARMED_UP
-    if _WARMED_UP:
-        return
-    import torch
-
-    from napari_cryoseg.model.config import preset
-    from napari_cryoseg.model.unet import UNet
-
-    config = config or preset("tiny")
-    net = UNet(config)
-    net.train()
-    size = 2 * config.stride
-    x = torch.zeros((2, config.in_channels, size, size))
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    loss = net(x).float().mean()
-    loss.backward()
-    optimizer.step()
-    with torch.inference_mode():
-        net.eval()(x)
-    _WARMED_UP = True
+    data = build_training_data(sources, band_px)
+    result = yield from finetune_job(model, data, config)
+    return result, data
 
 
-def _result_field(result: Any, *names: str, default: Any = None) -> Any:
-    for name in names:
-        value = getattr(result, name, None)
-        if value is not None:
-            return value
-    return default
-
-
-def _dice_of(metrics: Any) -> float | None:
-    """A Dice value from a float, a dict of metrics or a metrics object."""
-    if metrics is None:
-        return None
-    if isinstance(metrics, int | float):
-        return float(metrics)
-    if isinstance(metrics, dict):
-        for key in ("dice", "mean_dice", "mean_foreground_dice"):
-            if key in metrics and metrics[key] is not None:
-                return float(metrics[key])
-        return None
-    value = getattr(metrics, "dice", None)
-    return float(value) if value is not None else None
-
-
-def _resegment(items: list[tuple[Any, Any]], model: Any, device: str):
-    """Worker generator: segment each snapshotted image with ``model``."""
-    from napari_cryoseg.engine.predict import Segmenter, segment
-
-    segmenter = Segmenter(model, device)
-    results = []
-    for index, (key, image) in enumerate(items):
-        gen = segment(image, segmenter, return_probabilities=True)
-        prediction = yield from relay(gen, lambda event, index=index: Progress(
-            "re-segment", index, len(items),
-            f"image {index + 1}/{len(items)}: {event.done}/{event.total} tiles", event.elapsed_s,
-        ))
-        results.append((key, prediction))
-    return results
+def _dice(metrics: Any) -> float | None:
+    value = metrics.get("dice") if isinstance(metrics, dict) else None
+    return float(value) if isinstance(value, int | float) else None
 
 
 class FinetunePanel(QWidget):
-    """Correct & fine-tune: corrections, training, hot-swap, revert, save, uncertainty."""
+    """Fine-tune, Cancel, Revert model, Save model…; settings from the session."""
 
-    def __init__(self, viewer: Any, session: Session | None = None,
-                 parent: QWidget | None = None) -> None:
+    #: A model file was written (its path): the Model section adds it to Recent.
+    model_saved = Signal(str)
+
+    def __init__(self, viewer: Any, session: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = viewer
-        self.session = session or Session.for_viewer(viewer)
-        self.store = CorrectionStore.for_session(self.session)
-        self.worker: Any = None  # fine-tune worker
-        self.aux_worker: Any = None  # re-segment / uncertainty worker
+        self.session = session
+        self.store = CorrectionStore.for_session(session)
+        self.runner = JobRunner.for_session(session)
+        self.job: Any = None
         self.last_result: Any = None
-        self.uncertainty: dict[int, np.ndarray] = {}  # id(image layer) -> map
-        self._cancel_requested = False
+        self._own_model: Any = None  # the model this panel swapped in or reverted to
         self._pending_resegment = False
-        self._started_at = 0.0
-        self._budget: float | None = None
-        self._total_steps: int | None = None
-        self._n_records = -1
-        self._build_ui()
-        # debounced refresh of counts, debounced autosave, cheap periodic sync
-        self._refresh_timer = QTimer(self, singleShot=True, interval=300)
-        self._refresh_timer.timeout.connect(self.refresh_counts)
-        self._autosave_timer = QTimer(self, singleShot=True, interval=2000)
-        self._autosave_timer.timeout.connect(self.autosave)
-        self._sync_timer = QTimer(self, interval=1000)
-        self._sync_timer.timeout.connect(self._sync)
-        self._sync_timer.start()
-        self.store.listeners.append(self._on_dirty)
-        self.session.on_model_changed(self._on_model_changed)
-        viewer.layers.events.inserted.connect(self._schedule_refresh)
-        viewer.layers.events.removed.connect(self._schedule_refresh)
-        self.refresh_counts()
-        self._update_buttons()
-
-    # --- UI ----------------------------------------------------------------------------
-    def _build_ui(self) -> None:
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        self.counts_label = QLabel("no CryoSeg labels layers yet: segment an image first")
-        self.counts_label.setWordWrap(True)
-        layout.addWidget(self.counts_label)
-        row = QHBoxLayout()
-        self.mark_view_btn = QPushButton("Mark view reviewed")
-        self.mark_view_btn.setToolTip(
-            "Mark what the canvas shows of the selected labels layer as checked: its labels "
-            "are used for training as they are")
-        self.mark_layer_btn = QPushButton("Mark layer reviewed")
-        row.addWidget(self.mark_view_btn)
-        row.addWidget(self.mark_layer_btn)
-        layout.addLayout(row)
-
-        form = QFormLayout()
-        self.budget_spin = QDoubleSpinBox(minimum=0, maximum=36000, decimals=0, singleStep=10)
-        self.budget_spin.setSuffix(" s")
-        self.budget_spin.setSpecialValueText("no limit")
-        self.budget_spin.setValue(self._default_budget())
-        self.steps_spin = QSpinBox(minimum=0, maximum=1_000_000, singleStep=50)
-        self.steps_spin.setSpecialValueText("no limit")
-        self.steps_spin.setValue(0)
-        self.freeze_check = QCheckBox("freeze encoder")
-        self.freeze_check.setChecked(False)
-        self.freeze_check.setToolTip("Train only the decoder: faster, and safer with few "
-                                     "corrections")
-        self.resegment_combo = QComboBox()
-        self.resegment_combo.addItems(RESEGMENT_CHOICES)
-        self.resegment_combo.setToolTip("Layers to segment again with the new model "
-                                        "(corrected layers keep your edits unless 'all')")
-        form.addRow("Time budget", self.budget_spin)
-        form.addRow("Steps", self.steps_spin)
-        form.addRow("", self.freeze_check)
-        form.addRow("Re-segment", self.resegment_combo)
-        layout.addLayout(form)
-
-        row = QHBoxLayout()
-        self.finetune_btn = QPushButton("Fine-tune")
-        self.cancel_btn = QPushButton("Cancel")
-        row.addWidget(self.finetune_btn)
-        row.addWidget(self.cancel_btn)
-        layout.addLayout(row)
-        self.progress_bar = QProgressBar(minimum=0, maximum=1000)
-        self.progress_bar.setFormat("%p%")
-        layout.addWidget(self.progress_bar)
+        self.form = SettingsForm(session.settings, FINETUNE_FIELDS)
+        layout.addWidget(self.form.native)
+        self.budget = self.form["finetune.time_budget_s"]
+        self.steps = self.form["finetune.steps"]
+        self.resegment_choice = self.form["loop.resegment"]
+        grid = QGridLayout()
+        self.finetune_btn = button("Fine-tune", self.start_finetune,
+                                   "Train a copy of the current model on your corrections")
+        self.cancel_btn = button("Cancel", self.cancel,
+                                 "Stop at the next step; the current model stays")
+        self.revert_btn = button("Revert model", self.revert,
+                                 "Go back to the model before the last fine-tune")
+        self.save_btn = button("Save model…", self.save_model_dialog,
+                               "Write the current model to a file (with its history)")
+        for i, btn in enumerate((self.finetune_btn, self.cancel_btn, self.revert_btn,
+                                 self.save_btn)):
+            grid.addWidget(btn, i // 2, i % 2)
+        layout.addLayout(grid)
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
         layout.addWidget(self.status_label)
@@ -212,226 +119,69 @@ class FinetunePanel(QWidget):
         self.metrics_label = QLabel("")
         self.metrics_label.setWordWrap(True)
         layout.addWidget(self.metrics_label)
-
-        grid = QGridLayout()
-        self.revert_btn = QPushButton("Revert model")
-        self.save_btn = QPushButton("Save model…")
-        self.uncertainty_btn = QPushButton("Uncertainty")
-        self.uncertainty_btn.setToolTip("Test-time augmentation: adds '<image> uncertainty'")
-        self.goto_btn = QPushButton("Go to uncertain tile")
-        self.goto_btn.setToolTip("Centre the view on the most uncertain tile that is not yet "
-                                 "corrected or reviewed")
-        self.save_project_btn = QPushButton("Save corrections")
-        self.restore_btn = QPushButton("Restore project…")
-        for i, btn in enumerate((self.revert_btn, self.save_btn, self.uncertainty_btn,
-                                 self.goto_btn, self.save_project_btn, self.restore_btn)):
-            grid.addWidget(btn, i // 2, i % 2)
-        layout.addLayout(grid)
-        self.project_label = QLabel("")
-        self.project_label.setWordWrap(True)
-        layout.addWidget(self.project_label)
-
-        self.mark_view_btn.clicked.connect(self.mark_view_reviewed)
-        self.mark_layer_btn.clicked.connect(self.mark_layer_reviewed)
-        self.finetune_btn.clicked.connect(self.start_finetune)
-        self.cancel_btn.clicked.connect(self.cancel)
-        self.revert_btn.clicked.connect(self.revert)
-        self.save_btn.clicked.connect(self.save_model_dialog)
-        self.uncertainty_btn.clicked.connect(self.compute_uncertainty)
-        self.goto_btn.clicked.connect(self.go_to_most_uncertain_tile)
-        self.save_project_btn.clicked.connect(self.autosave)
-        self.restore_btn.clicked.connect(self.restore_dialog)
-
-    def _default_budget(self) -> float:
-        try:
-            from napari_cryoseg.engine.device import resolve_device
-
-            return 30.0 if resolve_device(self.session.device).type == "cuda" else 60.0
-        except CryoSegError:
-            return 60.0
+        session.on_model_changed(self._on_model_changed)
+        self.runner.started.connect(lambda _job: self._update_buttons())
+        self.runner.finished.connect(lambda _job: self._update_buttons())
+        self._update_buttons()
 
     def _update_buttons(self) -> None:
-        training = self.worker is not None
-        aux = self.aux_worker is not None
+        idle = not self.runner.busy
         has_model = self.session.model is not None
-        self.finetune_btn.setEnabled(not training and not aux and has_model)
-        self.cancel_btn.setEnabled(training)
-        self.revert_btn.setEnabled(not training and not aux and bool(self.session.previous_models))
-        self.save_btn.setEnabled(has_model and not training)
-        self.uncertainty_btn.setEnabled(has_model and not training and not aux)
-        self.goto_btn.setEnabled(bool(self.uncertainty))
-
-    # --- corrections -------------------------------------------------------------------
-    def _on_dirty(self, layer: Any) -> None:
-        self._schedule_refresh()
-        self._autosave_timer.start()
-
-    def _schedule_refresh(self, *args: Any) -> None:
-        self._refresh_timer.start()
-
-    def _sync(self) -> None:
-        records = self.store.watch_all()
-        if len(records) != self._n_records:
-            self._n_records = len(records)
-            self.refresh_counts()
-            self._update_buttons()
-        if self.store.has_unsaved and not self._autosave_timer.isActive():
-            self._autosave_timer.start()
-
-    def refresh_counts(self) -> None:
-        """Recompute the correction summary of each CryoSeg labels layer."""
-        lines = []
-        for record, summary in self.store.summaries():
-            names = record.extra.get("class_names") if record.extra else None
-            if names is None and self.session.model is not None:
-                names = list(self.session.model.class_names)
-            lines.append(f"<b>{record.labels_layer.name}</b>: {summary.describe(names)}")
-        self._n_records = len(lines)
-        self.counts_label.setText(
-            "<br>".join(lines) if lines
-            else "no CryoSeg labels layers yet: segment an image first")
-
-    def _selected_record(self) -> SegmentationRecord | None:
-        active = self.viewer.layers.selection.active
-        records = self.session.live_records()
-        for record in records:
-            if active is record.labels_layer or active is record.image_layer:
-                return record
-        return records[-1] if len(records) == 1 else None
-
-    def mark_view_reviewed(self) -> int:
-        record = self._selected_record()
-        if record is None:
-            show_warning("select a CryoSeg labels layer first")
-            return 0
-        n = self.store.mark_view_reviewed(self.viewer, record.labels_layer)
-        self.refresh_counts()
-        return n
-
-    def mark_layer_reviewed(self) -> int:
-        record = self._selected_record()
-        if record is None:
-            show_warning("select a CryoSeg labels layer first")
-            return 0
-        n = self.store.mark_reviewed(record)
-        self.refresh_counts()
-        return n
-
-    def autosave(self) -> Any:
-        try:
-            folder = self.store.autosave()
-        except CryoSegError as err:
-            show_error(f"autosave failed: {err}")
-            return None
-        except OSError as err:
-            show_error(f"autosave failed: {err}")
-            return None
-        if folder is not None:
-            self.project_label.setText(f"corrections saved in {folder} "
-                                       f"({time.strftime('%H:%M:%S')})")
-        return folder
-
-    def restore_project(self, folder: Any) -> list[SegmentationRecord]:
-        records = restore(self.viewer, folder)
-        self.refresh_counts()
-        self.project_label.setText(f"restored {len(records)} image(s) from {folder}")
-        return records
-
-    def restore_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Restore CryoSeg project",
-                                                  str(self.store.project_dir))
-        if folder:
-            try:
-                self.restore_project(folder)
-            except (CryoSegError, OSError) as err:
-                show_error(str(err))
+        self.finetune_btn.setEnabled(idle and has_model)
+        self.cancel_btn.setEnabled(self.job is not None)
+        self.revert_btn.setEnabled(idle and bool(self.session.previous_models))
+        self.save_btn.setEnabled(has_model and self.job is None)
 
     # --- fine-tuning -------------------------------------------------------------------
-    def _finetune_config(self, images: list[np.ndarray] | None = None) -> Any:
-        from napari_cryoseg.engine.finetune import FinetuneConfig
-
-        wanted: dict[str, Any] = {
-            "steps": int(self.steps_spin.value()) or None,
-            "time_budget_s": float(self.budget_spin.value()) or None,
-            "freeze_encoder": bool(self.freeze_check.isChecked()),
-            "device": self.session.device,
-        }
-        if images:
-            # no bigger patches than the largest corrected image (small crops train faster)
-            largest = max(max(np.shape(i)[-2:]) for i in images)
-            wanted["patch"] = int(min(256, max(largest, 16)))
-        known = {f.name for f in dataclasses.fields(FinetuneConfig)}
-        return FinetuneConfig(**{k: v for k, v in wanted.items() if k in known})
+    def finetune_config(self, images: list[Any]) -> Any:
+        """The session's fine-tune settings for this run (device; patch <= the images)."""
+        config = self.session.settings.finetune
+        largest = max(max(np.shape(i)[-2:]) for i in images) if images else config.patch
+        return dataclasses.replace(config, device=self.session.device,
+                                   patch=int(min(config.patch, max(largest, 16))))
 
     def start_finetune(self) -> Any:
-        """Start training a copy of the current model on the corrections (a worker)."""
-        from napari_cryoseg.engine.finetune import finetune
-
-        if self.worker is not None:
-            show_warning("fine-tuning is already running")
-            return None
-        if self.session.busy is not None:
-            show_warning(f"wait for {self.session.busy} to finish (or cancel it) first")
+        """Start training a copy of the current model on the corrections."""
+        if self.runner.busy:
+            show_warning(f"wait for {self.session.busy or 'the running job'} to finish "
+                         "(or cancel it) first")
             return None
         model = self.session.model
         if model is None:
             show_warning("load or train a model first")
             return None
-        data = self.store.training_data()
-        if not len(data):
+        sources = self.store.training_sources()  # copies; masks are built in the worker
+        if not sources:
             show_warning("no corrections yet: edit a CryoSeg labels layer or mark a region "
                          "reviewed, then fine-tune")
             return None
         try:
-            config = self._finetune_config(data.images)
-        except (CryoSegError, ValueError) as err:
+            config = self.finetune_config([source.image for source in sources])
+            self.job = self.runner.start(
+                "finetune", _finetune_from_sources, model, sources, self.store.band_px,
+                config, desc=f"Fine-tuning {model.name}", on_event=self._on_train_event,
+                on_result=lambda value: self._on_result(*value, model),
+                on_error=self._on_error, on_finish=self._on_finish)
+        except CryoSegError as err:
             show_error(str(err))
             return None
-        warm_up_torch(model.config)
-        self.session.begin("finetune")
-        self._cancel_requested = False
-        self._training_data = data
-        self._parent_model = model
-        self._budget = getattr(config, "time_budget_s", None)
-        self._total_steps = getattr(config, "steps", None)
-        self._started_at = time.perf_counter()
         self.plot.clear()
-        self.plot.total_steps = self._total_steps
-        self.plot.title = f"{len(data)} image(s)"
+        self.plot.total_steps = config.steps
+        self.plot.title = f"{len(sources)} image(s)"
         self.metrics_label.setText("")
-        self.progress_bar.setValue(0)
         self.status_label.setText("starting…")
-        worker = create_worker(
-            _guarded, finetune, model, data.images, data.masks, data.valid_masks, config,
-            names=data.names, _start_thread=False, _ignore_errors=True,
-        )
-        worker.yielded.connect(self._on_train_event)
-        worker.returned.connect(self._on_finetune_returned)
-        worker.errored.connect(self._on_finetune_error)
-        worker.finished.connect(self._on_finetune_finished)
-        self.worker = worker
         self._update_buttons()
-        worker.start()
-        return worker
+        return self.job
 
     def cancel(self) -> None:
         """Stop training at its next step; the current model stays as it was."""
-        if self.worker is not None:
-            self._cancel_requested = True
+        if self.job is not None:
             self.status_label.setText("cancelling…")
-            self.worker.quit()
-        elif self.aux_worker is not None:
-            self.aux_worker.quit()
+            self.job.cancel()
 
     def _on_train_event(self, event: Any) -> None:
         if isinstance(event, TrainStep):
             self.plot.add_loss(event.step, event.loss)
-            fraction = 0.0
-            if event.total_steps:
-                fraction = event.step / event.total_steps
-            if event.time_budget_s:
-                fraction = max(fraction, event.elapsed_s / event.time_budget_s)
-            self.progress_bar.setValue(int(1000 * min(fraction, 1.0)))
             eta = event.eta_s
             eta_text = f", about {eta:.0f} s left" if eta is not None else ""
             self.status_label.setText(f"step {event.step}: loss {event.loss:.4f}{eta_text}")
@@ -444,138 +194,94 @@ class FinetunePanel(QWidget):
         elif isinstance(event, Progress):
             self.status_label.setText(event.message or event.stage)
 
-    def _on_finetune_error(self, err: BaseException) -> None:
-        from napari_cryoseg.widgets._workers import error_message
+    def _on_error(self, message: str) -> None:
+        self.status_label.setText(f"fine-tuning failed: {message}")
 
-        msg = error_message(err)
-        self.status_label.setText(f"fine-tuning failed: {msg}")
-        show_error(f"fine-tuning failed: {msg}")
+    def _on_result(self, result: Any, data: Any, parent: Any) -> None:
+        self.last_result = result
+        before, after = _dice(result.before), _dice(result.after)
+        text = f"{result.steps} steps"
+        if before is not None and after is not None:
+            text = (f"held-out Dice: before {before:.3f} → after {after:.3f} "
+                    f"({after - before:+.3f}); {result.steps} steps")
+        if before is not None:  # the parent's held-out Dice as the curve's step-0 point
+            self.plot.dice.insert(0, (0, before))
+            self.plot.update()
+        if not result.improved:  # the engine kept the parent's weights: nothing to swap
+            self.metrics_label.setText(f"{text}; model not changed")
+            self.status_label.setText(result.message or "fine-tuning did not improve the model")
+            return
+        new_model = result.model
+        new_model.provenance = {**new_model.provenance, **self._dock_provenance(parent, data)}
+        self._own_model = new_model
+        self.session.set_model(new_model)  # hot-swap on the main thread
+        self.metrics_label.setText(text)
+        self.status_label.setText(f"model swapped in. {result.message}".strip())
+        self._pending_resegment = True  # started once this job has ended
 
-    def _on_finetune_finished(self) -> None:
-        self.session.end("finetune")
-        self.worker = None
-        if self._cancel_requested:
+    def _dock_provenance(self, parent: Any, data: Any) -> dict[str, Any]:
+        return {
+            "finetuned_in": "napari-cryoseg dock",
+            "parent_name": parent.name,
+            "corrections": {
+                "images": sorted(set(data.names)),
+                "planes": len(data),
+                "training_pixels": int(sum(int(v.sum()) for v in data.valid_masks)),
+                "project_dir": str(self.store.project_dir),
+            },
+        }
+
+    def _on_finish(self, job: Any) -> None:
+        if self.job is job:
+            self.job = None
+        if job.cancelled:
             self.status_label.setText("cancelled: the model was not changed")
-            self.progress_bar.setValue(0)
         self._update_buttons()
         if self._pending_resegment:
             self._pending_resegment = False
             self.resegment()
 
-    def _on_finetune_returned(self, result: Any) -> None:
-        if self._cancel_requested or result is None:
-            return  # Cancel pressed after the last step: keep the model as it was
-        self.last_result = result
-        before = _dice_of(_result_field(result, "before", "metrics_before", "dice_before"))
-        after = _dice_of(_result_field(result, "after", "metrics_after", "dice_after"))
-        steps = _result_field(result, "steps", default="?")
-        message = _result_field(result, "message", default="")
-        text = f"{steps} steps"
-        if before is not None and after is not None:
-            text = (f"held-out Dice: before {before:.3f} → after {after:.3f} "
-                    f"({after - before:+.3f}); {steps} steps")
-        self.progress_bar.setValue(1000)
-        if before is not None:  # the parent's held-out Dice as the curve's step-0 point
-            self.plot.dice.insert(0, (0, before))
-            self.plot.update()
-        new_model = _result_field(result, "model", "model_file", "best")
-        if new_model is None or getattr(result, "improved", True) is False:
-            # the engine kept the parent's weights: nothing to swap
-            self.metrics_label.setText(f"{text}; model not changed")
-            self.status_label.setText(message or "fine-tuning did not improve the model")
-            return
-        self._add_provenance(new_model)
-        self.session.set_model(new_model)  # hot-swap on the main thread
-        self.metrics_label.setText(text)
-        self.status_label.setText(f"model swapped in. {message}".strip())
-        self._pending_resegment = True  # started in _on_finetune_finished (job over)
-
-    def _add_provenance(self, model: Any) -> None:
-        data = getattr(self, "_training_data", None)
-        parent = getattr(self, "_parent_model", None)
-        extra = {
-            "finetuned_in": "napari-cryoseg Correct & fine-tune",
-            "parent_name": parent.name if parent is not None else None,
-        }
-        if data is not None:
-            extra["corrections"] = {
-                "images": sorted(set(data.names)),
-                "planes": len(data),
-                "training_pixels": int(sum(int(v.sum()) for v in data.valid_masks)),
-                "project_dir": str(self.store.project_dir),
-            }
-        model.provenance = {**model.provenance, **extra}
-
-    # --- re-segmentation, revert, save ---------------------------------------------------
-    def _records_to_resegment(self) -> list[SegmentationRecord]:
-        mode = self.resegment_combo.currentText()
+    # --- re-segmentation, revert, save -------------------------------------------------
+    def records_to_resegment(self) -> list[SegmentationRecord]:
+        mode = self.session.settings.loop.resegment
         records = self.session.live_records()
         if mode == "none":
             return []
         if mode == "all":
-            for record in records:
-                self.store.bank(record)
             return records
         return [r for r in records if not self.store.is_corrected(r)]
 
     def resegment(self) -> Any:
-        """Segment the chosen layers again with the current model (a worker)."""
-        from napari_cryoseg.layers import snapshot
-
-        records = self._records_to_resegment()
+        """Segment the chosen layers again with the current model (corrections kept)."""
+        records = self.records_to_resegment()
         if not records or self.session.model is None:
             return None
-        if self.session.busy is not None or self.aux_worker is not None:
-            show_warning(f"re-segmentation skipped: {self.session.busy or 'a job'} is running")
+        if self.runner.busy:
+            show_warning(f"re-segmentation skipped: {self.session.busy} is running")
             return None
-        items = []
-        self._reseg_snapshots = {}
-        for record in records:
-            snap = snapshot(record.image_layer)
-            self._reseg_snapshots[id(record.image_layer)] = (record.image_layer, snap)
-            items.append((id(record.image_layer), snap.data))
-        self.session.begin("segment")
-        worker = create_worker(_guarded, _resegment, items, self.session.model, self.session.device,
-                               _start_thread=False, _ignore_errors=True)
-        worker.yielded.connect(self._on_train_event)
-        worker.returned.connect(self._on_resegment_returned)
-        worker.errored.connect(self._on_finetune_error)
-        worker.finished.connect(self._on_aux_finished("segment"))
-        self.aux_worker = worker
-        self._update_buttons()
-        worker.start()
-        return worker
-
-    def _on_aux_finished(self, job: str):
-        def done() -> None:
-            self.session.end(job)
-            self.aux_worker = None
-            self._update_buttons()
-            self.refresh_counts()
-
-        return done
-
-    def _on_resegment_returned(self, results: Any) -> None:
-        from napari_cryoseg.layers import show_prediction
-
-        for key, prediction in results or []:
-            image_layer, snap = self._reseg_snapshots.get(key, (None, None))
-            if image_layer is None or prediction is None:
-                continue
-            show_prediction(self.viewer, self.session, image_layer, prediction, image=snap)
-        self.status_label.setText(f"re-segmented {len(results or [])} layer(s) with "
-                                  f"{self.session.model.name if self.session.model else '?'}")
-        self.refresh_counts()
+        name = self.session.model.name
+        try:
+            return segment_layers(
+                self.viewer, self.session, [r.image_layer for r in records], kind="resegment",
+                desc=f"Re-segmenting with {name}", on_progress=self._on_train_event,
+                on_finish=lambda job: self.status_label.setText(
+                    f"re-segmented {len(records)} layer(s) with {name}"
+                    + (" (cancelled)" if job.cancelled else "")))
+        except CryoSegError as err:
+            show_error(str(err))
+            return None
 
     def revert(self) -> Any:
         """Go back to the model before the last fine-tune and re-segment."""
-        if self.worker is not None:
-            show_warning("cancel fine-tuning first")
+        if self.runner.busy:
+            show_warning(f"wait for {self.session.busy} to finish (or cancel it) first")
             return None
-        model = self.session.revert_model()
-        if model is None:
+        previous = self.session.previous_models[-1] if self.session.previous_models else None
+        if previous is None:
             show_info("no earlier model to revert to")
             return None
+        self._own_model = previous
+        model = self.session.revert_model()
         self.metrics_label.setText(f"reverted to {model.name}")
         self.resegment()
         return model
@@ -597,6 +303,8 @@ class FinetunePanel(QWidget):
         except CryoSegError as err:
             show_error(str(err))
             return None
+        remember_recent(written)
+        self.model_saved.emit(str(written))
         show_info(f"model saved to {written}")
         self.status_label.setText(f"model saved to {written}")
         return written
@@ -609,107 +317,8 @@ class FinetunePanel(QWidget):
             self.save_model_to(path, overwrite=True)
 
     def _on_model_changed(self, model: Any) -> None:
-        self.uncertainty.clear()  # the maps belong to the old model
+        if model is not self._own_model:
+            # another model was loaded: the last fine-tune's numbers no longer apply
+            self.metrics_label.setText(
+                f"model: {model.name} ({Provenance.of(model).describe()})" if model else "")
         self._update_buttons()
-
-    # --- uncertainty ---------------------------------------------------------------------
-    def _selected_image_layer(self) -> Any:
-        record = self._selected_record()
-        if record is not None:
-            return record.image_layer
-        active = self.viewer.layers.selection.active
-        if active is not None and type(active).__name__ == "Image":
-            return active
-        return None
-
-    def compute_uncertainty(self) -> Any:
-        """Run test-time augmentation on the selected image; adds '<image> uncertainty'."""
-        from napari_cryoseg.engine.uncertainty import tta_uncertainty
-
-        image_layer = self._selected_image_layer()
-        if image_layer is None or self.session.model is None:
-            show_warning("select an image (or its CryoSeg labels layer) and load a model")
-            return None
-        if self.session.busy is not None or self.aux_worker is not None:
-            show_warning(f"wait for {self.session.busy or 'the running job'} to finish first")
-            return None
-        data = np.asarray(image_layer.data)
-        self.session.begin("uncertainty")
-        worker = create_worker(_guarded, tta_uncertainty, data, self.session.model,
-                               device=self.session.device,
-                               _start_thread=False, _ignore_errors=True)
-        worker.yielded.connect(self._on_train_event)
-        worker.returned.connect(lambda result, layer=image_layer:
-                                self._on_uncertainty(layer, result))
-        worker.errored.connect(self._on_finetune_error)
-        worker.finished.connect(self._on_aux_finished("uncertainty"))
-        self.aux_worker = worker
-        self._update_buttons()
-        worker.start()
-        return worker
-
-    def _on_uncertainty(self, image_layer: Any, result: np.ndarray) -> None:
-        self.uncertainty[id(image_layer)] = result
-        name = f"{image_layer.name}{UNCERTAINTY_SUFFIX}"
-        kwargs = {"scale": image_layer.scale, "translate": image_layer.translate}
-        for layer in self.viewer.layers:
-            if layer.name == name and np.shape(layer.data) == result.shape:
-                layer.data = result
-                break
-        else:
-            self.viewer.add_image(result, name=name, colormap="magma", blending="additive",
-                                  opacity=0.6, contrast_limits=(0.0, 1.0), **kwargs)
-        self.status_label.setText(f"uncertainty of {image_layer.name}: mean "
-                                  f"{float(result.mean()):.3f}")
-        self._update_buttons()
-
-    def go_to_most_uncertain_tile(self, tile: int = 128) -> tuple[int, int] | None:
-        """Centre the camera on the tile with the highest uncertainty not yet handled."""
-        from napari_cryoseg.engine.uncertainty import most_uncertain_tile
-
-        image_layer = self._selected_image_layer()
-        if (image_layer is None or id(image_layer) not in self.uncertainty) and len(
-            self.uncertainty
-        ) == 1:
-            key = next(iter(self.uncertainty))
-            image_layer = next((ly for ly in self.viewer.layers if id(ly) == key), None)
-        if image_layer is None or id(image_layer) not in self.uncertainty:
-            show_warning("compute the uncertainty of this image first")
-            return None
-        umap = self.uncertainty[id(image_layer)]
-        exclude = None
-        record = next((r for r in self.session.live_records()
-                       if r.image_layer is image_layer), None)
-        if record is not None:
-            exclude = changed_mask(record.predicted, np.asarray(record.labels_layer.data))
-            if record.reviewed is not None:
-                exclude = exclude | record.reviewed
-        plane_index: tuple[int, ...] = ()
-        if umap.ndim == 3:
-            world_z = self.viewer.dims.point[-3] if len(self.viewer.dims.point) >= 3 else 0
-            z = int(round((world_z - image_layer.translate[0]) / image_layer.scale[0]))
-            plane_index = (min(max(z, 0), umap.shape[0] - 1),)
-        plane = umap[plane_index] if plane_index else umap
-        ex_plane = exclude[plane_index] if (exclude is not None and plane_index) else exclude
-        th, tw = min(tile, plane.shape[0]), min(tile, plane.shape[1])
-        y, x = most_uncertain_tile(plane, (th, tw), ex_plane)
-        scale = np.asarray(image_layer.scale, dtype=float)[-2:]
-        translate = np.asarray(image_layer.translate, dtype=float)[-2:]
-        center = (np.array([y + th / 2, x + tw / 2]) - 0.5) * scale + translate
-        camera = camera_of(self.viewer)
-        current = list(camera.center)
-        current[-2:] = [float(center[0]), float(center[1])]
-        camera.center = tuple(current)
-        canvas_h, canvas_w = canvas_size(self.viewer)
-        camera.zoom = 0.9 * min(canvas_h / (th * scale[0]), canvas_w / (tw * scale[1]))
-        if record is not None:
-            self.viewer.layers.selection.active = record.labels_layer
-        self.status_label.setText(f"most uncertain tile: rows {y}-{y + th}, cols {x}-{x + tw}")
-        return y, x
-
-    # --- cleanup -------------------------------------------------------------------------
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
-        self._sync_timer.stop()
-        if self.store.has_unsaved:
-            self.autosave()
-        super().closeEvent(event)

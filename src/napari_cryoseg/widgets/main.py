@@ -1,4 +1,9 @@
-"""The CryoSeg dock: Model, Segment, Batch and Export sections (and fine-tuning if present)."""
+"""The CryoSeg dock: one collapsible section per feature, all sharing one session.
+
+napari hands the dock a proxy of the viewer (``PublicOnlyProxy``) when it is opened
+from the Plugins menu or ``viewer.window.add_plugin_dock_widget``; it is unwrapped here,
+once, so every panel, the session and its records hold the real viewer and layers.
+"""
 
 from __future__ import annotations
 
@@ -7,33 +12,37 @@ from typing import Any
 from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
-from napari_cryoseg.session import Session
+from napari_cryoseg.viewer.session import Session, unwrap
 from napari_cryoseg.widgets.batch_panel import BatchPanel
 from napari_cryoseg.widgets.export_panel import ExportPanel
+from napari_cryoseg.widgets.finetune_panel import FinetunePanel
+from napari_cryoseg.widgets.jobs import JobRunner
 from napari_cryoseg.widgets.measure_panel import MeasurePanel
 from napari_cryoseg.widgets.model_panel import ModelPanel
+from napari_cryoseg.widgets.review_panel import ReviewPanel
 from napari_cryoseg.widgets.segment_panel import SegmentPanel
-
-try:
-    from napari_cryoseg.widgets.finetune_panel import FinetunePanel
-except ImportError:
-    FinetunePanel = None
+from napari_cryoseg.widgets.uncertainty_panel import UncertaintyPanel
 
 
 class CryoSegWidget(QWidget):
-    """Dock widget; all panels share the viewer's :class:`Session`."""
+    """Dock widget; all panels share the viewer's :class:`Session` and job runner."""
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.viewer = napari_viewer
-        self.session = Session.for_viewer(napari_viewer)
-        self.model_panel = ModelPanel(napari_viewer, self.session)
-        self.segment_panel = SegmentPanel(napari_viewer, self.session)
-        self.batch_panel = BatchPanel(napari_viewer, self.session, self.segment_panel)
-        self.export_panel = ExportPanel(napari_viewer, self.session)
-        self.measure_panel = MeasurePanel(napari_viewer, self.session,
+        viewer = unwrap(napari_viewer)
+        self.viewer = viewer
+        self.session = Session.for_viewer(viewer)
+        self.runner = JobRunner.for_session(self.session)
+        self.model_panel = ModelPanel(viewer, self.session)
+        self.segment_panel = SegmentPanel(viewer, self.session)
+        self.batch_panel = BatchPanel(viewer, self.session)
+        self.export_panel = ExportPanel(viewer, self.session)
+        self.measure_panel = MeasurePanel(viewer, self.session,
                                           folder=lambda: self.export_panel.folder.text())
-        self.finetune_panel = FinetunePanel(napari_viewer, self.session) if FinetunePanel else None
+        self.review_panel = ReviewPanel(viewer, self.session)
+        self.finetune_panel = FinetunePanel(viewer, self.session)
+        self.uncertainty_panel = UncertaintyPanel(viewer, self.session)
+        self.finetune_panel.model_saved.connect(lambda _path: self.model_panel.refresh_recent())
 
         body = QWidget()
         body_layout = QVBoxLayout(body)
@@ -42,9 +51,10 @@ class CryoSegWidget(QWidget):
         self.sections: dict[str, QCollapsible] = {}
         sections = [("Model", self.model_panel, True), ("Segment", self.segment_panel, True),
                     ("Batch", self.batch_panel, False), ("Export", self.export_panel, False),
-                    ("Objects", self.measure_panel, False)]
-        if self.finetune_panel is not None:
-            sections.append(("Correct & fine-tune", self.finetune_panel, False))
+                    ("Objects", self.measure_panel, False),
+                    ("Correct & review", self.review_panel, False),
+                    ("Fine-tune", self.finetune_panel, False),
+                    ("Uncertainty", self.uncertainty_panel, False)]
         for title, panel, expanded in sections:
             section = QCollapsible(title.replace("&", "&&"))  # '&' is a Qt mnemonic
             # superqt's default margins leave a tall empty band under collapsed headers.

@@ -28,10 +28,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_cryoseg import objects as O
 from napari_cryoseg.core.classify import ObjectClassifier, fit_forest
 from napari_cryoseg.core.errors import CryoSegError
 from napari_cryoseg.core.measure import FEATURE_COLUMNS, feature_matrix
+from napari_cryoseg.viewer import objects as O
 
 NO_IMAGE = "(no image: shape only)"
 #: (table header, measurement column, format); shown after label, tag and predicted.

@@ -25,8 +25,8 @@ from qtpy.QtWidgets import (
 from napari_cryoseg.core.errors import CryoSegError
 from napari_cryoseg.engine.bioimageio_model import load_any_model
 from napari_cryoseg.engine.device import available_devices, describe_devices
-from napari_cryoseg.layers import model_summary_lines
 from napari_cryoseg.model.bundled import default_model_path, load_default_model
+from napari_cryoseg.viewer.layers import model_summary_lines
 
 MAX_RECENT = 6
 MODEL_FILTER = ("CryoSeg models and bioimage.io packages (*.pt *.pth *.zip *.yaml);;"

@@ -1,4 +1,9 @@
-"""Segment section: pick an image layer, tiling, threshold; Run / Cancel; live re-threshold."""
+"""Segment section: pick an image layer, edit the segment settings; Run / Cancel.
+
+The settings form writes the session's :class:`~napari_cryoseg.engine.settings.SegmentSettings`
+(every other path that segments reads the same object). Moving the threshold re-labels
+the last result from cached probabilities without re-running the network.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +12,29 @@ from typing import Any
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
-    QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
-from napari_cryoseg import layers as L
 from napari_cryoseg.core.errors import CryoSegError
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine.events import Progress
-from napari_cryoseg.engine.predict import TTA_CHOICES, segment
-from napari_cryoseg.widgets._workers import start_job, total_tiles
+from napari_cryoseg.engine.settings import TTA_CHOICES
+from napari_cryoseg.viewer import layers as L
+from napari_cryoseg.viewer.session import same_layer
+from napari_cryoseg.widgets.forms import (
+    CheckBox,
+    ComboBox,
+    FieldSpec,
+    FloatSpinBox,
+    SettingsForm,
+    SpinBox,
+)
+from napari_cryoseg.widgets.segmentation import LayerOutcome, segment_layers
 
 THRESHOLD_DEBOUNCE_MS = 200
 
@@ -56,8 +66,9 @@ class LayerCombo(QComboBox):
         for layer in layers:
             shape = "multiscale" if layer.multiscale else "×".join(map(str, layer.data.shape))
             self.addItem(f"{layer.name}  ({shape})")
-        if current is not None and any(lyr is current for lyr in layers):
-            self.setCurrentIndex(next(i for i, lyr in enumerate(layers) if lyr is current))
+        if current is not None and any(same_layer(lyr, current) for lyr in layers):
+            self.setCurrentIndex(next(i for i, lyr in enumerate(layers)
+                                      if same_layer(lyr, current)))
         self.blockSignals(False)
         self.currentIndexChanged.emit(self.currentIndex())
 
@@ -67,8 +78,37 @@ class LayerCombo(QComboBox):
 
     def select(self, layer: Any) -> None:
         for i, lyr in enumerate(self._layers):
-            if lyr is layer:
+            if same_layer(lyr, layer):
                 self.setCurrentIndex(i)
+
+
+def segment_fields(threshold_shown: Any) -> list[FieldSpec]:
+    """The Segment form; ``threshold_shown(value)`` maps None to the model's threshold."""
+    return [
+        FieldSpec("segment.tiling.tile", "Tile:", SpinBox,
+                  "Tile edge sent to the network (rounded up to the model's stride)",
+                  {"min": 64, "max": 4096, "step": 64}),
+        FieldSpec("segment.tiling.overlap", "Overlap:", FloatSpinBox,
+                  "Fraction of a tile shared with each neighbour (seams blend)",
+                  {"min": 0.0, "max": 0.5, "step": 0.025}, decimals=3),
+        FieldSpec("segment.tiling.batch_size", "Batch size:", SpinBox,
+                  "Tiles per network call; lower it if the GPU runs out of memory",
+                  {"min": 1, "max": 64}),
+        FieldSpec("segment.threshold", "Threshold:", FloatSpinBox,
+                  "Foreground probability cut-off (binary models); the model's own, tuned "
+                  "on its validation images, until you change it. Changing it re-labels "
+                  "the last result from cached probabilities without re-running the "
+                  "network, and keeps the pixels you corrected",
+                  {"min": 0.01, "max": 0.99, "step": 0.025}, to_widget=threshold_shown,
+                  decimals=3),
+        FieldSpec("segment.tta", "Test-time aug.:", ComboBox,
+                  "Test-time augmentation: average the predictions of flipped/rotated "
+                  "copies of every tile. N copies take N times as long; usually a little "
+                  "more accurate",
+                  {"choices": [("off" if n == 1 else f"{n} copies", n) for n in TTA_CHOICES]}),
+        FieldSpec("segment.probabilities", "Also show probabilities layer", CheckBox,
+                  "Add an image layer with the class probabilities next to the labels"),
+    ]
 
 
 class SegmentPanel(QWidget):
@@ -82,51 +122,23 @@ class SegmentPanel(QWidget):
         self.relabel_count = 0
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        form = QFormLayout()
         self.image = LayerCombo(viewer)
         self.image.setToolTip("Image layer to segment (2D, 3D stack or time series)")
-        form.addRow("Image:", self.image)
-        self.tile = QSpinBox()
-        self.tile.setRange(64, 4096)
-        self.tile.setSingleStep(64)
-        self.tile.setValue(512)
-        self.tile.setSuffix(" px")
-        self.tile.setToolTip("Tile edge sent to the network (rounded up to the model's stride)")
-        form.addRow("Tile:", self.tile)
-        self.overlap = QDoubleSpinBox()
-        self.overlap.setRange(0.0, 0.5)
-        self.overlap.setSingleStep(0.05)
-        self.overlap.setDecimals(3)  # before setValue: 2 decimals would round 0.125 to 0.13
-        self.overlap.setValue(0.125)
-        self.overlap.setToolTip("Fraction of a tile shared with each neighbour (seams blend)")
-        form.addRow("Overlap:", self.overlap)
-        self.batch = QSpinBox()
-        self.batch.setRange(1, 64)
-        self.batch.setValue(4)
-        self.batch.setToolTip("Tiles per network call; lower it if the GPU runs out of memory")
-        form.addRow("Batch size:", self.batch)
-        self.threshold_label = QLabel("Threshold:")
-        self.threshold = QDoubleSpinBox()
-        self.threshold.setRange(0.01, 0.99)
-        self.threshold.setDecimals(3)
-        self.threshold.setSingleStep(0.025)
-        self.threshold.setValue(0.5)
-        self.threshold.setToolTip(
-            "Foreground probability cut-off (binary models); set to the model's own, tuned "
-            "on its validation images, when a model is loaded. Changing it re-labels the "
-            "last result from cached probabilities without re-running the network, and "
-            "keeps the pixels you corrected")
-        form.addRow(self.threshold_label, self.threshold)
-        self.tta = QComboBox()
-        for copies in TTA_CHOICES:
-            self.tta.addItem("off" if copies == 1 else f"{copies} copies", copies)
-        self.tta.setToolTip(
-            "Test-time augmentation: average the predictions of flipped/rotated copies of "
-            "every tile. N copies take N times as long; usually a little more accurate")
-        form.addRow("Test-time aug.:", self.tta)
-        self.probabilities = QCheckBox("Also show probabilities layer")
-        form.addRow("", self.probabilities)
-        layout.addLayout(form)
+        self.form = SettingsForm(session.settings, segment_fields(self._threshold_shown),
+                                 on_user_change=self._user_changed)
+        top = QHBoxLayout()
+        image_label = QLabel("Image:")
+        image_label.setFixedWidth(self.form.label_width)  # the form's label column
+        top.addWidget(image_label)
+        top.addWidget(self.image, 1)
+        layout.addLayout(top)
+        layout.addWidget(self.form.native)
+        self.tile = self.form["segment.tiling.tile"]
+        self.overlap = self.form["segment.tiling.overlap"]
+        self.batch = self.form["segment.tiling.batch_size"]
+        self.threshold = self.form["segment.threshold"]
+        self.tta = self.form["segment.tta"]
+        self.probabilities = self.form["segment.probabilities"]
 
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Run")
@@ -144,31 +156,31 @@ class SegmentPanel(QWidget):
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(THRESHOLD_DEBOUNCE_MS)
         self._debounce.timeout.connect(self.apply_threshold)
-        self.threshold.valueChanged.connect(lambda _v: self._debounce.start())
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button.clicked.connect(self.cancel)
+        self.run_button.clicked.connect(lambda: self.run())
+        self.cancel_button.clicked.connect(lambda: self.cancel())
         session.on_model_changed(lambda _m: self._model_changed())
         self._model_changed()
 
-    # --- model-dependent controls ------------------------------------------------------
+    # --- settings ----------------------------------------------------------------------
+    def _threshold_shown(self, value: Any) -> float:
+        model = self.session.model
+        if value is not None:
+            return float(value)
+        return float(model.threshold) if model is not None else 0.5
+
+    def _user_changed(self, key: str, _value: Any) -> None:
+        if key == "segment.threshold":
+            self._debounce.start()
+
     def _model_changed(self) -> None:
         model = self.session.model
-        binary = model is not None and model.config.n_classes == 2
-        self.threshold.setVisible(binary)
-        self.threshold_label.setVisible(binary)
-        if model is not None:
-            if binary:
-                # The model's tuned threshold becomes the default for the next run; signals
-                # are blocked so that loading a model does not re-label existing results.
-                self.threshold.blockSignals(True)
-                self.threshold.setValue(float(getattr(model, "threshold", 0.5)))
-                self.threshold.blockSignals(False)
-            self.tile.setValue(int(model.tiling.tile))
-            self.overlap.setValue(float(model.tiling.overlap))
-            self.batch.setValue(int(model.tiling.batch_size))
+        binary = model is None or model.config.n_classes == 2
+        self.threshold.visible = binary
+        self.form.refresh()  # a new model's own threshold (unless the user set one)
 
     def tiling(self) -> TilingConfig:
-        return TilingConfig(self.tile.value(), self.overlap.value(), self.batch.value())
+        """The tiling every segmentation uses now (from the session's settings)."""
+        return self.session.settings.segment.tiling
 
     # --- run ---------------------------------------------------------------------------
     def _fail(self, message: str) -> None:
@@ -181,29 +193,17 @@ class SegmentPanel(QWidget):
             self.status.setText("Open or choose an image layer first.")
             return None
         try:
-            model = L.ensure_model(self.session)
-            snap = L.snapshot(layer)
-            tiling = self.tiling()
-            binary = model.config.n_classes == 2
-            want_probs = binary or self.probabilities.isChecked()
-            total = total_tiles([snap.data.shape], tiling, model.config.stride)
-            self.job = start_job(
-                self.session, "segment", segment, snap.data, model, tiling,
-                device=self.session.device, threshold=self.threshold.value(),
-                return_probabilities=want_probs, tta=int(self.tta.currentData()),
-                total=total, desc=f"Segmenting {snap.name}",
-                on_event=self._on_event,
-                on_result=lambda prediction: self._on_result(layer, snap, prediction),
-                on_error=self._fail,
-                on_finish=self._on_finish,
-            )
+            self.job = segment_layers(
+                self.viewer, self.session, [layer], desc=f"Segmenting {layer.name}",
+                on_item=self._on_item, on_progress=self._on_event, on_error=self._fail,
+                on_finish=self._on_finish)
         except CryoSegError as err:
             show_error(f"CryoSeg: {err}")
             self._fail(str(err))
             return None
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.status.setText(f"Segmenting '{snap.name}' with {model.name}…")
+        self.status.setText(f"Segmenting '{layer.name}' with {self.session.model.name}…")
         return self.job
 
     def cancel(self) -> None:
@@ -211,29 +211,26 @@ class SegmentPanel(QWidget):
             self.job.cancel()
             self.status.setText("Cancelling after the current tile batch…")
 
+    def _on_item(self, outcome: LayerOutcome) -> None:
+        if outcome.status == "failed":
+            self._fail(outcome.message)
+        elif outcome.status == "closed":
+            self.status.setText("The image layer was closed; result discarded.")
+        elif outcome.status == "done":
+            prediction = outcome.prediction
+            verb = "Updated" if outcome.updated else "Added"
+            undo = " (Ctrl+Z on the labels layer undoes the re-run)" if outcome.updated else ""
+            copies = prediction.info.get("tta", 1)
+            tta = f" with {copies}x test-time augmentation" if copies > 1 else ""
+            self.status.setText(
+                f"{verb} '{outcome.labels_layer.name}' in {prediction.elapsed_s:.1f} s "
+                f"on {prediction.info.get('device', '?')}{tta}{undo}.")
+
     def _on_event(self, event: Any) -> None:
         if isinstance(event, Progress):
             eta = event.eta_s
             extra = f", about {eta:.0f} s left" if eta is not None and event.done else ""
             self.status.setText(f"Segmenting: {event.done}/{event.total} tiles{extra}")
-
-    def _on_result(self, image_layer: Any, snap: Any, prediction: Any) -> None:
-        if not any(lyr is image_layer for lyr in self.viewer.layers):
-            self.status.setText("The image layer was closed; result discarded.")
-            return
-        before = L.record_for_image(self.session, image_layer)
-        labels = L.show_prediction(
-            self.viewer, self.session, image_layer, prediction,
-            show_probabilities=self.probabilities.isChecked(), image=snap,
-        )
-        verb = "Updated" if before is not None and before.labels_layer is labels else "Added"
-        undo = " (Ctrl+Z on the labels layer undoes the re-run)" if verb == "Updated" else ""
-        copies = prediction.info.get("tta", 1)
-        tta = f" with {copies}x test-time augmentation" if copies > 1 else ""
-        self.status.setText(
-            f"{verb} '{labels.name}' in {prediction.elapsed_s:.1f} s "
-            f"on {prediction.info.get('device', '?')}{tta}{undo}."
-        )
 
     def _on_finish(self, job: Any) -> None:
         self.run_button.setEnabled(True)
@@ -249,9 +246,10 @@ class SegmentPanel(QWidget):
         record = L.record_for_image(self.session, self.image.layer())
         if record is None or record.probabilities is None:
             return 0
-        changed = L.apply_threshold(self.session, record.labels_layer, self.threshold.value())
+        threshold = self._threshold_shown(self.session.settings.segment.threshold)
+        changed = L.apply_threshold(self.session, record.labels_layer, threshold)
         self.relabel_count += 1
         self.status.setText(
             f"Re-labelled '{record.labels_layer.name}' at threshold "
-            f"{self.threshold.value():.2f}: {changed} pixels changed (no re-run).")
+            f"{threshold:.2f}: {changed} pixels changed (no re-run).")
         return changed

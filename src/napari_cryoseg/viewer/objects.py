@@ -26,7 +26,13 @@ from napari_cryoseg.core.measure import (
     small_object_ids,
     write_csv,
 )
-from napari_cryoseg.layers import META_KEY, layer_units, pixel_size_nm, update_labels_undoable
+from napari_cryoseg.viewer.camera import camera_of
+from napari_cryoseg.viewer.layers import (
+    META_KEY,
+    layer_units,
+    pixel_size_nm,
+    update_labels_undoable,
+)
 
 #: Suffix of the instance labels layer added by "Measure".
 OBJECTS_SUFFIX = " objects"
@@ -120,19 +126,13 @@ def select_object(viewer: Any, result: ObjectsResult, row: int) -> int:
     if layer is not None:
         layer.selected_label = label
         world = [float(v) for v in layer.data_to_world(_data_point(result, row))]
-        camera = _camera(viewer)
+        camera = camera_of(viewer)
         center = list(camera.center)
         camera.center = (*center[:-2], world[-2], world[-1])
         if len(world) == 3 and viewer.dims.ndim >= 3:
             viewer.dims.set_point(viewer.dims.ndim - 3, world[0])  # go to the object's plane
         viewer.layers.selection.active = layer
     return label
-
-
-def _camera(viewer: Any) -> Any:
-    """``viewer.scene.camera`` (napari >= 0.9), else the legacy ``viewer.camera``."""
-    scene = getattr(viewer, "scene", None)
-    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
 
 
 def _data_point(result: ObjectsResult, row: int) -> np.ndarray:

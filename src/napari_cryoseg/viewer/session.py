@@ -1,10 +1,18 @@
 """Per-viewer state shared by the CryoSeg panels (napari model glue, no Qt).
 
-A :class:`Session` holds the current model, the last segmentation of each image layer
-(its labels layer, the prediction as produced, cached probabilities) and the job that
-is running. Panels get the session of their viewer with :meth:`Session.for_viewer`
-(backed by a ``WeakKeyDictionary``: no process-wide singleton). Only the main thread
-calls methods that touch layers; workers receive plain arrays.
+A :class:`Session` holds the current model, the dock's settings
+(:class:`~napari_cryoseg.viewer.settings.DockSettings`), the last segmentation of each
+image layer (its labels layer, the prediction as produced, cached probabilities) and
+the job that is running. Panels get the session of their viewer with
+:meth:`Session.for_viewer` (backed by a ``WeakKeyDictionary``: no process-wide
+singleton). Only the main thread calls methods that touch layers; workers receive
+plain arrays.
+
+napari hands a plugin's dock widget a *proxy* of the viewer (``PublicOnlyProxy``) whose
+``layers`` yields new proxy objects on every access, so identity checks on them never
+match. :func:`unwrap` is applied once at the boundary (the session keys and stores the
+real viewer, and every layer it records), and :func:`same_layer` compares layers
+whatever wraps them.
 """
 
 from __future__ import annotations
@@ -17,6 +25,24 @@ from typing import Any
 import numpy as np
 
 from napari_cryoseg.model.checkpoint import ModelFile
+from napari_cryoseg.viewer.settings import DockSettings
+
+
+def unwrap(obj: Any) -> Any:
+    """The object behind napari's (possibly nested) proxies; ``obj`` itself otherwise."""
+    seen = 0
+    while seen < 8:
+        try:
+            wrapped = object.__getattribute__(obj, "__wrapped__")
+        except AttributeError:
+            return obj
+        obj, seen = wrapped, seen + 1
+    return obj
+
+
+def same_layer(a: Any, b: Any) -> bool:
+    """True when ``a`` and ``b`` are the same layer (through proxies or not)."""
+    return a is not None and b is not None and unwrap(a) is unwrap(b)
 
 
 @dataclass
@@ -45,6 +71,10 @@ class SegmentationRecord:
     model_name: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.image_layer = unwrap(self.image_layer)
+        self.labels_layer = unwrap(self.labels_layer)
+
 
 class Session:
     """State of the CryoSeg plugin for one viewer.
@@ -52,7 +82,8 @@ class Session:
     Attributes
     ----------
     viewer
-        The napari viewer (any object with a ``layers`` list works in tests).
+        The napari viewer, never a proxy of it (any object with a ``layers`` list works
+        in tests).
     model : ModelFile or None
         The current model; replaced by :meth:`set_model` (hot-swap keeps the previous
         one in :attr:`previous_models` for Revert).
@@ -61,26 +92,31 @@ class Session:
     records : dict
         ``id(labels_layer) -> SegmentationRecord``.
     busy : str or None
-        ``"segment"`` or ``"finetune"`` while a job runs: segmentation and fine-tuning
-        never share the device at once.
+        The kind of the job that runs (``"segment"``, ``"batch"``, ``"finetune"``,
+        ``"resegment"``, ``"uncertainty"``, ``"train"``), else None: one job per viewer,
+        so jobs never share the device.
+    settings : DockSettings
+        Segment / fine-tune / loop settings read by every job.
     """
 
     _by_viewer: weakref.WeakKeyDictionary[Any, Session] = weakref.WeakKeyDictionary()
 
     def __init__(self, viewer: Any) -> None:
-        self._viewer_ref = weakref.ref(viewer)
+        self._viewer_ref = weakref.ref(unwrap(viewer))
         self.model: ModelFile | None = None
         self.previous_models: list[ModelFile] = []
         self.device: str = "auto"
         self.records: dict[int, SegmentationRecord] = {}
         self.busy: str | None = None
+        self.settings = DockSettings()
         self._model_listeners: list[Callable[[ModelFile | None], None]] = []
         #: Per-feature state kept by other modules (e.g. "corrections"), keyed by name.
         self.extensions: dict[str, Any] = {}
 
     @classmethod
     def for_viewer(cls, viewer: Any) -> Session:
-        """The one session of ``viewer`` (created on first use)."""
+        """The one session of ``viewer`` (created on first use; proxies share it)."""
+        viewer = unwrap(viewer)
         session = cls._by_viewer.get(viewer)
         if session is None:
             session = cls(viewer)
@@ -103,6 +139,7 @@ class Session:
             self.previous_models.append(self.model)
             del self.previous_models[:-5]  # keep the last few, not every fine-tune round
         self.model = model
+        self.settings.adopt_model_hints(model)
         for callback in list(self._model_listeners):
             callback(model)
 
@@ -136,13 +173,26 @@ class Session:
 
     def record_for(self, labels_layer: Any) -> SegmentationRecord | None:
         """The record of a labels layer, or None if the plugin did not make it."""
+        labels_layer = unwrap(labels_layer)
         record = self.records.get(id(labels_layer))
         return record if record is not None and record.labels_layer is labels_layer else None
+
+    def record_for_image(self, image_layer: Any) -> SegmentationRecord | None:
+        """The live record whose image is ``image_layer`` (most recent), or None."""
+        for record in reversed(self.live_records()):
+            if same_layer(record.image_layer, image_layer):
+                return record
+        return None
+
+    def has_layer(self, layer: Any) -> bool:
+        """True while ``layer`` is in the viewer."""
+        viewer = self.viewer
+        return viewer is not None and any(same_layer(layer, lyr) for lyr in viewer.layers)
 
     def live_records(self) -> list[SegmentationRecord]:
         """Records whose labels layer is still in the viewer (deleted ones are dropped)."""
         viewer = self.viewer
-        layers = list(viewer.layers) if viewer is not None else []
-        alive = [r for r in self.records.values() if any(r.labels_layer is lyr for lyr in layers)]
+        layers = {id(unwrap(lyr)) for lyr in viewer.layers} if viewer is not None else set()
+        alive = [r for r in self.records.values() if id(r.labels_layer) in layers]
         self.records = {id(r.labels_layer): r for r in alive}
         return alive

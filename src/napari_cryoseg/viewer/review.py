@@ -1,4 +1,4 @@
-"""Corrections of the user, their autosave project folder and the fine-tuning data.
+"""The review record: corrections, reviewed marks, autosave folder, fine-tuning data.
 
 napari model glue (no Qt): a :class:`CorrectionStore` lives in
 ``session.extensions["corrections"]`` (get it with :meth:`CorrectionStore.for_session`).
@@ -12,7 +12,8 @@ folder and restores it after a crash or restart::
     <project>/<name>_corrected.tif   the layer's labels as edited
     <project>/<name>_reviewed.tif    uint8 mask of reviewed pixels
 
-Every file is written atomically (temp file + rename), ``project.json`` last.
+Only images with corrections or reviewed pixels are written (segmenting alone saves
+nothing). Every file is written atomically (temp file + rename), ``project.json`` last.
 The default project folder is ``$CRYOSEG_PROJECT_DIR`` or
 ``~/.napari-cryoseg/projects/<YYYY-MM-DD>``. Debouncing the autosave is the caller's job
 (the dock uses a Qt single-shot timer and calls :meth:`CorrectionStore.autosave`).
@@ -23,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,15 +32,20 @@ import numpy as np
 import tifffile
 
 from napari_cryoseg.core.atomic import atomic_write
-from napari_cryoseg.core.corrections import CorrectionSummary, summarize, training_mask
+from napari_cryoseg.core.corrections import CorrectionSummary, summarize
 from napari_cryoseg.core.errors import InputError
-from napari_cryoseg.session import SegmentationRecord, Session
+from napari_cryoseg.viewer.camera import view_region
+from napari_cryoseg.viewer.session import SegmentationRecord, Session
+from napari_cryoseg.viewer.training_data import TrainingData, TrainingSource, build_training_data
 
-__all__ = ["CorrectionStore", "TrainingData", "default_project_dir", "restore"]
+__all__ = ["CorrectionStore", "TrainingData", "TrainingSource", "build_training_data",
+           "default_project_dir", "restore"]
 
 PROJECT_FILE = "project.json"
 PROJECT_VERSION = 1
 EXTENSION_KEY = "corrections"
+#: How many "mark reviewed" steps can be undone.
+REVIEW_UNDO_DEPTH = 20
 
 
 def default_project_dir() -> Path:
@@ -49,19 +54,6 @@ def default_project_dir() -> Path:
     if env:
         return Path(env).expanduser()
     return Path.home() / ".napari-cryoseg" / "projects" / date.today().isoformat()
-
-
-def camera_of(viewer: Any) -> Any:
-    """The viewer's camera (``viewer.scene.camera`` on napari >= 0.9)."""
-    scene = getattr(viewer, "scene", None)
-    return scene.camera if scene is not None else viewer.camera
-
-
-def canvas_size(viewer: Any) -> tuple[float, float]:
-    """Canvas (height, width) in screen pixels."""
-    canvas = getattr(viewer, "canvas", None)
-    size = getattr(canvas, "size", None) or getattr(viewer, "_canvas_size", None)
-    return (float(size[0]), float(size[1])) if size else (600.0, 800.0)
 
 
 def _safe_name(name: str) -> str:
@@ -77,21 +69,6 @@ def _write_tiff(path: Path, data: np.ndarray) -> None:
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
     text = json.dumps(payload, indent=2).encode()
     atomic_write(path, lambda f: f.write(text), overwrite=True)
-
-
-@dataclass
-class TrainingData:
-    """Snapshotted copies handed to the fine-tuning worker (2D planes)."""
-
-    images: list[np.ndarray]
-    masks: list[np.ndarray]
-    valid_masks: list[np.ndarray]
-    names: list[str]
-    corrected_pixels: int
-    reviewed_pixels: int
-
-    def __len__(self) -> int:
-        return len(self.images)
 
 
 class CorrectionStore:
@@ -121,9 +98,9 @@ class CorrectionStore:
         self._saved_predicted: dict[str, int] = {}  # file name -> id(record.predicted)
         self._saved_images: dict[str, Any] = {}  # file name -> image layer written
         self._names: dict[int, str] = {}  # id(labels layer) -> file name stem
-        #: Corrections kept after their layer was re-segmented: name -> (image, mask, valid).
-        self.banked: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.listeners: list[Any] = []  # callables(layer) told when a layer got dirty
+        #: (record, reviewed mask before the mark) of the last marks, newest last.
+        self._review_undo: list[tuple[SegmentationRecord, np.ndarray | None]] = []
 
     # --- access ------------------------------------------------------------------------
     @classmethod
@@ -256,6 +233,7 @@ class CorrectionStore:
                 "correct the result"
             )
         shape = np.shape(record.predicted)
+        previous = None if record.reviewed is None else record.reviewed.copy()
         if record.reviewed is None:
             record.reviewed = np.zeros(shape, dtype=bool)
         before = int(np.count_nonzero(record.reviewed))
@@ -267,40 +245,36 @@ class CorrectionStore:
             record.reviewed |= region.astype(bool)
         else:
             record.reviewed[tuple(region)] = True
+        added = int(np.count_nonzero(record.reviewed)) - before
+        if added:
+            self._review_undo.append((record, previous))
+            del self._review_undo[:-REVIEW_UNDO_DEPTH]
         self.mark_dirty(record.labels_layer)
-        return int(np.count_nonzero(record.reviewed)) - before
+        return added
 
-    @staticmethod
-    def view_region(viewer: Any, layer: Any) -> tuple[slice, ...]:
-        """The part of ``layer`` (data coordinates) visible in the 2D canvas now."""
-        shape = np.shape(layer.data)
-        ndim = len(shape)
-        canvas_h, canvas_w = canvas_size(viewer)
-        camera = camera_of(viewer)
-        zoom = float(camera.zoom) or 1.0
-        center = np.asarray(camera.center, dtype=float)[-2:]
-        half = np.array([canvas_h, canvas_w], dtype=float) / (2 * zoom)
-        world_lo, world_hi = center - half, center + half
-        scale = np.asarray(layer.scale, dtype=float)[-2:]
-        translate = np.asarray(layer.translate, dtype=float)[-2:]
-        lo = np.floor((world_lo - translate) / scale).astype(int)
-        hi = np.ceil((world_hi - translate) / scale).astype(int)
-        lo = np.clip(lo, 0, shape[-2:])
-        hi = np.clip(hi, 0, shape[-2:])
-        slices: list[slice | int] = []
-        if ndim > 2:
-            point = viewer.dims.point
-            for axis in range(ndim - 2):
-                world = point[-ndim + axis] if len(point) >= ndim else 0
-                index = int(round((world - layer.translate[axis]) / layer.scale[axis]))
-                slices.append(slice(min(max(index, 0), shape[axis] - 1),
-                                    min(max(index, 0), shape[axis] - 1) + 1))
-        slices += [slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1]))]
-        return tuple(slices)
+    @property
+    def can_undo_review(self) -> bool:
+        """True when a "mark reviewed" of a layer still in the viewer can be undone."""
+        live = {id(r.labels_layer) for r in self.session.live_records()}
+        return any(id(r.labels_layer) in live for r, _ in self._review_undo)
+
+    def undo_review(self) -> tuple[SegmentationRecord, int] | None:
+        """Undo the last "mark reviewed"; returns (record, pixels unmarked) or None."""
+        live = {id(r.labels_layer) for r in self.session.live_records()}
+        while self._review_undo:
+            record, previous = self._review_undo.pop()
+            if id(record.labels_layer) not in live:
+                continue
+            now = int(np.count_nonzero(record.reviewed)) if record.reviewed is not None else 0
+            record.reviewed = previous
+            after = int(np.count_nonzero(previous)) if previous is not None else 0
+            self.mark_dirty(record.labels_layer)
+            return record, now - after
+        return None
 
     def mark_view_reviewed(self, viewer: Any, labels_layer: Any) -> int:
         """Mark what the canvas shows of ``labels_layer`` as reviewed."""
-        return self.mark_reviewed(labels_layer, self.view_region(viewer, labels_layer))
+        return self.mark_reviewed(labels_layer, view_region(viewer, labels_layer))
 
     def mark_shapes_reviewed(self, shapes_layer: Any, labels_layer: Any) -> int:
         """Mark the inside of every shape (rectangles, polygons) as reviewed."""
@@ -313,49 +287,28 @@ class CorrectionStore:
         return self.mark_reviewed(labels_layer, region)
 
     # --- training data -----------------------------------------------------------------
-    def bank(self, record: SegmentationRecord) -> None:
-        """Keep this layer's corrections for training before its labels are replaced."""
-        if not self.is_corrected(record):
-            return
-        image, mask, valid = self._snapshot(record)
-        self.banked[self.name_of(record)] = (image, mask, valid)
+    def training_sources(self) -> list[TrainingSource]:
+        """Copies of what fine-tuning needs from each corrected layer (main thread, cheap).
 
-    def _snapshot(self, record: SegmentationRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        edited = np.array(record.labels_layer.data, copy=True)
-        valid = training_mask(record.predicted, edited, record.reviewed, band_px=self.band_px)
-        image = np.array(record.image_layer.data, copy=True)
-        return image, edited, valid
+        The valid masks are derived later, off the main thread
+        (:func:`build_training_data`).
+        """
+        sources = []
+        for record in self.session.live_records():
+            edited = np.array(record.labels_layer.data, copy=True)
+            predicted = np.asarray(record.predicted)
+            reviewed = None if record.reviewed is None else record.reviewed.copy()
+            touched = (reviewed is not None and reviewed.any()) or (
+                predicted.shape == edited.shape and bool(np.any(predicted != edited)))
+            if touched:
+                sources.append(TrainingSource(
+                    self.name_of(record), np.array(record.image_layer.data, copy=True),
+                    edited, predicted.copy(), reviewed))
+        return sources
 
     def training_data(self) -> TrainingData:
-        """Copies of (image, corrected labels, valid mask) of every corrected layer.
-
-        3D layers are split into their 2D planes that hold valid pixels. The arrays are
-        snapshots, safe to hand to a worker thread.
-        """
-        images, masks, valids, names = [], [], [], []
-        corrected = reviewed = 0
-        sources: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = dict(self.banked)
-        for record, summary in self.summaries():
-            if summary.is_empty:
-                continue
-            sources[self.name_of(record)] = self._snapshot(record)
-        for name, (image, mask, valid) in sources.items():
-            corrected_here = int(np.count_nonzero(valid))
-            if image.ndim == 2:
-                planes = [(image, mask, valid)]
-            else:
-                planes = [(image[i], mask[i], valid[i]) for i in range(image.shape[0])
-                          if valid[i].any()]
-            for img, msk, val in planes:
-                images.append(img)
-                masks.append(msk)
-                valids.append(val)
-                names.append(name)
-            corrected += corrected_here
-        for record in self.session.live_records():
-            if record.reviewed is not None:
-                reviewed += int(np.count_nonzero(record.reviewed))
-        return TrainingData(images, masks, valids, names, corrected, reviewed)
+        """Copies of (image, corrected labels, valid mask) of every corrected layer."""
+        return build_training_data(self.training_sources(), self.band_px)
 
     # --- saving ------------------------------------------------------------------------
     def name_of(self, record: SegmentationRecord) -> str:
@@ -372,13 +325,17 @@ class CorrectionStore:
         return self._names[key]
 
     def save(self, folder: str | os.PathLike | None = None) -> Path:
-        """Write every live record to the project folder (atomic files); returns it."""
+        """Write every corrected or reviewed record to the project folder; returns it.
+
+        Images the user has not touched are not copied: the project is for the work
+        that exists nowhere else.
+        """
         if folder is not None and Path(folder) != self._project_dir:
             self.project_dir = folder
         folder = self.project_dir
         folder.mkdir(parents=True, exist_ok=True)
         entries = []
-        records = self.watch_all()
+        records = [r for r in self.watch_all() if self.is_corrected(r)]
         for record in records:
             name = self.name_of(record)
             key = id(record.labels_layer)
@@ -426,8 +383,8 @@ class CorrectionStore:
         Nothing is written until the user has corrected or reviewed something, so merely
         segmenting images never creates a project folder.
         """
-        records = self.session.live_records()
-        if not records or not any(self.is_corrected(r) for r in records):
+        records = [r for r in self.session.live_records() if self.is_corrected(r)]
+        if not records:
             return None
         if not self._unsaved and all(
             self._saved_predicted.get(self.name_of(r)) == id(r.predicted) for r in records

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from napari_cryoseg.core.errors import InputError, ModelFileError
-from napari_cryoseg.session import SegmentationRecord, Session
+from napari_cryoseg.model.provenance import Provenance
+from napari_cryoseg.viewer.session import SegmentationRecord, Session, unwrap
 
 #: Suffixes of the layers CryoSeg adds (used to find/skip them in combos).
 LABELS_SUFFIX = " labels"
@@ -116,20 +117,6 @@ def model_summary_lines(model: Any) -> dict[str, Any]:
     """Plain values for the dock's summary label (text only, no Qt)."""
     s = model.summary()
     arch = s["architecture"]
-    prov = s.get("provenance") or {}
-    bits = []
-    if prov.get("parent"):
-        bits.append(f"fine-tuned from {prov['parent']}")
-    if prov.get("steps"):
-        bits.append(f"{prov['steps']} steps")
-    metrics = prov.get("metrics") or {}
-    if isinstance(metrics, dict):
-        for key in ("dice", "val_dice", "mean_dice"):
-            if key in metrics:
-                bits.append(f"Dice {float(metrics[key]):.3f}")
-                break
-    if prov.get("created"):
-        bits.append(f"created {str(prov['created'])[:10]}")
     px = s.get("pixel size (nm)")
     return {
         "name": s["name"],
@@ -140,7 +127,7 @@ def model_summary_lines(model: Any) -> dict[str, Any]:
         ),
         "tile": f"tile {s['tile hint']['tile']}, overlap {s['tile hint']['overlap']}",
         "pixel": f"trained at {px:g} nm/pixel" if px else "pixel size not recorded",
-        "provenance": "; ".join(bits) if bits else "no training history recorded",
+        "provenance": Provenance.of(model).describe(),
     }
 
 
@@ -253,10 +240,36 @@ class _nullcontext:
 
 def record_for_image(session: Session, image_layer: Any) -> SegmentationRecord | None:
     """The live record whose image is ``image_layer`` (most recent), or None."""
-    for record in reversed(session.live_records()):
-        if record.image_layer is image_layer:
-            return record
-    return None
+    return session.record_for_image(image_layer)
+
+
+def corrections_mask(record: SegmentationRecord | None, current: np.ndarray) -> np.ndarray | None:
+    """Pixels of a labels layer the user made: edited (differs from ``record.predicted``)
+    or marked reviewed. None when there are none (or the shapes no longer match)."""
+    if record is None or record.predicted is None:
+        return None
+    if np.shape(record.predicted) != np.shape(current):
+        return None
+    keep = current != np.asarray(record.predicted)
+    reviewed = record.reviewed
+    if reviewed is not None and np.shape(reviewed) == np.shape(current):
+        keep |= np.asarray(reviewed, dtype=bool)
+    return keep if keep.any() else None
+
+
+def merge_keeping_corrections(
+    record: SegmentationRecord | None, current: np.ndarray, new: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels to show, new baseline)`` for replacing ``current`` by ``new``.
+
+    Edited and reviewed pixels keep the user's labels, and the baseline keeps the old
+    prediction there, so they stay recorded as corrections (and reviewed marks stay).
+    Every re-segmentation and re-threshold goes through this.
+    """
+    keep = corrections_mask(record, current) if np.shape(current) == np.shape(new) else None
+    if keep is None:
+        return new, new
+    return np.where(keep, current, new), np.where(keep, np.asarray(record.predicted), new)
 
 
 def show_prediction(
@@ -271,28 +284,38 @@ def show_prediction(
     """Add the Labels layer for ``prediction`` or update the one from an earlier run.
 
     Re-running on the same image updates the same layer through the undo history
-    (napari's Ctrl+Z, or the dock's "Undo re-run"). The result is recorded in the
-    session (cached probabilities for re-thresholding). Returns the labels layer.
+    (napari's Ctrl+Z). Pixels the user edited or marked reviewed keep their labels and
+    stay recorded as corrections (:func:`merge_keeping_corrections`). The result is
+    recorded in the session (cached probabilities for re-thresholding). Returns the
+    labels layer.
     """
     geometry = image if image is not None else image_layer
-    record = record_for_image(session, image_layer)
+    image_layer = unwrap(image_layer)
+    record = session.record_for_image(image_layer)
     model_name = session.model.name if session.model is not None else ""
     labels = np.asarray(prediction.labels)
+    baseline = labels
     if record is not None and np.shape(record.labels_layer.data) == labels.shape:
         layer = record.labels_layer
-        update_labels_undoable(layer, labels)
-        layer.colormap = class_colormap(list(prediction.class_names),
-                                        list(prediction.class_colors))
+        current = np.asarray(layer.data)
+        shown, baseline = merge_keeping_corrections(record, current, labels)
+        update_labels_undoable(layer, shown)
+        if record.extra.get("class_colors") != list(prediction.class_colors):
+            layer.colormap = class_colormap(list(prediction.class_names),
+                                            list(prediction.class_colors))
         layer.metadata = {**layer.metadata, **labels_layer_kwargs(prediction, geometry)["metadata"]}
         record.extra["reruns"] = int(record.extra.get("reruns", 0)) + 1
     else:
-        layer = viewer.add_labels(labels, **labels_layer_kwargs(prediction, geometry))
+        layer = unwrap(viewer.add_labels(labels, **labels_layer_kwargs(prediction, geometry)))
+        # the layer owns ``labels`` now; the record's baseline must not follow its edits
+        baseline = labels.copy()
         record = None
     new_record = SegmentationRecord(
         image_layer=image_layer,
         labels_layer=layer,
-        predicted=labels.copy(),
+        predicted=baseline,
         probabilities=prediction.probabilities,
+        reviewed=record.reviewed if record is not None else None,
         model_name=model_name,
         extra={**(record.extra if record else {}),
                "class_names": list(prediction.class_names),
@@ -320,7 +343,8 @@ def apply_threshold(session: Session, labels_layer: Any, threshold: float) -> in
     """Re-label a CryoSeg labels layer from its cached probabilities (undoable).
 
     Pixels the user changed (where the layer differs from the stored prediction) or
-    marked as reviewed keep their labels: a new threshold never overwrites corrections.
+    marked as reviewed keep their labels and stay corrections: a new threshold never
+    overwrites them.
     Returns the number of changed pixels; 0 when the record has no probabilities.
     """
     record = session.record_for(labels_layer)
@@ -328,16 +352,9 @@ def apply_threshold(session: Session, labels_layer: Any, threshold: float) -> in
         return 0
     n_classes = len(record.extra.get("class_names", [])) or 2
     new = relabel(record.probabilities, threshold, n_classes)
-    current = np.asarray(labels_layer.data)
-    shown = new
-    if record.predicted is not None and np.shape(record.predicted) == current.shape == new.shape:
-        keep = current != np.asarray(record.predicted)
-        if record.reviewed is not None and np.shape(record.reviewed) == current.shape:
-            keep |= np.asarray(record.reviewed, dtype=bool)
-        if keep.any():
-            shown = np.where(keep, current, new)
+    shown, baseline = merge_keeping_corrections(record, np.asarray(labels_layer.data), new)
     changed = update_labels_undoable(labels_layer, shown)
-    record.predicted = new
+    record.predicted = baseline
     return changed
 
 

@@ -1,0 +1,68 @@
+"""Fine-tuning data from the user's corrections (pure numpy, safe in a worker thread).
+
+:meth:`~napari_cryoseg.viewer.review.CorrectionStore.training_sources` copies the
+corrected layers on the main thread; :func:`build_training_data` derives the valid
+masks and 2D planes in the fine-tune worker, so pressing Fine-tune does not stall napari.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from napari_cryoseg.core.corrections import training_mask
+
+
+@dataclass
+class TrainingData:
+    """Snapshotted copies handed to the fine-tuning worker (2D planes)."""
+
+    images: list[np.ndarray]
+    masks: list[np.ndarray]
+    valid_masks: list[np.ndarray]
+    names: list[str]
+    corrected_pixels: int
+    reviewed_pixels: int
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class TrainingSource:
+    """Copies of one corrected layer, taken on the main thread for a worker."""
+
+    name: str
+    image: np.ndarray
+    edited: np.ndarray
+    predicted: np.ndarray
+    reviewed: np.ndarray | None
+
+
+def build_training_data(sources: list[TrainingSource], band_px: int) -> TrainingData:
+    """(image, corrected labels, valid mask) planes from :class:`TrainingSource` copies.
+
+    Pure numpy (safe in a worker thread): the valid mask is the changed pixels, the
+    reviewed pixels and a ``band_px`` band around changes; 3D layers are split into
+    their 2D planes that hold valid pixels.
+    """
+    images, masks, valids, names = [], [], [], []
+    corrected = reviewed = 0
+    for source in sources:
+        valid = training_mask(source.predicted, source.edited, source.reviewed,
+                              band_px=band_px)
+        corrected += int(np.count_nonzero(valid))
+        if source.reviewed is not None:
+            reviewed += int(np.count_nonzero(source.reviewed))
+        if source.image.ndim == 2:
+            planes = [(source.image, source.edited, valid)]
+        else:
+            planes = [(source.image[i], source.edited[i], valid[i])
+                      for i in range(source.image.shape[0]) if valid[i].any()]
+        for img, msk, val in planes:
+            images.append(img)
+            masks.append(msk)
+            valids.append(val)
+            names.append(source.name)
+    return TrainingData(images, masks, valids, names, corrected, reviewed)
