@@ -83,8 +83,10 @@ class FinetuneConfig:
         Train only the decoder and head.
     freeze_batchnorm : bool
         Keep BatchNorm running statistics fixed (eval mode) while the weights train, at
-        the parent's values or at those re-estimated by ``adapt_batchnorm``: statistics
-        of a few patches per step of one or two images are noisy.
+        the parent's values or at those re-estimated by ``adapt_batchnorm``. Off by
+        default: the statistics then follow the corrected images as the weights move,
+        which a new class needs (its features have no statistics in the parent) and
+        which scored as well or better on the CDeep3M domain shift (docs/quality.md).
     adapt_batchnorm : str
         ``"auto"``: re-estimate the BatchNorm statistics on the user's images and start
         from them when they score at least as well as the parent's on the held-out
@@ -135,7 +137,7 @@ class FinetuneConfig:
     schedule: str = "cosine"
     warmup_fraction: float = 0.05
     freeze_encoder: bool = False
-    freeze_batchnorm: bool = True
+    freeze_batchnorm: bool = False
     adapt_batchnorm: str = "auto"
     batch_size: int = 4
     patch: int = 256
