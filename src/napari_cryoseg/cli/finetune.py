@@ -30,7 +30,8 @@ from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.augment import AugmentConfig
 from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.finetune import ADAPT_MODES, FinetuneConfig, finetune
+from napari_cryoseg.engine.finetune import finetune
+from napari_cryoseg.engine.finetune_settings import ADAPT_MODES, FinetuneConfig
 from napari_cryoseg.engine.holdout import HOLDOUT_LAYOUTS
 from napari_cryoseg.io import list_images, read_image
 from napari_cryoseg.model.checkpoint import save_model

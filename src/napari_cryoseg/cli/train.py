@@ -30,7 +30,8 @@ from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.device import resolve_device
 from napari_cryoseg.engine.events import drain
 from napari_cryoseg.engine.sampling import check_pair, check_series_pair
-from napari_cryoseg.engine.train import CLASS_WEIGHTINGS, DEFAULT_STEPS, TrainConfig, train
+from napari_cryoseg.engine.train import train
+from napari_cryoseg.engine.train_settings import CLASS_WEIGHTINGS, DEFAULT_STEPS, TrainConfig
 from napari_cryoseg.io import list_images, read_image, read_labels_tiff
 from napari_cryoseg.io.pairing import pair_by_stem
 from napari_cryoseg.model.checkpoint import (

@@ -14,22 +14,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Generator, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
 
 from napari_cryoseg.core.errors import InputError
-from napari_cryoseg.core.normalization import NormalizationConfig
-from napari_cryoseg.core.temporal import BACKGROUND_MODES, preprocess_series
-from napari_cryoseg.engine.augment import AugmentConfig
+from napari_cryoseg.core.temporal import preprocess_series
 from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.device import resolve_device
 from napari_cryoseg.engine.events import Message, Preview, TrainStep, Validation
 from napari_cryoseg.engine.fitting import (
-    SCHEDULES,
-    FitSettings,
     FitState,
     cpu_state,
     fit,
@@ -46,201 +40,17 @@ from napari_cryoseg.engine.sampling import (
     median_frequency_weights,
 )
 from napari_cryoseg.engine.scoring import center_crop, predict_scores, tune_threshold
+from napari_cryoseg.engine.train_settings import (
+    TrainConfig,
+    TrainResult,
+)
 from napari_cryoseg.model.checkpoint import ModelFile, now_iso
-from napari_cryoseg.model.config import UNetConfig, preset
+from napari_cryoseg.model.config import preset
 from napari_cryoseg.model.unet import UNet
 
-CLASS_WEIGHTINGS = ("none", "median_frequency")
-DEFAULT_STEPS = 1000  # when neither steps, epochs nor a time budget is given
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that controls a training run (stored as the model's recipe).
-
-    Attributes
-    ----------
-    preset : str
-        Architecture preset (see :data:`napari_cryoseg.model.config.PRESETS`).
-    unet : UNetConfig, optional
-        Explicit architecture (overrides ``preset``); ``n_classes`` is always set from
-        the class mapping.
-    steps, epochs, time_budget_s : optional
-        Length of training: optimiser steps, passes over the training pixels, or wall
-        seconds. With several, training stops at whichever ends first; with none,
-        :data:`DEFAULT_STEPS` steps.
-    batch_size, patch : int
-        Patches per step and patch edge (rounded up to the network stride).
-    lr, weight_decay : float
-        AdamW peak learning rate and weight decay.
-    schedule : str
-        ``"onecycle"`` (warm up from lr/25, cosine down to ~0) or ``"cosine"`` (linear
-        warm-up, cosine down to 0); progress is the larger of step and time fraction.
-    warmup_fraction : float
-        Fraction of training spent warming up.
-    val_fraction : float
-        Fraction of the images held out for validation, as one contiguous block of files
-        (neighbouring EM sections are correlated, so a random split would leak). With one
-        image, its bottom rows are held out instead. 0 disables validation.
-    val_block : str
-        ``"last"`` or ``"first"``: which end of the file list is held out.
-    val_every : int, optional
-        Steps between validations (default: about 10 validations per run).
-    val_crop : int
-        Validation images are centre-cropped to at most this edge, for speed.
-    patience : int, optional
-        Stop after this many validations without a better Dice (None = never).
-    seed : int
-        Seeds weights, patch sampling and augmentation.
-    device : str
-        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``.
-    mixed_precision : bool
-        bf16 (or fp16) autocast on CUDA; ignored elsewhere.
-    class_weighting : str
-        ``"none"`` or ``"median_frequency"`` cross-entropy weights.
-    oversample_rare : float
-        Probability of centring a patch on the rarest class present.
-    augment : AugmentConfig
-        Patch augmentations (``augment.elastic`` > 0 adds elastic deformation, applied
-        to each batch on the training device).
-    normalization : NormalizationConfig
-        Intensity normalisation stored in the model file.
-    dice_weight : float
-        Weight of the soft Dice term of the loss.
-    temporal_context : int
-        ``k > 0``: train on ``(T, Y, X)`` time series (masks ``(T, Y, X)``) with the
-        frames ``t-k..t+k`` as ``2k+1`` input channels (edges repeated); stored in the
-        model file, and inference then stacks frames the same way.
-    background_subtraction : str
-        ``"none"`` or ``"median"``: subtract each series' per-pixel temporal median
-        before normalisation (time series only; stored in the model file and applied
-        identically at inference).
-    tune_threshold : bool
-        Binary models: after training, pick the foreground probability threshold with
-        the best validation Dice among :data:`THRESHOLD_CANDIDATES` and store it in the
-        model file (kept at 0.5 unless another beats it by 0.002). Off by default: on
-        ISBI 2012 the validation block (sections 19-23) chose 0.35 (+0.003 there) and
-        the test sections 24-29 lost 0.001 (docs/quality.md); it pays off when the
-        validation images are representative of the images to segment.
-    """
-
-    preset: str = "small"
-    unet: UNetConfig | None = None
-    steps: int | None = None
-    epochs: float | None = None
-    time_budget_s: float | None = None
-    batch_size: int = 8
-    patch: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    schedule: str = "onecycle"
-    warmup_fraction: float = 0.1
-    val_fraction: float = 0.2
-    val_block: str = "last"
-    val_every: int | None = None
-    val_crop: int = 1024
-    patience: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    mixed_precision: bool = True
-    class_weighting: str = "none"
-    oversample_rare: float = 0.0
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
-    dice_weight: float = 1.0
-    temporal_context: int = 0
-    background_subtraction: str = "none"
-    tune_threshold: bool = False
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.temporal_context < 0:
-            problems.append(f"temporal context {self.temporal_context} must be >= 0")
-        if self.background_subtraction not in BACKGROUND_MODES:
-            problems.append(f"background subtraction {self.background_subtraction!r} must be "
-                            f"one of {', '.join(BACKGROUND_MODES)}")
-        if self.steps is not None and self.steps < 1:
-            problems.append(f"steps {self.steps} must be >= 1")
-        if self.epochs is not None and self.epochs <= 0:
-            problems.append(f"epochs {self.epochs} must be > 0")
-        if self.time_budget_s is not None and self.time_budget_s <= 0:
-            problems.append(f"time budget {self.time_budget_s} s must be > 0")
-        if self.batch_size < 1:
-            problems.append(f"batch size {self.batch_size} must be >= 1")
-        if self.patch < 16:
-            problems.append(f"patch {self.patch} must be >= 16 pixels")
-        if not self.lr > 0:
-            problems.append(f"learning rate {self.lr} must be > 0")
-        if self.schedule not in SCHEDULES:
-            problems.append(f"schedule {self.schedule!r} must be one of {', '.join(SCHEDULES)}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            problems.append(f"validation fraction {self.val_fraction} must be in [0, 1)")
-        if self.val_block not in ("last", "first"):
-            problems.append(f"val_block {self.val_block!r} must be 'last' or 'first'")
-        if self.class_weighting not in CLASS_WEIGHTINGS:
-            problems.append(
-                f"class weighting {self.class_weighting!r} must be one of "
-                f"{', '.join(CLASS_WEIGHTINGS)}"
-            )
-        if not 0.0 <= self.oversample_rare <= 1.0:
-            problems.append(f"oversample_rare {self.oversample_rare} must be in [0, 1]")
-        if problems:
-            raise InputError("invalid training settings: " + "; ".join(problems))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (the recipe stored in the model file)."""
-        return asdict(self)
-
-    def fit_settings(self, total_steps: int | None) -> FitSettings:
-        """The optimisation settings of this recipe (``total_steps`` from steps/epochs)."""
-        return FitSettings(
-            batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
-            schedule=self.schedule, warmup_fraction=self.warmup_fraction,
-            total_steps=total_steps, time_budget_s=self.time_budget_s,
-            val_every=self.val_every, patience=self.patience,
-            mixed_precision=self.mixed_precision, dice_weight=self.dice_weight,
-        )
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train` returns.
-
-    Attributes
-    ----------
-    best : ModelFile
-        Weights with the best validation Dice (the last weights without validation).
-    last : ModelFile
-        Weights after the last step.
-    steps : int
-        Optimiser steps done.
-    elapsed_s : float
-        Wall time of the run.
-    best_step : int
-        Step of ``best``.
-    best_dice : float or None
-        Validation mean foreground Dice of ``best`` (None without validation).
-    stop_reason : str
-        ``"steps"``, ``"time budget"`` or ``"early stopping"``.
-    history : list of [step, loss]
-        Sub-sampled training loss.
-    validations : list of dict
-        ``{"step", "dice", "loss", "metrics"}`` per validation.
-    """
-
-    best: ModelFile
-    last: ModelFile
-    steps: int
-    elapsed_s: float
-    best_step: int
-    best_dice: float | None
-    stop_reason: str
-    history: list[list[float]]
-    validations: list[dict[str, Any]]
-    warnings: list[str] = field(default_factory=list)
-
-
 #: A run whose best validation Dice stays below this learned (next to) nothing.
+__all__ = ["TrainConfig", "TrainResult", "learning_warnings", "split_blocks", "train"]
+
 LEARNED_NOTHING_DICE = 0.2
 #: Fewer optimiser steps than this cannot train a U-Net from scratch.
 TOO_FEW_STEPS = 50

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from napari_cryoseg.core.errors import InputError
-from napari_cryoseg.engine.finetune import FinetuneConfig
+from napari_cryoseg.engine.finetune_settings import FinetuneConfig
 from napari_cryoseg.engine.settings import SegmentSettings
 
 #: What to segment again after fine-tuning (corrections are kept in every case).

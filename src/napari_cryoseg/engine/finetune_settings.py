@@ -1,0 +1,211 @@
+"""Settings and result of a fine-tuning run (:func:`napari_cryoseg.engine.finetune.finetune`).
+
+One frozen dataclass declares every knob of the recipe once; the dock's settings form,
+``cryoseg finetune``'s flags and the recipe stored in a fine-tuned model file all read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from napari_cryoseg.core.errors import InputError
+from napari_cryoseg.engine.augment import AugmentConfig
+from napari_cryoseg.engine.fitting import SCHEDULES
+from napari_cryoseg.engine.holdout import HOLDOUT_LAYOUTS
+from napari_cryoseg.model.checkpoint import ModelFile
+
+__all__ = ["ADAPT_MODES", "BLEND_CANDIDATES", "DEFAULT_STEPS", "EARLY_VALIDATION_STEPS",
+           "FinetuneConfig", "FinetuneResult"]
+
+DEFAULT_STEPS = 200  # when neither steps nor a time budget is given
+#: ``adapt_batchnorm`` choices.
+ADAPT_MODES = ("auto", "always", "never")
+#: Blend weights tried when ``parent_blend`` is None (chosen on the held-out corrections).
+BLEND_CANDIDATES = (0.5, 0.75, 1.0)
+#: Held-out checks early in a run: few-shot fine-tuning often peaks within tens of steps
+#: and then over-fits the one or two corrected images, so the best weights are kept.
+EARLY_VALIDATION_STEPS = (10, 25, 50, 100, 200)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Settings of a fine-tuning run (stored as the new model's recipe).
+
+    Attributes
+    ----------
+    steps, time_budget_s : optional
+        Optimiser steps and/or wall seconds for the whole run (whichever ends first);
+        default :data:`DEFAULT_STEPS` steps.
+    lr, weight_decay : float
+        AdamW peak learning rate (of the encoder) and weight decay.
+    head_lr_factor : float
+        The decoder and head learn this many times faster than the encoder.
+    schedule, warmup_fraction : str, float
+        Learning-rate schedule (see :func:`~napari_cryoseg.engine.fitting.lr_factor`).
+    freeze_encoder : bool
+        Train only the decoder and head.
+    freeze_batchnorm : bool
+        Keep BatchNorm running statistics fixed (eval mode) while the weights train, at
+        the parent's values or at those re-estimated by ``adapt_batchnorm``. Off by
+        default: the statistics then follow the corrected images as the weights move,
+        which a new class needs (its features have no statistics in the parent) and
+        which scored as well or better on the CDeep3M domain shift (docs/quality.md).
+    adapt_batchnorm : str
+        ``"auto"``: re-estimate the BatchNorm statistics on the user's images and start
+        from them when they score at least as well as the parent's on the held-out
+        corrections (always without a holdout); ``"always"``; ``"never"``.
+    batch_size, patch : int
+        Patches per step and patch edge (rounded up to the network stride).
+    holdout_fraction : float
+        Fraction of the corrections held out to check the result (0 = none; then the
+        trained weights are returned without a check).
+    holdout_layout : str
+        With fewer than 4 corrected images: ``"blocks"`` holds out square blocks
+        scattered over each image, ``"rows"`` its bottom rows.
+    val_every : int, optional
+        Steps between held-out evaluations (default: about 5 per run, plus early ones).
+    augment : AugmentConfig
+        Patch augmentations (flips and 90-degree rotations by default: EM has no preferred
+        orientation, and one corrected image is few patterns).
+    oversample_rare : float
+        Probability of centring a patch on the rarest class present.
+    focus_errors : float
+        Probability of placing a patch around a pixel the parent got wrong (where its
+        labels differ from the corrections); the rest are placed at random.
+    parent_blend : float or None
+        The returned weights are ``start + w * (fine-tuned - start)`` (a weight-space
+        average with the start, as WiSE-FT, Wortsman et al. 2022). None: ``w`` is chosen
+        among :data:`BLEND_CANDIDATES` on the held-out corrections (:func:`choose_blend`,
+        within ``blend_tolerance`` of the best with fewer than 4 images, the best with
+        more); a number fixes it (1 = no averaging).
+    blend_tolerance : float
+        Held-out Dice a blend nearer the parent may give up (fewer than 4 images: their
+        held-out pixels come from the corrected images themselves and favour the weights
+        that fit those images hardest).
+    dice_weight : float
+        Weight of the soft Dice term next to the (binary) cross-entropy.
+    seed : int
+        Seeds the holdout, patch sampling, augmentation and dropout.
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``.
+    mixed_precision : bool
+        bf16 (or fp16) autocast where the device runs it fast.
+    """
+
+    steps: int | None = None
+    time_budget_s: float | None = None
+    lr: float = 5e-4
+    head_lr_factor: float = 1.0
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup_fraction: float = 0.05
+    freeze_encoder: bool = False
+    freeze_batchnorm: bool = False
+    adapt_batchnorm: str = "auto"
+    batch_size: int = 4
+    patch: int = 256
+    holdout_fraction: float = 0.25
+    holdout_layout: str = "blocks"
+    val_every: int | None = None
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(
+        brightness=0.0, contrast=0.0, gamma=0.0, noise=0.0))
+    oversample_rare: float = 0.0
+    focus_errors: float = 0.5
+    parent_blend: float | None = None
+    blend_tolerance: float = 0.01
+    dice_weight: float = 10.0
+    seed: int = 0
+    device: str = "auto"
+    mixed_precision: bool = True
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.steps is not None and self.steps < 1:
+            problems.append(f"steps {self.steps} must be >= 1")
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            problems.append(f"time budget {self.time_budget_s} s must be > 0")
+        if not self.lr > 0:
+            problems.append(f"learning rate {self.lr} must be > 0")
+        if not self.head_lr_factor > 0:
+            problems.append(f"head learning-rate factor {self.head_lr_factor} must be > 0")
+        if self.batch_size < 1:
+            problems.append(f"batch size {self.batch_size} must be >= 1")
+        if self.patch < 16:
+            problems.append(f"patch {self.patch} must be >= 16 pixels")
+        if not self.dice_weight >= 0:
+            problems.append(f"dice weight {self.dice_weight} must be >= 0")
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            problems.append(f"holdout fraction {self.holdout_fraction} must be in [0, 1)")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule {self.schedule!r} must be one of {', '.join(SCHEDULES)}")
+        if self.parent_blend is not None and not 0.0 < self.parent_blend <= 1.0:
+            problems.append(f"parent blend {self.parent_blend} must be in (0, 1]")
+        if not self.blend_tolerance >= 0:
+            problems.append(f"blend tolerance {self.blend_tolerance} must be >= 0")
+        if not 0.0 <= self.focus_errors <= 1.0:
+            problems.append(f"focus on errors {self.focus_errors} must be in [0, 1]")
+        if self.holdout_layout not in HOLDOUT_LAYOUTS:
+            problems.append(f"holdout layout {self.holdout_layout!r} must be one of "
+                            f"{', '.join(HOLDOUT_LAYOUTS)}")
+        if self.adapt_batchnorm not in ADAPT_MODES:
+            problems.append(f"adapt_batchnorm {self.adapt_batchnorm!r} must be one of "
+                            f"{', '.join(ADAPT_MODES)}")
+        if problems:
+            raise InputError("invalid fine-tuning settings: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (the recipe stored in the model file)."""
+        return asdict(self)
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` returns.
+
+    Attributes
+    ----------
+    model : ModelFile
+        The new model (a copy; the parent's weights when fine-tuning did not help).
+    before, after : dict
+        Held-out metrics (``"dice"``, ``"dice/<class>"``, ``"iou/<class>"``, ``"loss"``)
+        of the parent and of ``model``; empty without a holdout.
+    improved : bool
+        True when ``model`` differs from the parent (better on the holdout, or no
+        holdout); False when the parent weights were kept.
+    steps : int
+        Optimiser steps done.
+    elapsed_s : float
+        Wall time.
+    n_corrected_pixels : int
+        Reviewed pixels (sum of the valid masks, or all mask pixels).
+    best_step : int
+        Step of the returned weights (0 = parent or the adapted start).
+    message : str
+        One line summarising the outcome.
+    history : list of [step, loss]
+        Sub-sampled training loss.
+    validations : list of dict
+        Held-out evaluations during the run.
+    parent_blend : float
+        Share of the fine-tuning step in the returned weights (1 = not averaged).
+    adapted_batchnorm : bool
+        True when training started from re-estimated BatchNorm statistics.
+    blend_scores : dict
+        Held-out Dice of every blend weight scored (empty without a holdout).
+    """
+
+    model: ModelFile
+    before: dict[str, float]
+    after: dict[str, float]
+    improved: bool
+    steps: int
+    elapsed_s: float
+    n_corrected_pixels: int
+    best_step: int
+    message: str
+    history: list[list[float]]
+    validations: list[dict[str, Any]]
+    parent_blend: float = 1.0
+    adapted_batchnorm: bool = False
+    blend_scores: dict[float, float] = field(default_factory=dict)
