@@ -98,7 +98,8 @@ def evaluate(model: Path, eval_dir: Path, classes: str, device: str, work: Path)
     report = json.loads(out.read_text())
     out.unlink()
     return {"dice": float(report["mean"]["mean_foreground_dice"]),
-            "per_image": [round(float(s["mean_foreground_dice"]), 4)
+            "per_image": [round(float(np.nanmean([c["dice"] for c in
+                                                  list(s["classes"].values())[1:]])), 4)
                           for s in report.get("images", [])]}
 
 
