@@ -128,7 +128,7 @@ def random_forest(pair: dict, stems: list[str], seed: int, samples: int = 200_00
     def features(image: np.ndarray) -> np.ndarray:
         image = image.astype(np.float32) / max(float(image.max()), 1.0)
         return multiscale_basic_features(image, intensity=True, edges=True, texture=True,
-                                         sigma_min=1, sigma_max=16, num_workers=1)
+                                         sigma_min=1, sigma_max=16)
 
     started = time.perf_counter()
     rng = np.random.default_rng(seed)

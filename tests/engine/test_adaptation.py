@@ -164,7 +164,8 @@ def shifted():
 
 def test_batchnorm_modes(shifted):
     parent, images, masks = shifted
-    fast = dict(steps=5, batch_size=4, patch=64, device="cpu", lr=1e-3, focus_errors=0.0)
+    fast = dict(steps=5, batch_size=4, patch=64, device="cpu", lr=1e-3, focus_errors=0.0,
+                freeze_batchnorm=True)
     never = drain(finetune(parent, images, masks, None,
                            FinetuneConfig(adapt_batchnorm="never", **fast)))
     always = drain(finetune(parent, images, masks, None,
@@ -190,3 +191,34 @@ def test_whole_run_fits_its_time_budget(shifted):
     # last step and the final check (generous: CI machines are shared).
     assert result.steps > 0
     assert wall < 6.0 + 4.0, wall
+
+
+def test_focus_from_held_out_predictions_equals_segmenting_again(shifted):
+    """The errors read off the held-out scoring are those a second segmentation finds."""
+    from napari_cryoseg.engine.finetune import _parent_errors, errors_from_holdout_labels
+    from napari_cryoseg.engine.holdout import split_holdout
+    from napari_cryoseg.engine.scoring import predict_scores
+
+    parent, images, masks = shifted
+    targets = [m.astype(np.uint8) for m in masks]
+    valid = [np.ones(m.shape, bool) for m in masks]
+    valid[1][:, :40] = False  # part of one image not reviewed
+    train_images, train_targets, train_valid, holdout, _ = split_holdout(
+        images, targets, valid, 0.25, "blocks", seed=0)
+    labels: list[np.ndarray] = []
+    predict_scores(parent, holdout, DEVICE, labels_out=labels)
+    reused = errors_from_holdout_labels(labels, holdout, train_images, train_targets,
+                                        train_valid)
+    again = _parent_errors(parent, train_images, train_targets, train_valid, DEVICE)
+    assert reused is not None and len(reused) == len(again) == 2
+    for r, a, v in zip(reused, again, train_valid):
+        assert np.array_equal(r, a)
+        assert not r[~v].any()  # never an error outside the training pixels
+    assert sum(int(a.sum()) for a in again) > 0  # the shifted parent is wrong somewhere
+    # Held-out images of their own (rows layout cuts the images): segment again.
+    rows = split_holdout(images, targets, None, 0.25, "rows", seed=0)
+    rows_labels: list[np.ndarray] = []
+    predict_scores(parent, rows[3], DEVICE, labels_out=rows_labels)
+    assert errors_from_holdout_labels(rows_labels, rows[3], *rows[:3]) is None
+    assert errors_from_holdout_labels(None, holdout, train_images, train_targets,
+                                      train_valid) is None

@@ -90,6 +90,29 @@ def _targets(
     return targets
 
 
+def errors_from_holdout_labels(
+    labels: Sequence[np.ndarray] | None,
+    holdout: Sequence[tuple],
+    train_images: Sequence[np.ndarray],
+    train_targets: Sequence[np.ndarray],
+    train_valid: Sequence[np.ndarray] | None,
+) -> list[np.ndarray] | None:
+    """Where a model is wrong on the training pixels, from its held-out predictions.
+
+    With blocks held out of the training images, each held-out item is the whole training
+    image, so the labels predicted to score it also cover the training pixels. None when
+    they do not (held-out images of their own, or no labels kept): segment again.
+    """
+    if labels is None or len(labels) != len(train_images) or len(holdout) != len(labels):
+        return None
+    if any(item[0] is not image or item[0].shape[:2] != target.shape[:2]
+           for item, image, target in zip(holdout, train_images, train_targets)):
+        return None
+    valid = train_valid if train_valid is not None else [None] * len(labels)
+    return [(lab != target) if v is None else (lab != target) & v
+            for lab, target, v in zip(labels, train_targets, valid)]
+
+
 def _parent_errors(
     model: ModelFile, images: Sequence[np.ndarray], targets: Sequence[np.ndarray],
     valid: Sequence[np.ndarray] | None, device: torch.device,
@@ -177,16 +200,25 @@ def finetune(
     torch.manual_seed(config.seed)
     parent_state = cpu_state_of(model)
 
-    def score(state: dict[str, torch.Tensor]) -> dict[str, float]:
-        return predict_scores(model_from_state(model, state, {}), holdout, device).metrics(
-            model.class_names)
+    # Held-out predictions of the candidate start weights, by id of their state: with
+    # blocks held out of the training images, the start's prediction of those whole images
+    # also tells where it is wrong on the training pixels (focus_errors) for free.
+    start_labels: dict[int, list[np.ndarray]] = {}
+
+    def score(state: dict[str, torch.Tensor], keep: bool = False) -> dict[str, float]:
+        labels: list[np.ndarray] | None = [] if keep else None
+        metrics = predict_scores(model_from_state(model, state, {}), holdout, device,
+                                 labels_out=labels).metrics(model.class_names)
+        if labels is not None:
+            start_labels[id(state)] = labels
+        return metrics
 
     before: dict[str, float] = {}
     score_s = 0.0
     if holdout:
         yield Message(f"scoring the parent model on the held-out corrections ({holdout_info})")
         began = time.perf_counter()
-        before = score(parent_state)
+        before = score(parent_state, keep=True)
         score_s = time.perf_counter() - began
     # model.build() copies the weights into a new network: the parent's tensors are
     # never handed to the optimiser.
@@ -198,7 +230,7 @@ def finetune(
                            patch=patch, seed=config.seed,
                            mixed_precision=config.mixed_precision):
             candidate = cpu_state(net)
-            candidate_metrics = score(candidate) if holdout else {}
+            candidate_metrics = score(candidate, keep=True) if holdout else {}
             if (config.adapt_batchnorm == "always" or not holdout
                     or candidate_metrics["dice"] >= before["dice"]):
                 start_state, start_metrics, adapted = candidate, candidate_metrics, True
@@ -212,8 +244,12 @@ def finetune(
                               f"{candidate_metrics['dice']:.4f})")
     focus = None
     if config.focus_errors > 0:
-        focus = _parent_errors(model_from_state(model, start_state, {}), train_images,
-                               train_targets, train_valid, device)
+        focus = errors_from_holdout_labels(start_labels.get(id(start_state)), holdout,
+                                           train_images, train_targets, train_valid)
+        if focus is None:
+            focus = _parent_errors(model_from_state(model, start_state, {}), train_images,
+                                   train_targets, train_valid, device)
+    start_labels.clear()
     sampler = PatchSampler(
         train_images, train_targets, model.config.n_classes, patch, model.normalization,
         config.augment, valid_masks=train_valid, oversample_rare=config.oversample_rare,

@@ -88,8 +88,13 @@ def predict_scores(
     items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
     device: torch.device,
     tiling: TilingConfig | None = None,
+    labels_out: list[np.ndarray] | None = None,
 ) -> ScoreAccumulator:
-    """Segment each ``(image, class-index target, valid or None)`` and pool the scores."""
+    """Segment each ``(image, class-index target, valid or None)`` and pool the scores.
+
+    ``labels_out``, when given, receives each item's predicted labels (callers that need
+    the prediction for something else need not segment the image again).
+    """
     acc = ScoreAccumulator(model.config.n_classes)
     tiling = tiling or TilingConfig()
     for image, target, valid in items:
@@ -99,6 +104,8 @@ def predict_scores(
         if valid is not None:
             target = np.where(valid, target, -1)
         acc.add(prediction.labels, target)
+        if labels_out is not None:
+            labels_out.append(prediction.labels)
         probabilities = prediction.probabilities
         if probabilities.ndim == target.ndim + 1 and target.ndim == 3:
             probabilities = np.moveaxis(probabilities, 1, 0)  # (T, K, Y, X) -> (K, T, Y, X)
