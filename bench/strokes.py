@@ -1,6 +1,7 @@
 """Training from painted strokes against training from the full mask, on real EM.
 
-    python bench/strokes.py --section training_z020 --budget 60 --seeds 0,1 \\
+    python bench/strokes.py --section training_z020 --steps 200 --seeds 0 \\
+        --train-args "--patch 128 --batch-size 8" \\
         --out bench/results/strokes_cdeep3m_cpu.json
 
 A user starting from nothing paints a few strokes, not whole masks. This benchmark makes
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -36,7 +38,7 @@ from scipy.ndimage import binary_dilation, binary_erosion
 from skimage.morphology import disk, skeletonize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from adaptation import DATA, PAIRS, cli, evaluate, link_sections  # noqa: E402
+from adaptation import DATA, PAIRS, cli, evaluate, link_sections, model_info  # noqa: E402
 
 DATASET = "cdeep3m_mito_sbem"
 
@@ -61,6 +63,10 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=60.0)
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--margin", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="a fixed number of steps instead of the time budget")
+    parser.add_argument("--train-args", default="",
+                        help="more cryoseg train flags for both runs, e.g. '--patch 128'")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -78,7 +84,8 @@ def main() -> None:
     tifffile.imwrite(sparse_dir / "masks" / f"{args.section}.tif", strokes)
     eval_dir = link_sections(work / "eval", DATASET, PAIRS["cdeep3m"]["eval"])
     results: dict = {
-        "section": args.section, "budget_s": args.budget, "device": args.device,
+        "section": args.section, "budget_s": None if args.steps else args.budget,
+        "steps": args.steps, "train_args": args.train_args, "device": args.device,
         "painted_fraction": round(painted, 4),
         "painted_mito_fraction_of_mito": round(
             float(((strokes == 2).sum()) / max(int((truth > 0).sum()), 1)), 4),
@@ -90,6 +97,8 @@ def main() -> None:
     print(f"painted {painted:.1%} of the pixels", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    length = (["--steps", str(args.steps)] if args.steps
+              else ["--time-budget", f"{args.budget:g}"])
     for seed in seeds:
         for method, folder, classes, extra in (
                 ("strokes", sparse_dir, "2", ["--sparse"]),
@@ -97,10 +106,11 @@ def main() -> None:
             model = work / f"{method.replace(' ', '_')}_s{seed}.pt"
             cli("train", "--images", str(folder / "images"), "--masks", str(folder / "masks"),
                 "--classes", classes, "--class-names", "mitochondrion", "--val-fraction", "0",
-                "--time-budget", f"{args.budget:g}", "--device", args.device, "--seed",
-                str(seed), "--out", str(model), *extra, log=model.with_suffix(".log"))
+                *length, "--device", args.device, "--seed", str(seed), "--out", str(model),
+                *extra, *shlex.split(args.train_args), log=model.with_suffix(".log"))
             scores = evaluate(model, eval_dir, "1", args.device, work)
-            results["runs"].append({"method": method, "seed": seed, **scores})
+            results["runs"].append({"method": method, "seed": seed, **model_info(model),
+                                    **scores})
             print(f"seed {seed} {method}: Dice {scores['dice']:.4f}", flush=True)
             out.write_text(json.dumps(results, indent=1))
     by = {m: float(np.mean([r["dice"] for r in results["runs"] if r["method"] == m]))

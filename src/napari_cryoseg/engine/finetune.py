@@ -268,9 +268,10 @@ def finetune(
     blends = (BLEND_CANDIDATES if config.parent_blend is None else (config.parent_blend,))
     budget = None
     if config.time_budget_s is not None:
-        # The whole run fits the budget: what is spent already and the blends scored at
-        # the end (one held-out scoring each) come off the training time.
-        reserve = score_s * sum(1 for w in blends if w < 1.0)
+        # The whole run fits the budget: what is spent already, the final held-out check
+        # and the blends scored at the end (one held-out scoring each) come off the
+        # training time.
+        reserve = score_s * (1 + sum(1 for w in blends if w < 1.0)) if holdout else 0.0
         budget = max(config.time_budget_s - (time.perf_counter() - started) - reserve, 1.0)
     validate = None
     if holdout:
