@@ -234,8 +234,7 @@ def build_description(model: ModelFile, folder: Path, torch_version: str) -> Any
     """A ``bioimageio.spec`` ``ModelDescr`` (spec 0.5) for the files in ``folder``."""
     v05 = _spec()
     require("bioimageio.spec", FEATURE)
-    cfg = model.config
-    stride = cfg.stride
+    cfg, stride = model.config, model.config.stride
     norm = model.normalization
     k = model.temporal_context
     files = {key: folder / name for key, name in PACKAGE_FILES.items()}
