@@ -26,17 +26,29 @@ from scipy import ndimage
 
 
 def strokes(truth: np.ndarray, values: dict[int, int]) -> np.ndarray:
-    """Sparse strokes: object cores, and lines across the background (0 = not painted)."""
+    """Sparse strokes as a user scribbles them (0 = not painted): a short band through
+    the middle of each object, a line traced around the objects and a few lines across
+    the background."""
     painted = np.zeros(truth.shape, np.uint8)
+    rows = np.arange(truth.shape[0])[:, None]
     for cls, value in values.items():
-        if cls:
-            painted[ndimage.binary_erosion(truth == cls, iterations=3)] = value
+        if not cls:
+            continue
+        objects, n = ndimage.label(truth == cls)
+        core = ndimage.binary_erosion(truth == cls, iterations=2)
+        for index, (cy, _cx) in enumerate(ndimage.center_of_mass(
+                truth == cls, objects, range(1, n + 1)), start=1):
+            band = np.abs(rows - cy) <= 3  # a brush of about 7 px through the middle
+            painted[core & (objects == index) & band] = value
+    objects = truth > 0
+    around = (ndimage.binary_dilation(objects, iterations=6)
+              & ~ndimage.binary_dilation(objects, iterations=3))
     background = ndimage.binary_erosion(truth == 0, iterations=5)
     lines = np.zeros_like(background)
-    for at in np.linspace(0, truth.shape[0], 7)[1:-1].astype(int):
-        lines[at:at + 3] = True
-        lines[:, at:at + 3] = True
-    painted[background & lines] = values[0]
+    for at in np.linspace(0, truth.shape[0], 5)[1:-1].astype(int):
+        lines[at:at + 4] = True
+        lines[:, at:at + 4] = True
+    painted[(truth == 0) & (around | (background & lines))] = values[0]
     return painted
 
 
@@ -76,7 +88,16 @@ def main(argv: list[str] | None = None) -> int:
 
         app = napari.qt.get_qapp()
         shown: list[int] = []
-        panel.preview_shown.connect(shown.append)
+
+        def on_preview(step: int) -> None:
+            # saved at the second preview, while the run (and its preview layer) lives
+            shown.append(step)
+            if len(shown) == 2:
+                annotations.visible = False  # the preview, not the strokes, in this one
+                save(viewer, "cold-start-preview.png")
+                annotations.visible = True
+
+        panel.preview_shown.connect(on_preview)
         panel.start_training()
 
         def wait(done, timeout: float) -> None:
@@ -85,11 +106,6 @@ def main(argv: list[str] | None = None) -> int:
                 app.processEvents()
                 time.sleep(0.02)
 
-        wait(lambda: len(shown) >= 3, args.budget)
-        annotations.visible = False  # the preview, not the strokes, in this picture
-        settle()
-        save(viewer, "cold-start-preview.png")
-        annotations.visible = True
         wait(lambda: not dock.runner.busy and panel.job is None, args.budget + 300)
         wait(lambda: not dock.runner.busy, 300)  # the segmentation that follows
         annotations.visible = False

@@ -133,6 +133,7 @@ class TrainPanel(QWidget):
         self.warning_label.setStyleSheet("color: #ff5555; font-weight: bold")
         layout.addWidget(self.warning_label)
         self.plot = LossPlot(self)
+        self.plot.empty_text = "press Train to train"
         self.plot.setToolTip("Training loss (left axis) and the Dice on held-out strokes "
                              "(right axis)")
         layout.addWidget(self.plot)
