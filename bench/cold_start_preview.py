@@ -3,8 +3,8 @@
     xvfb-run -a python bench/cold_start_preview.py [--budget 20] [--size 512] \
         [--out bench/results/cold_start_preview.json] [--note "..."]
 
-1. Engine, no viewer: trains a model from sparse strokes (the dock's default preset,
-   ``small``, and ``tiny``) on a ``size`` x ``size`` synthetic image for a fixed time
+1. Engine, no viewer: trains a model from sparse strokes (``--presets``: the dock's
+   default, ``small``, and ``tiny``) on a ``size`` x ``size`` synthetic image for a fixed time
    budget, with the live preview of the whole image (the dock's preview edge, every
    3 s) and without, alternating off / on / off / on so a change of the machine's load
    hits both; reports optimiser steps of each run and the share of steps the preview
@@ -59,7 +59,8 @@ def _scene(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return image, cells.astype(np.uint8), strokes
 
 
-def engine_runs(preset: str, image, strokes, budget: float, edge: int) -> dict:
+def engine_runs(preset: str, image, strokes, budget: float, edge: int, patch: int,
+                batch_size: int) -> dict:
     """Steps in ``budget`` seconds with the preview off and on (alternating)."""
     from napari_cryoseg.engine.classes import ClassMapping
     from napari_cryoseg.engine.events import Preview, drain
@@ -70,7 +71,8 @@ def engine_runs(preset: str, image, strokes, budget: float, edge: int) -> dict:
     factor = max(1, -(-max(image.shape) // edge))
     region = block_mean(image, factor)
     mapping = ClassMapping((2,), ("background", "cell"))
-    config = TrainConfig(preset=preset, time_budget_s=budget, device="cpu", seed=0)
+    config = TrainConfig(preset=preset, time_budget_s=budget, device="cpu", seed=0,
+                         patch=patch, batch_size=batch_size)
     runs = []
     for preview_on in (False, True, False, True):
         previews: list = []
@@ -91,14 +93,16 @@ def engine_runs(preset: str, image, strokes, budget: float, edge: int) -> dict:
     off = [r["steps"] / r["elapsed_s"] for r in runs if not r["preview"]]
     on = [r["steps"] / r["elapsed_s"] for r in runs if r["preview"]]
     cost = 1 - statistics.mean(on) / statistics.mean(off)
-    return {"preset": preset, "budget_s": budget, "preview_region": list(region.shape),
+    return {"preset": preset, "budget_s": budget, "patch": patch, "batch_size": batch_size,
+            "preview_region": list(region.shape),
             "runs": runs, "steps_per_s_off": round(statistics.mean(off), 2),
             "steps_per_s_on": round(statistics.mean(on), 2),
             "preview_cost_share_of_steps": round(cost, 3),
             "within_15_percent": bool(cost <= 0.15)}
 
 
-def viewer_run(image, strokes, preset: str, budget: float) -> dict:
+def viewer_run(image, strokes, preset: str, budget: float, patch: int,
+               batch_size: int) -> dict:
     """Train in a real viewer with a 10 ms heartbeat; gaps while training."""
     import napari
     from qtpy.QtCore import QTimer
@@ -110,6 +114,8 @@ def viewer_run(image, strokes, preset: str, budget: float) -> dict:
     session.device = "cpu"
     session.settings.set("train.preset", preset)
     session.settings.set("train.time_budget_s", budget)
+    session.settings.set("train.patch", patch)
+    session.settings.set("train.batch_size", batch_size)
     panel = dock.train_panel
     viewer.add_image(image, name="grid")
     panel.class_list.add_btn.click()
@@ -162,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=20.0)
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--presets", default="small,tiny",
+                        help="comma-separated presets of the engine runs")
+    parser.add_argument("--viewer-preset", default=None,
+                        help="preset of the Train in the viewer (default: the dock's)")
+    parser.add_argument("--patch", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).parent / "results" / "cold_start_preview.json")
     parser.add_argument("--note", default="", help="stored in the JSON (e.g. the machine "
@@ -177,10 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         "note": args.note,
         "image": [args.size, args.size],
         "painted_share": round(float(np.mean(strokes > 0)), 3),
-        "engine": [engine_runs(preset, image, strokes, args.budget, DOCK_PREVIEW_EDGE)
-                   for preset in (DOCK_TRAIN_PRESET, "tiny")],
+        "engine": [engine_runs(preset, image, strokes, args.budget, DOCK_PREVIEW_EDGE,
+                               args.patch, args.batch_size)
+                   for preset in args.presets.split(",")],
     }
-    result["viewer"] = viewer_run(image, strokes, DOCK_TRAIN_PRESET, args.budget)
+    result["viewer"] = viewer_run(image, strokes, args.viewer_preset or DOCK_TRAIN_PRESET,
+                                  args.budget, args.patch, args.batch_size)
     result["machine"]["loadavg_after"] = list(os.getloadavg())
     text = json.dumps(result, indent=1)
     args.out.parent.mkdir(parents=True, exist_ok=True)

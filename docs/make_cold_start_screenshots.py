@@ -1,6 +1,6 @@
 """Regenerate the "Start from nothing" screenshots of docs/user-guide.md (one command).
 
-    python docs/make_cold_start_screenshots.py [--budget 60] [--preset small]
+    python docs/make_cold_start_screenshots.py [--steps 150] [--preset tiny]
 
 Opens a synthetic grid square in a real napari window with the CryoSeg dock, names two
 classes (cell, ice) in **Train new model**, paints strokes of each and of background
@@ -54,8 +54,10 @@ def strokes(truth: np.ndarray, values: dict[int, int]) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=float, default=60.0)
-    parser.add_argument("--preset", default="small")
+    # a step count, not a time budget: the pictures must not depend on the machine's load
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--patch", type=int, default=128)
     args = parser.parse_args(argv)
     with virtual_display((1500, 950)):
         import napari
@@ -70,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         panel = dock.train_panel
         settings = dock.session.settings
         settings.set("train.preset", args.preset)
-        settings.set("train.time_budget_s", args.budget)
+        settings.set("train.time_budget_s", None)
+        settings.set("train.steps", args.steps)
+        settings.set("train.patch", args.patch)
+        settings.set("train.batch_size", 4)
         image, truth = make_sample(3, SampleConfig(shape=(384, 384)))
         viewer.add_image(image, name="grid square")
         for name in ("cell", "ice"):
@@ -90,9 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         shown: list[int] = []
 
         def on_preview(step: int) -> None:
-            # saved at the second preview, while the run (and its preview layer) lives
+            # saved at the first preview past half the steps, while the run (and its
+            # preview layer) lives
             shown.append(step)
-            if len(shown) == 2:
+            if step >= args.steps // 2 and len([s for s in shown if s >= args.steps // 2]) == 1:
                 annotations.visible = False  # the preview, not the strokes, in this one
                 save(viewer, "cold-start-preview.png")
                 annotations.visible = True
@@ -106,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                 app.processEvents()
                 time.sleep(0.02)
 
-        wait(lambda: not dock.runner.busy and panel.job is None, args.budget + 300)
+        wait(lambda: not dock.runner.busy and panel.job is None, 3600)
         wait(lambda: not dock.runner.busy, 300)  # the segmentation that follows
         annotations.visible = False
         settle()
