@@ -182,9 +182,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from napari_cryoseg.viewer.settings import DOCK_PREVIEW_EDGE, DOCK_TRAIN_PRESET
 
+    import torch
+
     image, _truth, strokes = _scene(args.size)
     result = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "torch_threads": torch.get_num_threads(),
                     "loadavg_before": list(os.getloadavg())},
         "note": args.note,
         "image": [args.size, args.size],
