@@ -180,9 +180,9 @@ def main(argv: list[str] | None = None) -> int:
                         "was shared with another job)")
     args = parser.parse_args(argv)
 
-    from napari_cryoseg.viewer.settings import DOCK_PREVIEW_EDGE, DOCK_TRAIN_PRESET
-
     import torch
+
+    from napari_cryoseg.viewer.settings import DOCK_PREVIEW_EDGE, DOCK_TRAIN_PRESET
 
     image, _truth, strokes = _scene(args.size)
     result = {
