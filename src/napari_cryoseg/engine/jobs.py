@@ -125,13 +125,14 @@ def warm_up_torch(model: ModelFile) -> bool:
 
 
 def finetune_job(
-    model: ModelFile, data: Any, config: Any
+    model: ModelFile, data: Any, config: Any, preview: Any = None
 ) -> Generator[Any, None, Any]:
     """Warm torch up, then fine-tune ``model`` on ``data`` (images, masks, valid masks).
 
     ``data`` has ``images``, ``masks``, ``valid_masks`` and ``names`` (the dock's
     :class:`~napari_cryoseg.viewer.review.TrainingData`); ``config`` is a
-    :class:`~napari_cryoseg.engine.finetune.FinetuneConfig`. Returns the
+    :class:`~napari_cryoseg.engine.finetune.FinetuneConfig`; ``preview`` an optional
+    :class:`~napari_cryoseg.engine.preview.PreviewRequest`. Returns the
     :class:`~napari_cryoseg.engine.finetune.FinetuneResult`.
     """
     from napari_cryoseg.engine.finetune import finetune
@@ -139,4 +140,4 @@ def finetune_job(
     yield Message("preparing torch…")
     warm_up_torch(model)
     return (yield from finetune(model, data.images, data.masks, data.valid_masks, config,
-                                names=data.names))
+                                names=data.names, preview=preview))

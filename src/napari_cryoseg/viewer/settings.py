@@ -8,8 +8,10 @@ starts:
   threshold, test-time augmentation, probabilities layer) for Run, Batch,
   re-segmentation after fine-tuning, Revert and the uncertainty map;
 * ``finetune`` - :class:`~napari_cryoseg.engine.finetune.FinetuneConfig`;
+* ``train`` - :class:`~napari_cryoseg.engine.train.TrainConfig` of a new model trained
+  from painted annotations (preset, time budget);
 * ``loop`` - :class:`LoopSettings`: what to re-segment after fine-tuning, the tile
-  size of "Go to uncertain tile".
+  size of "Go to uncertain tile", the live preview while training or fine-tuning.
 
 A model's hints (its tiling hint and tuned threshold) fill in the settings the user
 has not set; a value the user typed is never replaced by loading a model.
@@ -22,15 +24,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.finetune_settings import FinetuneConfig
+from napari_cryoseg.engine.preview import MAX_PREVIEW_EDGE, PreviewRequest
 from napari_cryoseg.engine.settings import SegmentSettings
+from napari_cryoseg.engine.train_settings import TrainConfig
+from napari_cryoseg.model.config import PRESETS, UNetConfig, preset
 
 #: What to segment again after fine-tuning (corrections are kept in every case).
 RESEGMENT_CHOICES = ("uncorrected layers", "all", "none")
 #: The dock caps a fine-tuning run at this many seconds unless the user changes it:
 #: the interactive loop is about quick rounds (the engine alone runs a fixed step count).
 DOCK_FINETUNE_BUDGET_S = 60.0
+#: A new model trained from annotations in the dock: a preset that learns from a few
+#: strokes in about a minute on a laptop CPU (bigger presets cost more per step: see
+#: :func:`preset_hint`).
+DOCK_TRAIN_PRESET = "small"
+DOCK_TRAIN_BUDGET_S = 60.0
+#: Longest edge of the live preview region the dock asks for. Predicting it takes time
+#: from training (the engine keeps previews within 10 % of it), so on a CPU a smaller
+#: region is shown more often; the engine accepts up to ``MAX_PREVIEW_EDGE``.
+DOCK_PREVIEW_EDGE = 512
 
 
 @dataclass(frozen=True)
@@ -44,10 +60,21 @@ class LoopSettings:
         ``"none"``; corrected and reviewed pixels keep their labels either way.
     uncertain_tile : int
         Edge in pixels of the tile "Go to uncertain tile" looks for and zooms to.
+    preview : bool
+        While training or fine-tuning, show a live prediction of the region in view
+        made with the weights of the moment.
+    preview_every_s : float
+        Seconds between two previews (at least; the engine spaces them further when a
+        preview would take more than its share of the training time).
+    preview_edge : int
+        Longest edge in pixels of the preview region; a larger view is downsampled.
     """
 
     resegment: str = RESEGMENT_CHOICES[0]
     uncertain_tile: int = 128
+    preview: bool = True
+    preview_every_s: float = PreviewRequest.every_s
+    preview_edge: int = DOCK_PREVIEW_EDGE
 
     def __post_init__(self) -> None:
         if self.resegment not in RESEGMENT_CHOICES:
@@ -57,6 +84,58 @@ class LoopSettings:
                 or self.uncertain_tile < 8:
             raise InputError(f"uncertain tile {self.uncertain_tile!r} must be a whole number "
                              "of pixels >= 8")
+        if not self.preview_every_s > 0:
+            raise InputError(f"preview interval {self.preview_every_s!r} s must be > 0")
+        if not isinstance(self.preview_edge, int) or not 16 <= self.preview_edge <= \
+                MAX_PREVIEW_EDGE:
+            raise InputError(f"preview edge {self.preview_edge!r} must be a whole number of "
+                             f"pixels between 16 and {MAX_PREVIEW_EDGE}")
+
+
+def macs_per_pixel(config: UNetConfig) -> float:
+    """Multiply-adds of one forward pass per input pixel (convolutions only).
+
+    The cost of a training step grows with it (backward is about twice the forward);
+    used to compare presets without running them.
+    """
+    depth = config.depth
+    total = 0.0
+    for name, shape in config.state_shapes().items():
+        if len(shape) != 4 or not name.endswith(".weight"):
+            continue
+        parts = name.split(".")
+        if parts[0] == "encoders":
+            level = int(parts[1])
+        elif parts[0] in ("ups", "decoders"):
+            level = depth - 1 - int(parts[1])  # decoder j = 0 is the deepest
+        else:  # the 1x1 head at full resolution
+            level = 0
+        per_output = float(np.prod(shape))
+        if parts[0] == "ups" and config.upsampling == "transpose":
+            per_output /= 4  # a 2x2 transposed conv: each output pixel gets one tap
+        total += per_output / 4**level
+    return total
+
+
+def preset_hint(name: str) -> str:
+    """One line on what a preset costs, relative to :data:`DOCK_TRAIN_PRESET`."""
+    config = preset(name)
+    reference = macs_per_pixel(preset(DOCK_TRAIN_PRESET))
+    ratio = macs_per_pixel(config) / reference
+    size = f"{name}: {config.parameter_count() / 1e6:.2f} M parameters"
+    if name == DOCK_TRAIN_PRESET:
+        return f"{size}; the default for a first model"
+    if ratio < 1:
+        return (f"{size}, {ratio:.2f}x the computation of {DOCK_TRAIN_PRESET} per step: "
+                "more steps in the same time, less capacity")
+    return (f"{size}, {ratio:.0f}x the computation of {DOCK_TRAIN_PRESET} per step: "
+            "give it a GPU or a longer time budget")
+
+
+def check_preset(name: str) -> None:
+    """Raise :class:`InputError` unless ``name`` is one of :data:`PRESETS`."""
+    if name not in PRESETS:
+        raise InputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
 
 
 def _replace_path(obj: Any, path: str, value: Any) -> Any:
@@ -79,7 +158,7 @@ class DockSettings:
 
     Attributes
     ----------
-    segment, finetune, loop
+    segment, finetune, train, loop
         The current settings objects (frozen; replaced as a whole on every change).
     edited : set of str
         ``"<job>.<field path>"`` of each value the user set; model hints leave them.
@@ -88,6 +167,8 @@ class DockSettings:
     segment: SegmentSettings = field(default_factory=SegmentSettings)
     finetune: FinetuneConfig = field(
         default_factory=lambda: FinetuneConfig(time_budget_s=DOCK_FINETUNE_BUDGET_S))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        preset=DOCK_TRAIN_PRESET, time_budget_s=DOCK_TRAIN_BUDGET_S))
     loop: LoopSettings = field(default_factory=LoopSettings)
     edited: set[str] = field(default_factory=set)
     _listeners: list[Callable[[str], None]] = field(default_factory=list, repr=False)
@@ -109,6 +190,8 @@ class DockSettings:
             updated = _replace_path(current, path, value)
         except (TypeError, ValueError) as err:
             raise InputError(f"{key.replace('.', ' ')} {value!r}: {err}") from None
+        if job == "train":
+            check_preset(updated.preset)
         if by_user:
             self.edited.add(key)
         if updated != current:
@@ -116,7 +199,8 @@ class DockSettings:
             self._notify(job)
 
     def on_change(self, callback: Callable[[str], None]) -> None:
-        """Call ``callback(job)`` after ``segment``, ``finetune`` or ``loop`` changed."""
+        """Call ``callback(job)`` after ``segment``, ``finetune``, ``train`` or ``loop``
+        changed."""
         self._listeners.append(callback)
 
     def _notify(self, job: str) -> None:

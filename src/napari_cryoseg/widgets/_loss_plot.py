@@ -38,6 +38,8 @@ class LossPlot(QWidget):
         self.dice: list[tuple[int, float]] = []
         self.total_steps: int | None = None
         self.title = ""
+        #: Shown before the first point (each section says which button trains).
+        self.empty_text = "press Fine-tune to train"
         self.setMinimumSize(260, 220)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.setToolTip("Training loss (left axis) and validation Dice (right axis)")
@@ -158,4 +160,4 @@ class LossPlot(QWidget):
                        Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, self.title)
         if not self.loss and not self.dice:
             p.setPen(QPen(grid.lighter(200)))
-            p.drawText(plot, Qt.AlignmentFlag.AlignCenter, "press Fine-tune to train")
+            p.drawText(plot, Qt.AlignmentFlag.AlignCenter, self.empty_text)

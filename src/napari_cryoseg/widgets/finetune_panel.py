@@ -1,11 +1,16 @@
 """The "Fine-tune" section: train a copy of the model on the corrections, swap, revert, save.
 
 **Fine-tune** runs :func:`~napari_cryoseg.engine.jobs.finetune_job` through the session's
-job runner (progress in napari's activity dock, live loss / Dice curve here). **Cancel**
-at any moment leaves the current model as it was. When training ends the new model is
-hot-swapped in on the main thread and the layers chosen in the settings are segmented
-again (corrections and reviewed marks are kept). **Revert model** goes back one model,
+job runner (progress in napari's activity dock, live loss / Dice curve here, a live
+preview of the region in view). **Cancel** at any moment leaves the current model as it
+was. When training ends the new model is hot-swapped in
+on the main thread and the layers chosen in the settings are segmented again
+(corrections and reviewed marks are kept). **Revert model** goes back one model,
 **Save model…** writes a model file with provenance (and adds it to Recent).
+
+Corrections painted with a label value the model has no class for bring up the "add
+class?" prompt (:mod:`~napari_cryoseg.widgets.new_class_prompt`): accepting grows the
+model's head (:func:`~napari_cryoseg.model.heads.add_classes`) and fine-tunes it.
 """
 
 from __future__ import annotations
@@ -15,15 +20,18 @@ from typing import Any
 
 import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import Signal
+from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QFileDialog, QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from napari_cryoseg.core.errors import CryoSegError, OutputExistsError
-from napari_cryoseg.engine.events import Message, Progress, TrainStep, Validation
+from napari_cryoseg.engine.events import Message, Preview, Progress, TrainStep, Validation
 from napari_cryoseg.engine.jobs import finetune_job
+from napari_cryoseg.model.heads import add_classes
 from napari_cryoseg.model.provenance import Provenance
+from napari_cryoseg.viewer.live_preview import LivePreview, preview_region
+from napari_cryoseg.viewer.new_classes import adopt_classes, find_new_labels, show_new_labels
 from napari_cryoseg.viewer.review import CorrectionStore
-from napari_cryoseg.viewer.session import SegmentationRecord
+from napari_cryoseg.viewer.session import SegmentationRecord, same_layer
 from napari_cryoseg.viewer.settings import RESEGMENT_CHOICES
 from napari_cryoseg.viewer.training_data import build_training_data
 from napari_cryoseg.widgets._loss_plot import LossPlot
@@ -40,6 +48,7 @@ from napari_cryoseg.widgets.forms import (
 )
 from napari_cryoseg.widgets.jobs import JobRunner
 from napari_cryoseg.widgets.model_panel import remember_recent
+from napari_cryoseg.widgets.new_class_prompt import NewClassPrompt
 from napari_cryoseg.widgets.segmentation import segment_layers
 
 FINETUNE_FIELDS = [
@@ -56,17 +65,28 @@ FINETUNE_FIELDS = [
     FieldSpec("loop.resegment", "Then segment:", ComboBox,
               "Layers to segment again with the new model; corrected and reviewed pixels "
               "keep their labels in every case", {"choices": list(RESEGMENT_CHOICES)}),
+    FieldSpec("loop.preview", "Live preview", CheckBox,
+              "While fine-tuning, show now and then what the model of the moment makes "
+              "of the region in view (shared with Train new model)"),
 ]
+#: Seconds after the last edit before the corrections are searched for new label values.
+NEW_LABELS_DEBOUNCE_MS = 300
 
 
-def _finetune_from_sources(model: Any, sources: list, band_px: int, config: Any):
+def _finetune_from_sources(model: Any, sources: list, band_px: int, config: Any,
+                           value_map: dict[int, int] | None = None, preview: Any = None):
     """Worker job: build the training data from the snapshots, then fine-tune.
 
-    Returns ``(FinetuneResult, TrainingData)``; the masks are derived here, not on the
-    main thread (2-3 s for a 2048² corrected image measured before this moved).
+    ``value_map`` turns painted label values into the class indices of a model grown by
+    new classes (on the copies; the layers are not touched). Returns
+    ``(FinetuneResult, TrainingData)``; the masks are derived here, not on the main
+    thread (2-3 s for a 2048² corrected image measured before this moved).
     """
     data = build_training_data(sources, band_px)
-    result = yield from finetune_job(model, data, config)
+    for value, index in (value_map or {}).items():
+        for mask in data.masks:
+            mask[mask == value] = index
+    result = yield from finetune_job(model, data, config, preview)
     return result, data
 
 
@@ -80,6 +100,8 @@ class FinetunePanel(QWidget):
 
     #: A model file was written (its path): the Model section adds it to Recent.
     model_saved = Signal(str)
+    #: A live preview was shown (the training step whose weights made it).
+    preview_shown = Signal(int)
 
     def __init__(self, viewer: Any, session: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -91,6 +113,8 @@ class FinetunePanel(QWidget):
         self.last_result: Any = None
         self._own_model: Any = None  # the model this panel swapped in or reverted to
         self._pending_resegment = False
+        self._added: dict[int, int] = {}  # label value -> class index of this run
+        self.preview: LivePreview | None = None
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         self.form = SettingsForm(session.settings, FINETUNE_FIELDS)
@@ -111,6 +135,13 @@ class FinetunePanel(QWidget):
                                  self.save_btn)):
             grid.addWidget(btn, i // 2, i % 2)
         layout.addLayout(grid)
+        self.prompt = NewClassPrompt(self)
+        self.prompt.accepted.connect(lambda: self.start_finetune(add_new_classes=True))
+        layout.addWidget(self.prompt)
+        self._new_labels_timer = QTimer(self, singleShot=True,
+                                        interval=NEW_LABELS_DEBOUNCE_MS)
+        self._new_labels_timer.timeout.connect(self.refresh_new_labels)
+        self.store.listeners.append(lambda _layer: self._new_labels_timer.start())
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
         layout.addWidget(self.status_label)
@@ -128,6 +159,7 @@ class FinetunePanel(QWidget):
         idle = not self.runner.busy
         has_model = self.session.model is not None
         self.finetune_btn.setEnabled(idle and has_model)
+        self.prompt.accept_btn.setEnabled(idle and has_model)
         self.cancel_btn.setEnabled(self.job is not None)
         self.revert_btn.setEnabled(idle and bool(self.session.previous_models))
         self.save_btn.setEnabled(has_model and self.job is None)
@@ -140,8 +172,20 @@ class FinetunePanel(QWidget):
         return dataclasses.replace(config, device=self.session.device,
                                    patch=int(min(config.patch, max(largest, 16))))
 
-    def start_finetune(self) -> Any:
-        """Start training a copy of the current model on the corrections."""
+    def refresh_new_labels(self) -> list[Any]:
+        """Look for label values the model has no class for; show the prompt if any."""
+        labels = find_new_labels(self.session)
+        show_new_labels(self.session, labels)
+        model = self.session.model
+        self.prompt.set_labels(labels, model.name if model is not None else "")
+        return labels
+
+    def start_finetune(self, add_new_classes: bool = False) -> Any:
+        """Start training a copy of the current model on the corrections.
+
+        With label values the model has no class for, only ``add_new_classes=True`` (the
+        prompt's button) starts: the model grows by the classes named in the prompt.
+        """
         if self.runner.busy:
             show_warning(f"wait for {self.session.busy or 'the running job'} to finish "
                          "(or cancel it) first")
@@ -155,16 +199,32 @@ class FinetunePanel(QWidget):
             show_warning("no corrections yet: edit a CryoSeg labels layer or mark a region "
                          "reviewed, then fine-tune")
             return None
+        parent = model
         try:
+            model, value_map = self._grow(model, self.refresh_new_labels(), add_new_classes)
+            if model is None:
+                return None
             config = self.finetune_config([source.image for source in sources])
+            if value_map:
+                # A new class needs BatchNorm statistics that include it and the full
+                # fine-tuned weights: averaging with the parent (which never predicts
+                # it) would dilute the class just learnt.
+                config = dataclasses.replace(config, freeze_batchnorm=False,
+                                             parent_blend=1.0)
+            preview = self._make_preview(model)
             self.job = self.runner.start(
                 "finetune", _finetune_from_sources, model, sources, self.store.band_px,
-                config, desc=f"Fine-tuning {model.name}", on_event=self._on_train_event,
-                on_result=lambda value: self._on_result(*value, model),
+                config, value_map,
+                None if preview is None else preview.region.request(
+                    self.session.settings.loop.preview_every_s),
+                desc=f"Fine-tuning {parent.name}", on_event=self._on_train_event,
+                on_result=lambda value: self._on_result(*value, parent),
                 on_error=self._on_error, on_finish=self._on_finish)
         except CryoSegError as err:
-            show_error(str(err))
+            show_error(f"CryoSeg: {err}")
             return None
+        self.preview = preview
+        self._added = value_map
         self.plot.clear()
         self.plot.total_steps = config.steps
         self.plot.title = f"{len(sources)} image(s)"
@@ -172,6 +232,40 @@ class FinetunePanel(QWidget):
         self.status_label.setText("starting…")
         self._update_buttons()
         return self.job
+
+    def _grow(self, model: Any, new_labels: list[Any], accepted: bool
+              ) -> tuple[Any, dict[int, int]]:
+        """``(model to fine-tune, painted value -> class index of the added classes)``;
+        ``(None, {})`` with a message when new labels wait for the user's answer."""
+        if not new_labels:
+            return model, {}
+        if not accepted:
+            values = ", ".join(str(label.value) for label in new_labels)
+            message = (f"label {values} is painted but '{model.name}' has no such class: "
+                       "name it below and press 'Add class … and fine-tune', or erase "
+                       "those pixels")
+            show_warning(message)
+            self.status_label.setText(message)
+            return None, {}
+        names = self.prompt.names()
+        grown = add_classes(model, [names[label.value] for label in new_labels],
+                            [label.color for label in new_labels])
+        return grown, {label.value: label.index for label in new_labels}
+
+    def _make_preview(self, model: Any) -> LivePreview | None:
+        """The live preview of the selected corrected image (else the first one)."""
+        if not self.session.settings.loop.preview:
+            return None
+        active = self.viewer.layers.selection.active
+        records = [r for r in self.session.live_records() if self.store.is_corrected(r)]
+        if not records:
+            return None
+        record = next((r for r in records if same_layer(active, r.labels_layer)
+                       or same_layer(active, r.image_layer)), records[0])
+        region = preview_region(self.viewer, record.image_layer,
+                                self.session.settings.loop.preview_edge)
+        return LivePreview(self.viewer, region, list(model.class_names),
+                           list(model.class_colors), "fine-tuning")
 
     def cancel(self) -> None:
         """Stop training at its next step; the current model stays as it was."""
@@ -189,6 +283,10 @@ class FinetunePanel(QWidget):
         elif isinstance(event, Validation):
             self.plot.add_dice(event.step, event.dice)
             self.plot.update()
+        elif isinstance(event, Preview):
+            if self.preview is not None:
+                self.preview.show(event.labels, event.step)
+                self.preview_shown.emit(int(event.step))
         elif isinstance(event, Message):
             self.status_label.setText(event.text)
         elif isinstance(event, Progress):
@@ -209,14 +307,23 @@ class FinetunePanel(QWidget):
             self.plot.update()
         if not result.improved:  # the engine kept the parent's weights: nothing to swap
             self.metrics_label.setText(f"{text}; model not changed")
-            self.status_label.setText(result.message or "fine-tuning did not improve the model")
+            self.status_label.setText(
+                (result.message or "fine-tuning did not improve the model")
+                + ("; no class was added: paint more of it and try again"
+                   if self._added else ""))
             return
         new_model = result.model
         new_model.provenance = {**new_model.provenance, **self._dock_provenance(parent, data)}
         self._own_model = new_model
         self.session.set_model(new_model)  # hot-swap on the main thread
+        added = ""
+        if self._added:
+            adopt_classes(self.session, new_model, self._added)
+            added = "added class(es) " + ", ".join(
+                repr(new_model.class_names[i]) for i in self._added.values()) + "; "
+            self.refresh_new_labels()
         self.metrics_label.setText(text)
-        self.status_label.setText(f"model swapped in. {result.message}".strip())
+        self.status_label.setText(f"{added}model swapped in. {result.message}".strip())
         self._pending_resegment = True  # started once this job has ended
 
     def _dock_provenance(self, parent: Any, data: Any) -> dict[str, Any]:
@@ -234,6 +341,9 @@ class FinetunePanel(QWidget):
     def _on_finish(self, job: Any) -> None:
         if self.job is job:
             self.job = None
+        if self.preview is not None:
+            self.preview.remove()
+            self.preview = None
         if job.cancelled:
             self.status_label.setText("cancelled: the model was not changed")
         self._update_buttons()
@@ -317,6 +427,7 @@ class FinetunePanel(QWidget):
             self.save_model_to(path, overwrite=True)
 
     def _on_model_changed(self, model: Any) -> None:
+        self._new_labels_timer.start()  # what counts as a new class depends on the model
         if model is not self._own_model:
             # another model was loaded: the last fine-tune's numbers no longer apply
             self.metrics_label.setText(

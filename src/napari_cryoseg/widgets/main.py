@@ -21,6 +21,7 @@ from napari_cryoseg.widgets.measure_panel import MeasurePanel
 from napari_cryoseg.widgets.model_panel import ModelPanel
 from napari_cryoseg.widgets.review_panel import ReviewPanel
 from napari_cryoseg.widgets.segment_panel import SegmentPanel
+from napari_cryoseg.widgets.train_panel import TrainPanel
 from napari_cryoseg.widgets.uncertainty_panel import UncertaintyPanel
 
 
@@ -34,6 +35,7 @@ class CryoSegWidget(QWidget):
         self.session = Session.for_viewer(viewer)
         self.runner = JobRunner.for_session(self.session)
         self.model_panel = ModelPanel(viewer, self.session)
+        self.train_panel = TrainPanel(viewer, self.session)
         self.segment_panel = SegmentPanel(viewer, self.session)
         self.batch_panel = BatchPanel(viewer, self.session)
         self.export_panel = ExportPanel(viewer, self.session)
@@ -49,7 +51,9 @@ class CryoSegWidget(QWidget):
         body_layout.setContentsMargins(2, 2, 2, 2)
         body_layout.setSpacing(4)
         self.sections: dict[str, QCollapsible] = {}
-        sections = [("Model", self.model_panel, True), ("Segment", self.segment_panel, True),
+        sections = [("Model", self.model_panel, True),
+                    ("Train new model", self.train_panel, False),
+                    ("Segment", self.segment_panel, True),
                     ("Batch", self.batch_panel, False), ("Export", self.export_panel, False),
                     ("Objects", self.measure_panel, False),
                     ("Correct & review", self.review_panel, False),
