@@ -299,3 +299,24 @@ def test_engine_runtime_error_is_reported_and_frees_the_panel(setup, qtbot, monk
     assert "simulated torch failure" in panel.status_label.text()
     assert session.busy is None
     assert session.model is model
+
+
+def test_uncorrected_open_images_reach_the_batchnorm_reestimation(setup):
+    """Fine-tune re-estimates BatchNorm on every segmented image, corrected or not."""
+    from napari_cryoseg.viewer.training_data import unlabelled_images
+
+    viewer, session, widget = setup
+    corrected_image, truth = binary_sample(1)
+    other_image, _ = binary_sample(2)
+    corrected = _segment(viewer, session, corrected_image, "corrected")
+    _segment(viewer, session, other_image, "other")
+    viewer.add_image(np.stack([other_image] * 3), name="a stack")  # not segmented
+    _correct(corrected, truth)
+    store = widget.finetune_panel.store
+    sources = store.training_sources()
+    assert [s.name for s in sources] == ["corrected"]
+    images = unlabelled_images(store, sources)
+    assert len(images) == 1 and np.array_equal(images[0], other_image)
+    images[0][:] = 0  # a copy: the layer keeps its pixels
+    assert viewer.layers["other"].data.any()
+    assert unlabelled_images(store, sources, limit=0) == []

@@ -19,6 +19,8 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from napari_cryoseg.engine.events import Message, Progress, relay
 from napari_cryoseg.engine.predict import Segmenter, count_tiles, segment
 from napari_cryoseg.engine.settings import SegmentSettings
@@ -125,14 +127,16 @@ def warm_up_torch(model: ModelFile) -> bool:
 
 
 def finetune_job(
-    model: ModelFile, data: Any, config: Any, preview: Any = None
+    model: ModelFile, data: Any, config: Any, preview: Any = None,
+    unlabelled: Sequence[np.ndarray] = (),
 ) -> Generator[Any, None, Any]:
     """Warm torch up, then fine-tune ``model`` on ``data`` (images, masks, valid masks).
 
     ``data`` has ``images``, ``masks``, ``valid_masks`` and ``names`` (the dock's
     :class:`~napari_cryoseg.viewer.review.TrainingData`); ``config`` is a
     :class:`~napari_cryoseg.engine.finetune.FinetuneConfig`; ``preview`` an optional
-    :class:`~napari_cryoseg.engine.preview.PreviewRequest`. Returns the
+    :class:`~napari_cryoseg.engine.preview.PreviewRequest`; ``unlabelled`` other images
+    of the user's (BatchNorm re-estimation only). Returns the
     :class:`~napari_cryoseg.engine.finetune.FinetuneResult`.
     """
     from napari_cryoseg.engine.finetune import finetune
@@ -140,4 +144,5 @@ def finetune_job(
     yield Message("preparing torch…")
     warm_up_torch(model)
     return (yield from finetune(model, data.images, data.masks, data.valid_masks, config,
-                                names=data.names, preview=preview))
+                                names=data.names, preview=preview,
+                                unlabelled=unlabelled))

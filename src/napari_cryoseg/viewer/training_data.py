@@ -8,6 +8,7 @@ masks and 2D planes in the fine-tune worker, so pressing Fine-tune does not stal
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -66,3 +67,30 @@ def build_training_data(sources: list[TrainingSource], band_px: int) -> Training
             valids.append(val)
             names.append(source.name)
     return TrainingData(images, masks, valids, names, corrected, reviewed)
+
+
+#: Uncorrected images handed to fine-tuning for its BatchNorm re-estimation, at most (it
+#: draws 24 crops from all of them; more images only cost memory for the copies).
+MAX_UNLABELLED = 8
+
+
+def unlabelled_images(store: Any, sources: list[TrainingSource],
+                      limit: int = MAX_UNLABELLED) -> list[np.ndarray]:
+    """Copies of segmented images the user has not corrected (main thread, cheap).
+
+    Fine-tuning re-estimates the model's BatchNorm statistics on these and the corrected
+    images, so they follow the look of all the user's images, not only the corrected
+    ones. Only in-memory 2D images are copied (a lazy or stacked image would be read in
+    full for a few crops).
+    """
+    corrected = {source.name for source in sources}
+    images: list[np.ndarray] = []
+    for record in store.session.live_records():
+        if len(images) >= limit:
+            break
+        if store.name_of(record) in corrected:
+            continue
+        data = record.image_layer.data
+        if isinstance(data, np.ndarray) and data.ndim == 2 and not record.image_layer.rgb:
+            images.append(np.array(data, copy=True))
+    return images

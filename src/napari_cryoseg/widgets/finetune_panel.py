@@ -33,7 +33,7 @@ from napari_cryoseg.viewer.new_classes import adopt_classes, find_new_labels, sh
 from napari_cryoseg.viewer.review import CorrectionStore
 from napari_cryoseg.viewer.session import SegmentationRecord, same_layer
 from napari_cryoseg.viewer.settings import RESEGMENT_CHOICES
-from napari_cryoseg.viewer.training_data import build_training_data
+from napari_cryoseg.viewer.training_data import build_training_data, unlabelled_images
 from napari_cryoseg.widgets._loss_plot import LossPlot
 from napari_cryoseg.widgets.buttons import button
 from napari_cryoseg.widgets.forms import (
@@ -74,7 +74,8 @@ NEW_LABELS_DEBOUNCE_MS = 300
 
 
 def _finetune_from_sources(model: Any, sources: list, band_px: int, config: Any,
-                           value_map: dict[int, int] | None = None, preview: Any = None):
+                           value_map: dict[int, int] | None = None, preview: Any = None,
+                           unlabelled: list | tuple = ()):
     """Worker job: build the training data from the snapshots, then fine-tune.
 
     ``value_map`` turns painted label values into the class indices of a model grown by
@@ -86,7 +87,7 @@ def _finetune_from_sources(model: Any, sources: list, band_px: int, config: Any,
     for value, index in (value_map or {}).items():
         for mask in data.masks:
             mask[mask == value] = index
-    result = yield from finetune_job(model, data, config, preview)
+    result = yield from finetune_job(model, data, config, preview, unlabelled)
     return result, data
 
 
@@ -217,6 +218,7 @@ class FinetunePanel(QWidget):
                 config, value_map,
                 None if preview is None else preview.region.request(
                     self.session.settings.loop.preview_every_s),
+                unlabelled_images(self.store, sources),
                 desc=f"Fine-tuning {parent.name}", on_event=self._on_train_event,
                 on_result=lambda value: self._on_result(*value, parent),
                 on_error=self._on_error, on_finish=self._on_finish)
