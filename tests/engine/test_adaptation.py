@@ -222,3 +222,24 @@ def test_focus_from_held_out_predictions_equals_segmenting_again(shifted):
     assert errors_from_holdout_labels(rows_labels, rows[3], *rows[:3]) is None
     assert errors_from_holdout_labels(None, holdout, train_images, train_targets,
                                       train_valid) is None
+
+
+def test_auto_adapts_batchnorm_only_when_the_domain_has_moved(shifted):
+    """'auto' re-estimates the statistics only when the parent scores under adapt_below."""
+    parent, images, masks = shifted
+    fast = dict(steps=2, batch_size=4, patch=64, device="cpu", focus_errors=0.0)
+    texts: list[str] = []
+    still = drain(finetune(parent, images, masks, None,
+                           FinetuneConfig(adapt_below=0.0, **fast)),
+                  lambda e: texts.append(getattr(e, "text", "")))
+    assert not still.adapted_batchnorm
+    assert any("kept the parent's BatchNorm statistics" in t for t in texts)
+    assert not any("re-estimating" in t for t in texts)
+    texts.clear()
+    moved = drain(finetune(parent, images, masks, None,
+                           FinetuneConfig(adapt_below=1.0, **fast)),
+                  lambda e: texts.append(getattr(e, "text", "")))
+    assert any("re-estimating the BatchNorm statistics" in t for t in texts)
+    assert moved.before["dice"] < 1.0
+    with pytest.raises(Exception, match="adapt_below"):
+        FinetuneConfig(adapt_below=1.5)

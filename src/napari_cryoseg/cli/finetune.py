@@ -123,8 +123,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--adapt-batchnorm", choices=ADAPT_MODES,
                         default=DEFAULTS.adapt_batchnorm,
                         help="re-estimate BatchNorm statistics on your images first: 'auto' "
-                        "keeps them when the held-out corrections say so (default "
+                        "does when the model scores under --adapt-below on the held-out "
+                        "corrections and keeps them when those say so (default "
                         f"{DEFAULTS.adapt_batchnorm})")
+    parser.add_argument("--adapt-below", default=DEFAULTS.adapt_below, metavar="DICE",
+                        type=float_range(0.0, 1.0, what="a Dice"),
+                        help="held-out Dice of the model under which 'auto' re-estimates "
+                        "BatchNorm statistics (default %(default)g)")
     parser.add_argument("--unlabelled", default=None, type=path_text, metavar="DIR",
                         help="folder of more images of the same kind, without masks: used to "
                         "re-estimate the BatchNorm statistics")
@@ -160,7 +165,7 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
                           lr=args.lr, holdout_fraction=args.holdout_fraction,
                           holdout_layout=args.holdout_layout, seed=args.seed,
                           parent_blend=args.parent_blend,
-                          adapt_batchnorm=args.adapt_batchnorm,
+                          adapt_batchnorm=args.adapt_batchnorm, adapt_below=args.adapt_below,
                           freeze_batchnorm=args.batchnorm_stats == "fixed",
                           focus_errors=args.focus_errors,
                           head_lr_factor=args.head_lr_factor,

@@ -224,7 +224,13 @@ def finetune(
     # never handed to the optimiser.
     net = model.build(device)
     start_state, start_metrics, adapted = parent_state, before, False
-    if config.adapt_batchnorm != "never":
+    moved = (config.adapt_batchnorm == "always" or not holdout
+             or before["dice"] < config.adapt_below)
+    if config.adapt_batchnorm == "auto" and not moved:
+        yield Message(f"kept the parent's BatchNorm statistics: it scores "
+                      f"{before['dice']:.4f} on the held-out corrections already (domain "
+                      f"moved little; re-estimated below {config.adapt_below:g})")
+    if config.adapt_batchnorm != "never" and moved:
         yield Message("re-estimating the BatchNorm statistics on your images")
         if adapt_batchnorm(net, [*images, *unlabelled], model.normalization, device,
                            patch=patch, seed=config.seed,

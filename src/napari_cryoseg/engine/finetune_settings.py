@@ -52,9 +52,18 @@ class FinetuneConfig:
         which a new class needs (its features have no statistics in the parent) and
         which scored as well or better on the CDeep3M domain shift (docs/quality.md).
     adapt_batchnorm : str
-        ``"auto"``: re-estimate the BatchNorm statistics on the user's images and start
-        from them when they score at least as well as the parent's on the held-out
-        corrections (always without a holdout); ``"always"``; ``"never"``.
+        ``"auto"``: when the domain has moved (the parent scores under ``adapt_below``
+        on the held-out corrections), re-estimate the BatchNorm statistics on the user's
+        images and start from them when they score at least as well as the parent's
+        there (always without a holdout); ``"always"``; ``"never"``.
+    adapt_below : float
+        Held-out Dice of the parent under which ``"auto"`` re-estimates the statistics.
+        Statistics estimated on one or two images can fit those images and hurt the
+        user's others, which held-out blocks of the same images cannot see: on VNC ->
+        ISBI membranes (parent 0.77 on the held-out blocks) they scored the held-out
+        blocks as well as the parent's and the 24 other sections 0.43 against 0.70,
+        while on VNC -> CDeep3M mitochondria (parent 0.15-0.28) they were the largest
+        single gain (docs/quality.md).
     batch_size, patch : int
         Patches per step and patch edge (rounded up to the network stride).
     holdout_fraction : float
@@ -103,6 +112,7 @@ class FinetuneConfig:
     freeze_encoder: bool = False
     freeze_batchnorm: bool = False
     adapt_batchnorm: str = "auto"
+    adapt_below: float = 0.5
     batch_size: int = 4
     patch: int = 256
     holdout_fraction: float = 0.25
@@ -148,6 +158,8 @@ class FinetuneConfig:
         if self.holdout_layout not in HOLDOUT_LAYOUTS:
             problems.append(f"holdout layout {self.holdout_layout!r} must be one of "
                             f"{', '.join(HOLDOUT_LAYOUTS)}")
+        if not 0.0 <= self.adapt_below <= 1.0:
+            problems.append(f"adapt_below {self.adapt_below} must be in [0, 1]")
         if self.adapt_batchnorm not in ADAPT_MODES:
             problems.append(f"adapt_batchnorm {self.adapt_batchnorm!r} must be one of "
                             f"{', '.join(ADAPT_MODES)}")
