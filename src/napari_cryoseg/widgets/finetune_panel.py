@@ -24,7 +24,7 @@ from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QFileDialog, QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from napari_cryoseg.core.errors import CryoSegError, OutputExistsError
-from napari_cryoseg.engine.events import Message, Preview, Progress, TrainStep, Validation
+from napari_cryoseg.engine.events import Message, Progress
 from napari_cryoseg.engine.jobs import finetune_job
 from napari_cryoseg.model.heads import add_classes
 from napari_cryoseg.model.provenance import Provenance
@@ -50,6 +50,7 @@ from napari_cryoseg.widgets.jobs import JobRunner
 from napari_cryoseg.widgets.model_panel import remember_recent
 from napari_cryoseg.widgets.new_class_prompt import NewClassPrompt
 from napari_cryoseg.widgets.segmentation import segment_layers
+from napari_cryoseg.widgets.training_events import show_training_event
 
 FINETUNE_FIELDS = [
     FieldSpec("finetune.time_budget_s", "Time budget:", FloatSpinBox,
@@ -276,20 +277,10 @@ class FinetunePanel(QWidget):
             self.job.cancel()
 
     def _on_train_event(self, event: Any) -> None:
-        if isinstance(event, TrainStep):
-            self.plot.add_loss(event.step, event.loss)
-            eta = event.eta_s
-            eta_text = f", about {eta:.0f} s left" if eta is not None else ""
-            self.status_label.setText(f"step {event.step}: loss {event.loss:.4f}{eta_text}")
-            self.plot.update()
-        elif isinstance(event, Validation):
-            self.plot.add_dice(event.step, event.dice)
-            self.plot.update()
-        elif isinstance(event, Preview):
-            if self.preview is not None:
-                self.preview.show(event.labels, event.step)
-                self.preview_shown.emit(int(event.step))
-        elif isinstance(event, Message):
+        if show_training_event(event, self.plot, self.status_label, self.preview,
+                               self.preview_shown):
+            return
+        if isinstance(event, Message):
             self.status_label.setText(event.text)
         elif isinstance(event, Progress):
             self.status_label.setText(event.message or event.stage)

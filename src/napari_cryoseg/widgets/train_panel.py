@@ -19,7 +19,7 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from napari_cryoseg.core.errors import CryoSegError
-from napari_cryoseg.engine.events import Message, Preview, TrainStep, Validation
+from napari_cryoseg.engine.events import Message
 from napari_cryoseg.engine.train import train
 from napari_cryoseg.model.config import PRESETS, preset
 from napari_cryoseg.viewer import layers as L
@@ -42,6 +42,7 @@ from napari_cryoseg.widgets.forms import (
 )
 from napari_cryoseg.widgets.jobs import JobRunner
 from napari_cryoseg.widgets.segmentation import segment_layers
+from napari_cryoseg.widgets.training_events import show_training_event
 
 #: Presets from the cheapest up.
 PRESET_ORDER = sorted(PRESETS, key=lambda name: preset(name).parameter_count())
@@ -237,20 +238,10 @@ class TrainPanel(QWidget):
             self.job.cancel()
 
     def _on_event(self, event: Any) -> None:
-        if isinstance(event, TrainStep):
-            self.plot.add_loss(event.step, event.loss)
-            eta = event.eta_s
-            eta_text = f", about {eta:.0f} s left" if eta is not None else ""
-            self.status_label.setText(f"step {event.step}: loss {event.loss:.4f}{eta_text}")
-            self.plot.update()
-        elif isinstance(event, Validation):
-            self.plot.add_dice(event.step, event.dice)
-            self.plot.update()
-        elif isinstance(event, Preview):
-            if self.preview is not None:
-                self.preview.show(event.labels, event.step)
-                self.preview_shown.emit(int(event.step))
-        elif isinstance(event, Message):
+        if show_training_event(event, self.plot, self.status_label, self.preview,
+                               self.preview_shown):
+            return
+        if isinstance(event, Message):
             if event.level == "warning":
                 text = event.text.removeprefix("WARNING: ")
                 show_warning(f"CryoSeg: {text}")
