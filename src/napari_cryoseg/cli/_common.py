@@ -23,6 +23,7 @@ __all__ = [
     "ProgressBar",
     "add_device_argument",
     "add_tiling_arguments",
+    "add_trust_argument",
     "add_tta_argument",
     "check_new_file",
     "check_not_an_input",
@@ -96,13 +97,30 @@ def tiling_from_args(args: argparse.Namespace, model: ModelFile) -> TilingConfig
     )
 
 
-def load_model_arg(path: str | Path | None) -> ModelFile:
-    """Load ``--model PATH`` (a model file or a bioimage.io package), or the bundled default."""
+def add_trust_argument(parser: argparse.ArgumentParser) -> None:
+    """``--trust-code SHA256|PATH``: run code from this bioimage.io package (repeatable)."""
+    parser.add_argument(
+        "--trust-code", action="append", default=[], metavar="SHA256|PATH",
+        help="run the Python code a bioimage.io model package brings (its architecture "
+        "file): give the sha256 printed when the package was refused, or the package's "
+        "path. Without it, code from a package is never run (repeat for more files)")
+
+
+def load_model_arg(path: str | Path | None, trust_code: Iterable[str] = (), *,
+                   check_trust: bool = True) -> ModelFile:
+    """Load ``--model PATH`` (a model file or a bioimage.io package), or the bundled default.
+
+    Package code the user trusted (``--trust-code``) is named on stderr, one line each.
+    """
     if path is None:
         return load_default_model()
     from napari_cryoseg.engine.bioimageio_model import load_any_model
 
-    return load_any_model(Path(path).expanduser())
+    model = load_any_model(Path(path).expanduser(), list(trust_code),
+                           check_trust=check_trust)
+    for line in getattr(model, "trusted", []):
+        echo(f"note: {line}", err=True)
+    return model
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -13,6 +13,7 @@ from napari_cryoseg.cli._args import path_text
 from napari_cryoseg.cli._common import (
     ProgressBar,
     add_device_argument,
+    add_trust_argument,
     add_tta_argument,
     check_new_file,
     echo,
@@ -49,6 +50,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="replace an existing --json / --plot file")
     add_device_argument(parser)
     add_tta_argument(parser)
+    add_trust_argument(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -103,7 +105,7 @@ def _write_plot(report: EvaluationReport, path: Path, overwrite: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``cryoseg evaluate``."""
     json_path, plot_path = _outputs(args)
-    model = load_model_arg(args.model)
+    model = load_model_arg(args.model, args.trust_code)
     names, images, masks, _, _ = read_pairs(args.images, args.masks)
     classes = split_tokens(args.classes)
     mapping = None

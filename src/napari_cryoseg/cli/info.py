@@ -36,6 +36,8 @@ def _value(value: Any) -> str:
 
 def describe(model: ModelFile) -> list[str]:
     """Human-readable lines describing ``model`` (what ``cryoseg info`` prints)."""
+    if getattr(model, "foreign", False):
+        return _describe_foreign(model)
     summary = model.summary()
     cfg = model.config
     arch = (
@@ -70,9 +72,23 @@ def describe(model: ModelFile) -> list[str]:
     return lines
 
 
+def _describe_foreign(model: Any) -> list[str]:
+    """A bioimage.io model of another architecture: what its description says."""
+    summary = model.summary()
+    arch = summary["architecture"]
+    weights = ", ".join(arch.get("weights", [])) or "none"
+    return [f"model: {summary['name']} ({model.source_path})",
+            "classes: " + ", ".join(f"{i} {name}" for i, name in
+                                    enumerate(summary["classes"])),
+            f"architecture: {arch.get('type')} (weights: {weights}); segments only, "
+            "cannot be fine-tuned",
+            f"input: {model.config.in_channels} channel(s), Y and X steps of "
+            f"{model.config.stride} px"]
+
+
 def run(args: argparse.Namespace) -> int:
     """Print the description (or JSON) of the model and the devices."""
-    model = load_model_arg(args.model)
+    model = load_model_arg(args.model, check_trust=False)  # describes; runs nothing
     devices = describe_devices()
     if args.json:
         data = {

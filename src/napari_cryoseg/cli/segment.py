@@ -24,6 +24,7 @@ from napari_cryoseg.cli._common import (
     ProgressBar,
     add_device_argument,
     add_tiling_arguments,
+    add_trust_argument,
     add_tta_argument,
     echo,
     format_duration,
@@ -93,6 +94,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="replace outputs of an earlier cryoseg run (never inputs, never "
                         "other files)")
     add_tta_argument(parser)
+    add_trust_argument(parser)
     parser.add_argument(
         "--compile", action="store_true",
         help="torch.compile the network first (pays off for large jobs on a GPU: "
@@ -340,7 +342,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--probabilities is not available with --scheduler; drop one of them")
     plans, args.replaceable = _planned_outputs(files, out_dir, args.probabilities,
                                                args.overwrite, formats)
-    model = load_model_arg(args.model)
+    model = load_model_arg(args.model, args.trust_code)
     tiling = tiling_from_args(args, model)
     # One Segmenter for all files: the network is built and moved to the device once.
     segmenter = Segmenter(model, args.device, compile=args.compile, tta=args.tta)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,9 +63,14 @@ class BioimageioModel:
     #: Marks a model that runs through its own pipeline (see engine.predict.segment).
     foreign = True
 
-    def __init__(self, path: Path, descr: Any) -> None:
+    def __init__(self, path: Path, descr: Any, weight_format: str | None = None,
+                 trusted: list[str] | None = None) -> None:
         self.source_path = path
         self.descr = descr
+        #: The weight format chosen by the trust policy (see model.package_trust).
+        self.weight_format = weight_format
+        #: One line per piece of package code the user trusted (empty: none runs).
+        self.trusted = list(trusted or [])
         self.input = descr.inputs[0]
         self.output = descr.outputs[0]
         if len(descr.inputs) != 1 or len(descr.outputs) < 1:
@@ -131,10 +136,13 @@ class BioimageioModel:
         core = require("bioimageio.core", FEATURE)
         devices = None if device in ("auto", "", None) else [str(device)]
         key = str(devices)
+        if self.weight_format is None:  # loaded to be described only: nothing may run
+            raise ModelFileError(f"bioimage.io model '{self.name}' was opened to be "
+                                 "described only; open it again to segment with it")
         if key not in self._pipelines:
             try:
-                self._pipelines[key] = core.create_prediction_pipeline(self.descr,
-                                                                       devices=devices)
+                self._pipelines[key] = core.create_prediction_pipeline(
+                    self.descr, devices=devices, weight_format=self.weight_format)
             except Exception as err:  # noqa: BLE001 - report any backend failure in one line
                 first = " ".join(str(err).split())[:200]
                 raise ModelFileError(f"bioimage.io model '{self.name}' cannot run here "
@@ -263,11 +271,28 @@ def labels_dtype_for(n: int) -> np.dtype:
     return np.dtype(np.uint8 if n <= 255 else np.uint16)
 
 
-def load_bioimageio_model(path: str | os.PathLike[str]) -> BioimageioModel:
-    """Load any bioimage.io model package for segmentation (checked first, no download)."""
-    from napari_cryoseg.model.bioimageio_package import check_package
+def load_bioimageio_model(
+    path: str | os.PathLike[str], trust_code: Sequence[str] = (), *, check_trust: bool = True,
+) -> BioimageioModel:
+    """Load any bioimage.io model package for segmentation (checked first, no download).
 
-    package, _data = check_package(path)  # refuses unsafe references before the library
+    Weights that need code from the package (see :mod:`napari_cryoseg.model.package_trust`)
+    are used only when ``trust_code`` names the package or the code's sha256; otherwise a
+    data-only format (TorchScript, ONNX) of the package is used, or it is refused.
+    """
+    from napari_cryoseg.model.bioimageio_package import MAX_WEIGHTS_BYTES, check_package
+    from napari_cryoseg.model.package_trust import choose_format
+
+    package, data = check_package(path)  # refuses unsafe references before the library
+    weight_format, trusted = None, []
+    if check_trust:  # ``cryoseg info`` only describes the package: nothing runs
+        weight_format, trusted = choose_format(package, data, trust_code)
+    weights = data.get("weights") if isinstance(data.get("weights"), dict) else {}
+    entry = weights.get(weight_format) or {}
+    if isinstance(entry.get("source"), str) and package.size(entry["source"]) > \
+            MAX_WEIGHTS_BYTES:
+        raise ModelFileError(f"bioimage.io package '{path}': its {weight_format} weights "
+                             f"are larger than {MAX_WEIGHTS_BYTES >> 30} GiB; refused")
     core = require("bioimageio.core", FEATURE)
     spec = require("bioimageio.spec", FEATURE)
     try:
@@ -283,10 +308,11 @@ def load_bioimageio_model(path: str | os.PathLike[str]) -> BioimageioModel:
         first = "; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in errors[:2])
         raise ModelFileError(f"bioimage.io package '{path}' is not a valid model description"
                              f" ({first or 'invalid'})")
-    return BioimageioModel(package.path, descr)
+    return BioimageioModel(package.path, descr, weight_format, trusted)
 
 
-def load_any_model(path: str | os.PathLike[str]) -> Any:
+def load_any_model(path: str | os.PathLike[str], trust_code: Sequence[str] = (), *,
+                   check_trust: bool = True) -> Any:
     """A model for segmentation from a ``.pt`` file or a bioimage.io package.
 
     Returns a :class:`ModelFile` (model files and napari-cryoseg U-Net packages: these can
@@ -309,4 +335,4 @@ def load_any_model(path: str | os.PathLike[str]) -> Any:
     _package, data = check_package(p)
     if is_cryoseg_unet(data):
         return import_bioimageio(p)
-    return load_bioimageio_model(p)
+    return load_bioimageio_model(p, trust_code, check_trust=check_trust)

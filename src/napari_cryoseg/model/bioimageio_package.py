@@ -37,6 +37,16 @@ ARCHITECTURE_CALLABLE = "CryoSegUNet"
 CONFIG_KEY = "napari-cryoseg"
 DESCRIPTION_NAMES = ("bioimageio.yaml", "rdf.yaml")
 MAX_DESCRIPTION_BYTES = 1 << 20
+#: No weights file (nor a whole package) above this is read, whatever its description says.
+MAX_WEIGHTS_BYTES = 2 << 30
+#: Slack above 4 bytes per parameter for a state_dict's pickle framing and buffers.
+WEIGHTS_MARGIN_BYTES = 16 << 20
+_SYMLINK = 0o120000
+
+
+def is_description_name(name: str) -> bool:
+    """``rdf.yaml``, ``bioimageio.yaml`` or ``<anything>.bioimageio.yaml``."""
+    return name in DESCRIPTION_NAMES or name.endswith(".bioimageio.yaml")
 
 
 def is_package_path(path: str | os.PathLike[str]) -> bool:
@@ -68,9 +78,14 @@ class Package:
                 names = self.zip.namelist()
             except (zipfile.BadZipFile, OSError, ValueError) as err:
                 raise _bad(path, f"the zip cannot be read ({err})") from None
-            found = [n for n in names if "/" not in n.strip("/") and n in DESCRIPTION_NAMES]
-            found += [n for n in names if n.rsplit("/", 1)[-1] in DESCRIPTION_NAMES
+            self._check_members(path)
+            found = [n for n in names if "/" not in n.strip("/") and is_description_name(n)]
+            found += [n for n in names if is_description_name(n.rsplit("/", 1)[-1])
                       and n.count("/") == 1 and n not in found]
+            if len(found) > 1:  # a checker and a loader could read different ones
+                raise _bad(path, f"the zip holds {len(found)} model descriptions "
+                                 f"({', '.join(sorted(found)[:3])}); a package has exactly "
+                                 "one; refused")
             if not found:
                 raise _bad(path, "no bioimageio.yaml / rdf.yaml inside; is it a bioimage.io "
                                  "model package?")
@@ -78,11 +93,71 @@ class Package:
             self.rdf_name = found[0][len(self.prefix):]
         else:
             self.prefix = ""
-            found = [n for n in DESCRIPTION_NAMES if (path / n).is_file()]
+            found = sorted(p.name for p in path.iterdir()
+                           if is_description_name(p.name) and p.is_file())
+            if len(found) > 1:
+                raise _bad(path, f"the folder holds {len(found)} model descriptions "
+                                 f"({', '.join(found[:3])}); a package has exactly one; "
+                                 "refused")
             if not found:
                 raise _bad(path, "no bioimageio.yaml / rdf.yaml in this folder; is it a "
                                  "bioimage.io model package?")
             self.rdf_name = found[0]
+
+    def _check_members(self, path: Path) -> None:
+        """Refuse members that would unpack outside the package, links, and zips whose
+        header claims more bytes than any model needs (checked before anything is read)."""
+        assert self.zip is not None
+        total = 0
+        for info in self.zip.infolist():
+            name = info.filename.replace("\\", "/")
+            parts = PurePosixPath(name).parts
+            if name.startswith("/") or ".." in parts or (len(name) > 1 and name[1] == ":"):
+                raise _bad(path, f"the zip member {info.filename!r} points outside the "
+                                 "package; refused")
+            if (info.external_attr >> 16) & 0o170000 == _SYMLINK:
+                raise _bad(path, f"the zip member {info.filename!r} is a link; refused")
+            total += max(info.file_size, 0)
+        if total > MAX_WEIGHTS_BYTES + WEIGHTS_MARGIN_BYTES:
+            raise _bad(path, f"the zip unpacks to {total / 2**30:.1f} GiB, more than "
+                             f"{MAX_WEIGHTS_BYTES >> 30} GiB; refused before reading")
+
+    def size(self, name: str) -> int:
+        """Bytes of ``name`` (from the zip header: the larger of its packed and unpacked
+        sizes), without reading it."""
+        member = self._member(name)
+        try:
+            if self.zip is not None:
+                info = self.zip.getinfo(self.prefix + member)
+                return max(info.file_size, info.compress_size)
+            return self._folder_file(member).stat().st_size
+        except (KeyError, OSError):
+            raise _bad(self.path, f"{member} is missing from the package") from None
+
+    def _folder_file(self, member: str) -> Path:
+        root = self.path.resolve()
+        target = (root / member).resolve()
+        if root not in target.parents:  # a symlink that leaves the package
+            raise _bad(self.path, f"{member} points outside the package; refused")
+        return target
+
+    def sha256(self, name: str, limit: int = MAX_WEIGHTS_BYTES) -> str:
+        """sha256 of the package file ``name``, read in blocks (refused above ``limit``)."""
+        member = self._member(name)
+        if self.size(name) > limit:
+            raise _bad(self.path, f"{member} is larger than {limit} bytes; refused")
+        digest = hashlib.sha256()
+        try:
+            opened = (self.zip.open(self.prefix + member) if self.zip is not None
+                      else open(self._folder_file(member), "rb"))  # noqa: SIM115
+            with opened as stream:
+                for block in iter(lambda: stream.read(1 << 20), b""):
+                    digest.update(block)
+        except (KeyError, OSError):
+            raise _bad(self.path, f"{member} is missing from the package") from None
+        except (zipfile.BadZipFile, ValueError, EOFError) as err:
+            raise _bad(self.path, f"{member} cannot be read from the zip ({err})") from None
+        return digest.hexdigest()
 
     def _member(self, name: str) -> str:
         """``name`` checked to stay inside the package (relative, no '..', no URL)."""
@@ -102,13 +177,10 @@ class Package:
         try:
             if self.zip is not None:
                 info = self.zip.getinfo(self.prefix + member)
-                if limit is not None and info.file_size > limit:
+                if limit is not None and max(info.file_size, info.compress_size) > limit:
                     raise _bad(self.path, f"{member} is larger than {limit} bytes; refused")
                 return self.zip.read(info)
-            root = self.path.resolve()
-            target = (root / member).resolve()
-            if root not in target.parents:  # a symlink that leaves the package
-                raise _bad(self.path, f"{member} points outside the package; refused")
+            target = self._folder_file(member)
             if limit is not None and target.stat().st_size > limit:
                 raise _bad(self.path, f"{member} is larger than {limit} bytes; refused")
             return target.read_bytes()
@@ -119,22 +191,17 @@ class Package:
 
     def description(self) -> dict[str, Any]:
         """The parsed model description (checked: a mapping of type ``model``)."""
-        import yaml
+        from napari_cryoseg.model.safe_yaml import YamlRefused, safe_load
 
         raw = self.read(self.rdf_name, limit=MAX_DESCRIPTION_BYTES)
         if not raw.strip():
             raise _bad(self.path, f"{self.rdf_name} is empty")
         try:
-            text = raw.decode("utf-8")
-            if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text)):
-                raise _bad(self.path, f"{self.rdf_name} uses YAML aliases, which bioimage.io "
-                                      "descriptions do not need; refused")
-            data = yaml.safe_load(text)
-        except ModelFileError:
-            raise
-        except (UnicodeDecodeError, yaml.YAMLError) as err:
-            first = " ".join(str(err).split())[:160]
-            raise _bad(self.path, f"{self.rdf_name} is not valid YAML ({first})") from None
+            data = safe_load(raw.decode("utf-8"), self.rdf_name)
+        except UnicodeDecodeError:
+            raise _bad(self.path, f"{self.rdf_name} is not UTF-8 text (binary?)") from None
+        except YamlRefused as err:
+            raise _bad(self.path, str(err)) from None
         if not isinstance(data, dict):
             raise _bad(self.path, f"{self.rdf_name} is not a mapping of fields")
         if data.get("type") != "model":
@@ -161,19 +228,43 @@ def field(data: Any, path: str, kind: type | tuple[type, ...], package: Path) ->
     return value
 
 
+#: Keys whose text values (or lists of them) name files, in every spec version.
+_FILE_KEYS = ("source", "documentation", "covers", "test_inputs", "test_outputs",
+              "sample_inputs", "sample_outputs", "files", "attachments", "icon")
+
+
+def _file_part(key: str, value: str) -> str | None:
+    """The file named by a text ``value`` under ``key`` (None: not a file name)."""
+    if key == "architecture":  # spec 0.4 "file.py:Net"; "module.Net" is no file
+        head, sep, _ = value.partition(":")
+        return head if sep and (head.endswith(".py") or "/" in head or "\\" in head) else None
+    if key == "dependencies":  # spec 0.4 "conda:environment.yaml"
+        return value.partition(":")[2] or value
+    if key == "icon" and len(value) <= 2:  # an emoji, not a file
+        return None
+    return value
+
+
 def file_references(data: Any) -> list[str]:
-    """Every ``source`` / ``documentation`` / ``covers`` file name in a description."""
+    """Every file name a description refers to (weights, architecture, test tensors,
+    covers, documentation, attachments, dependencies), in every spec version."""
     found: list[str] = []
     stack = [data]
     while stack:  # iterative: a deep document cannot overflow the Python stack
         node = stack.pop()
         if isinstance(node, dict):
             for key, value in node.items():
-                if key in ("source", "documentation") and isinstance(value, str):
-                    found.append(value)
-                elif key == "covers" and isinstance(value, list):
+                key = str(key)
+                if key == "config" and node is data:  # free-form; no reader opens files there
+                    continue
+                if key in (*_FILE_KEYS, "architecture", "dependencies") and \
+                        isinstance(value, str):
+                    name = _file_part(key, value)
+                    if name is not None:
+                        found.append(name)
+                elif key in _FILE_KEYS and isinstance(value, list):
                     found += [v for v in value if isinstance(v, str)]
-                    stack.extend(v for v in value if isinstance(v, dict))
+                    stack.extend(v for v in value if isinstance(v, dict | list))
                 elif isinstance(value, dict | list):
                     stack.append(value)
         elif isinstance(node, list):
@@ -189,7 +280,9 @@ def check_package(path: str | os.PathLike[str]) -> tuple[Package, dict[str, Any]
         if "://" in name:
             raise _bad(package.path, f"the file {name!r} is remote; download the package "
                                      "as a .zip (with its files) first")
-        package._member(name)  # raises for '..', absolute paths
+        member = package._member(name)  # raises for '..', absolute paths
+        if package.zip is None and (package.path / member).exists():
+            package._folder_file(member)  # raises for a symlink that leaves the package
     return package, data
 
 
@@ -239,7 +332,8 @@ def import_bioimageio(path: str | os.PathLike[str]) -> ModelFile:
         config = UNetConfig.from_dict(dict(arch.get("kwargs") or {}))
     except (InputError, TypeError, ValueError) as err:
         raise _bad(package.path, f"architecture kwargs: {err}") from None
-    raw = package.read(field(weights, "source", str, package.path))
+    raw = package.read(field(weights, "source", str, package.path),
+                       limit=weights_limit(config))
     expected = weights.get("sha256")
     if expected and hashlib.sha256(raw).hexdigest() != expected:
         raise _bad(package.path, "the weights do not match their sha256 (damaged?)")
@@ -278,6 +372,16 @@ def import_bioimageio(path: str | os.PathLike[str]) -> ModelFile:
         first = " ".join(str(err).split())[:200]
         raise _bad(package.path, f"weights and settings do not fit together ({first})") from None
     return model
+
+
+def weights_limit(config: UNetConfig) -> int:
+    """Most bytes the state_dict of ``config`` can take (4 per parameter plus a margin),
+    counted without allocating the network."""
+    from napari_cryoseg.model.unet import UNet
+
+    with torch.device("meta"):
+        n = sum(p.numel() for p in UNet(config).parameters())
+    return min(MAX_WEIGHTS_BYTES, 4 * n + n // 4 + WEIGHTS_MARGIN_BYTES)
 
 
 def _normalization_from(rdf: dict[str, Any], extra: dict[str, Any]) -> NormalizationConfig:
