@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from napari_cryoseg import __version__
@@ -64,6 +66,15 @@ def _os_error_text(err: OSError) -> str:
     return f"{where}{reason.rstrip('.').lower()}; check the path and its permissions"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what SLURM and ``kill`` send): unwinds like Ctrl-C, so every partial
+    output (temp files, hidden zarr stores) is removed on the way out."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cryoseg`` script; returns the exit code."""
     from napari_cryoseg.core.errors import CryoSegError
@@ -81,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 1
     prefix = f"cryoseg {args.command}"
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return int(args.func(args) or 0)
     except CryoSegError as err:
@@ -94,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prefix}: error: out of memory; use smaller inputs or settings (e.g. a "
               "smaller --batch-size, --patch or --tile)", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"{prefix}: terminated (SIGTERM); partial outputs were removed",
+              file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
@@ -108,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               "(this is a bug in napari-cryoseg; rerun with CRYOSEG_DEBUG=1 for the "
               "traceback and report it)", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

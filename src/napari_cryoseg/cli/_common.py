@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from napari_cryoseg.cli._args import device_name, float_range, int_range
 from napari_cryoseg.cli._progress import ProgressBar, format_duration
-from napari_cryoseg.core.errors import InputError, OutputExistsError
+from napari_cryoseg.core.atomic import check_output_path
+from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine.device import DEVICE_CHOICES
 from napari_cryoseg.engine.predict import TTA_CHOICES
@@ -25,6 +26,7 @@ __all__ = [
     "add_tiling_arguments",
     "add_trust_argument",
     "add_tta_argument",
+    "check_model_output",
     "check_new_file",
     "check_not_an_input",
     "echo",
@@ -123,39 +125,42 @@ def load_model_arg(path: str | Path | None, trust_code: Iterable[str] = (), *,
     return model
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def is_model_file(path: Path) -> bool:
+    """True for a napari-cryoseg model file (any version): what ``--overwrite`` may replace
+    where a command writes a model."""
+    from napari_cryoseg.core.errors import ModelFileError
+    from napari_cryoseg.model.checkpoint import is_model_payload, read_payload
+
     try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
+        return path.is_file() and is_model_payload(read_payload(path))
+    except (ModelFileError, OSError):
         return False
 
 
-def check_not_an_input(out: Path, inputs: Iterable[tuple[str, Path | None]], flag: str) -> None:
-    """Refuse an output path that is one of the command's inputs (even with --overwrite).
+def check_model_output(
+    path: str | os.PathLike[str], overwrite: bool,
+    inputs: Iterable[tuple[str, Path | None]] = (), flag: str = "--out",
+) -> Path:
+    """A model file to write: the output rule, replacing only an earlier model file."""
+    return check_new_file(path, flag, overwrite, inputs, is_ours=is_model_file,
+                          what="model file")
 
-    Parameters
-    ----------
-    out : Path
-        The output file.
-    inputs : iterable of (flag, path)
-        The command's input files, e.g. ``[("--labels", labels_path)]``.
-    flag : str
-        The output's flag, for the message.
+
+def check_not_an_input(out: Path, inputs: Iterable[tuple[str, Path | None]], flag: str) -> None:
+    """Refuse an output path that is one of the command's inputs or inside an input
+    folder (even with --overwrite); see :func:`~napari_cryoseg.core.atomic.check_output_path`.
     """
-    for input_flag, path in inputs:
-        if path is not None and (_same_file(out, path) or out.resolve() == path.resolve()):
-            raise InputError(
-                f"{flag} {out} is the {input_flag} input; writing it would destroy the "
-                f"input. Choose another {flag} file"
-            )
+    check_output_path(out, inputs, flag=flag, overwrite=True)
 
 
 def check_new_file(
     path: str | os.PathLike[str], flag: str, overwrite: bool,
     inputs: Iterable[tuple[str, Path | None]] = (),
+    is_ours: Callable[[Path], bool] | None = None, what: str = "file",
 ) -> Path:
-    """An output file path, checked before any work: not a folder, not an input, its
-    folder exists, and it does not exist unless ``overwrite``.
+    """An output file path, checked before any work: not a folder, not an input (nor
+    inside an input folder), not a FIFO/device, its folder exists, and it does not exist
+    unless ``overwrite`` (then only if ``is_ours`` accepts it).
 
     Raises
     ------
@@ -169,8 +174,5 @@ def check_new_file(
         raise InputError(f"{flag} {out} is a folder; give a file name to write to")
     if not out.parent.is_dir():
         raise InputError(f"folder {out.parent} of {flag} does not exist; create it first")
-    check_not_an_input(out, inputs, flag)
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it "
-                                f"(or choose another {flag})")
-    return out
+    return check_output_path(out, inputs, flag=flag, overwrite=overwrite, is_ours=is_ours,
+                             what=what)

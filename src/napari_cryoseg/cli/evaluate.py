@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import math
 import tempfile
 from pathlib import Path
@@ -23,7 +24,12 @@ from napari_cryoseg.cli.train import add_classes_arguments, input_files, read_pa
 from napari_cryoseg.core.atomic import atomic_write
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.classes import ClassMapping
-from napari_cryoseg.engine.evaluate import EvaluationReport, evaluate, plot_boxplots
+from napari_cryoseg.engine.evaluate import (
+    PLOT_SOFTWARE,
+    EvaluationReport,
+    evaluate,
+    plot_boxplots,
+)
 from napari_cryoseg.engine.events import Progress, drain
 
 
@@ -74,6 +80,24 @@ def print_report(report: EvaluationReport) -> None:
          f"pixel error {_fmt(mean['pixel_error'])} ({len(report.images)} images)")
 
 
+def _is_our_report(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"model", "class_names", "images", "mean"} <= set(data)
+
+
+def _is_our_plot(path: Path) -> bool:
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return image.info.get("Software") == PLOT_SOFTWARE
+    except Exception:  # noqa: BLE001 - unreadable: not ours
+        return False
+
+
 def _outputs(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
     """``--json`` and ``--plot``, checked before any image is segmented."""
     inputs = None
@@ -84,7 +108,9 @@ def _outputs(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
             continue
         if inputs is None:
             inputs = [("--model", Path(args.model).expanduser()), *input_files(args)]
-        paths.append(check_new_file(value, flag, args.overwrite, inputs))
+        ours, what = (_is_our_report, "report") if flag == "--json" else (_is_our_plot, "plot")
+        paths.append(check_new_file(value, flag, args.overwrite, inputs, is_ours=ours,
+                                    what=what))
     json_path, plot_path = paths
     if plot_path is not None and importlib.util.find_spec("matplotlib") is None:
         raise InputError("--plot needs matplotlib; install it (pip install matplotlib) or "

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from napari_cryoseg.cli._common import echo, load_model_arg
+from napari_cryoseg.cli._common import check_new_file, echo, load_model_arg
+from napari_cryoseg.core.atomic import check_output_path
 from napari_cryoseg.core.errors import InputError
 
 
@@ -38,10 +39,31 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def is_our_onnx(path: Path) -> bool:
+    """True for an ONNX file napari-cryoseg wrote (its metadata says so)."""
+    try:
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - unreadable: not ours
+        return False
+    return any(p.key == "format" and p.value == "napari-cryoseg-onnx"
+               for p in proto.metadata_props)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``cryoseg export``."""
     if not args.onnx and not args.bioimageio:
         raise InputError("nothing to export: pass --onnx OUT.onnx and/or --bioimageio OUT")
+    # The output rule, checked before the model is read: never the input model (nor a
+    # package folder holding it), never a FIFO/device, --overwrite only what cryoseg wrote.
+    inputs = [("MODEL", None if args.model is None else Path(args.model).expanduser())]
+    if args.onnx:
+        check_new_file(args.onnx, "--onnx", args.overwrite, inputs, is_ours=is_our_onnx,
+                       what="ONNX file")
+    if args.bioimageio:
+        check_output_path(Path(args.bioimageio).expanduser(), inputs, flag="--bioimageio",
+                          overwrite=True)  # what may be replaced: export_bioimageio
     model = load_model_arg(args.model)
     if getattr(model, "foreign", False):
         raise InputError(f"{args.model} is a bioimage.io model of another architecture; "

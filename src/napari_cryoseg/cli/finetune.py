@@ -175,9 +175,11 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
 def run(args: argparse.Namespace) -> int:
     """Run ``cryoseg finetune``."""
     out = check_output(args.out, args.overwrite)
-    if out.exists():  # --overwrite replaces an earlier result, never an input
-        check_not_an_input(out, [("--model", Path(args.model).expanduser()),
-                                 *input_files(args)], "--out")
+    # never an input: the model, an image or mask, anything in the --unlabelled folder
+    unlabelled_input = [("--unlabelled", Path(args.unlabelled).expanduser())] if (
+        args.unlabelled) else []
+    check_not_an_input(out, [("--model", Path(args.model).expanduser()),
+                             *input_files(args), *unlabelled_input], "--out")
     config = config_from_args(args)  # validated before the model and images are read
     model = load_model_arg(args.model)
     added = [_added_class(text, model.config.n_classes + i)

@@ -28,10 +28,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``cryoseg import-bioimageio``."""
-    from napari_cryoseg.cli.train import check_output
+    from napari_cryoseg.cli._common import check_model_output
     from napari_cryoseg.model.bioimageio_package import import_bioimageio
 
-    out = check_output(args.out, args.overwrite)
+    out = check_model_output(args.out, args.overwrite,
+                             [("PACKAGE", Path(args.package).expanduser())])
     model = import_bioimageio(Path(args.package).expanduser())
     save_model(model, out, overwrite=args.overwrite)
     echo(f"wrote {out}: {model.config.n_classes} classes ({', '.join(model.class_names)}), "

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_cryoseg.cli._args import float_range, int_range, path_text
-from napari_cryoseg.cli._common import MAX_TILE, check_new_file, echo
+from napari_cryoseg.cli._common import MAX_TILE, check_model_output, echo
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.normalization import NormalizationConfig
 from napari_cryoseg.core.tiling import TilingConfig
@@ -69,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
     normalization = NormalizationConfig(low=args.norm_low, high=args.norm_high,
                                         clip=NORMALIZATION.clip)
     # Checked before loading so a big file is not read for nothing; never the input.
-    out = check_new_file(args.out, "--out", args.overwrite,
-                         [("STATE_DICT", Path(args.state_dict).expanduser())])
+    out = check_model_output(args.out, args.overwrite,
+                             [("STATE_DICT", Path(args.state_dict).expanduser())])
     model = import_weights_file(
         args.state_dict,
         class_names=class_names,

@@ -17,7 +17,7 @@ from napari_cryoseg.cli._common import (
     MAX_TILE,
     ProgressBar,
     add_device_argument,
-    check_new_file,
+    check_model_output,
     check_not_an_input,
     echo,
     format_duration,
@@ -55,7 +55,7 @@ def check_output(path: str | os.PathLike[str], overwrite: bool) -> Path:
 
     Checked before any training so a long run never ends in "file exists".
     """
-    return check_new_file(path, "--out", overwrite)
+    return check_model_output(path, overwrite)
 
 
 def read_2d(path: Path, *, labels: bool = False) -> np.ndarray:
@@ -368,6 +368,7 @@ def input_files(args: argparse.Namespace) -> list[tuple[str, Path | None]]:
     for flag in ("--images", "--masks", "--valid"):
         folder = getattr(args, flag[2:], None)
         if folder is not None:
+            found += [(flag, Path(folder).expanduser())]  # nothing is written inside it
             found += [(flag, path) for path in list_images(folder)]
     return found
 

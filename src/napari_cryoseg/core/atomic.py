@@ -10,13 +10,15 @@ import contextlib
 import errno
 import os
 import secrets
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
 from napari_cryoseg.core.errors import InputError, OutputExistsError
 
-__all__ = ["atomic_write", "unique_path"]
+__all__ = ["atomic_write", "check_output_path", "is_inside", "refuse_special_file",
+           "unique_path"]
 
 #: errno values meaning "the disk (or the quota) is full".
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
@@ -25,8 +27,94 @@ _MAX_TMP_STEM = 80
 _MAX_UNIQUE_TRIES = 10_000
 
 
+def refuse_special_file(path: Path, flag: str = "output") -> None:
+    """Refuse a FIFO, device or socket at ``path`` (or behind a link there): writing
+    "over" one would replace the node (``/dev/null`` for everyone) or block forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # missing (or a dangling link): a new file is created
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a device")
+        raise InputError(f"{flag} '{path}' is {kind}, not a regular file; cryoseg never "
+                         "replaces one, not even with --overwrite. Choose a file name")
+
+
+def _real(path: Path) -> Path:
+    try:
+        return Path(os.path.realpath(path))
+    except (OSError, ValueError):
+        return path.absolute()
+
+
+def is_inside(path: Path, folder: Path) -> bool:
+    """True when ``path`` is ``folder`` or lies inside it (links resolved)."""
+    real, root = _real(path), _real(folder)
+    return real == root or root in real.parents
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        if os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b):
+            return True
+    except OSError:
+        pass
+    return _real(a) == _real(b)
+
+
+def check_output_path(
+    out: str | os.PathLike[str],
+    inputs: Iterable[tuple[str, str | os.PathLike[str] | None]] = (),
+    *,
+    flag: str = "--out",
+    overwrite: bool = False,
+    is_ours: Callable[[Path], bool] | None = None,
+    what: str = "output",
+) -> Path:
+    """The one rule for every output a command writes, checked before any work.
+
+    * ``out`` is never one of the inputs (links resolved, ``os.path.samefile`` where
+      both exist), never inside a folder the command reads from, and, for an output
+      folder, no input lies inside it;
+    * a FIFO, device or socket is never replaced, not even with ``overwrite``;
+    * an existing ``out`` is replaced only with ``overwrite``, and then only when
+      ``is_ours(out)`` says cryoseg wrote it (a label TIFF with our header, a model
+      file, a package with our description...); ``is_ours=None`` accepts any file.
+
+    Raises
+    ------
+    InputError
+        One line naming the flag and what to do (:class:`OutputExistsError` when ``out``
+        exists and ``overwrite`` is False).
+    """
+    path = Path(out).expanduser()
+    for input_flag, item in inputs:
+        if item is None:
+            continue
+        source = Path(item).expanduser()
+        clash = _same(path, source) or (source.is_dir() and is_inside(path, source)) or \
+            (path.is_dir() and is_inside(source, path))
+        if clash:
+            raise InputError(
+                f"{flag} {path} is (or holds, or lies inside) the {input_flag} input "
+                f"{source}; writing it could destroy the input, even with --overwrite. "
+                f"Choose another {flag}")
+    refuse_special_file(path, flag)
+    if os.path.lexists(path):
+        if not overwrite:
+            raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it "
+                                    f"(or choose another {flag})")
+        if is_ours is not None and not is_ours(path):
+            raise InputError(
+                f"{path} exists and is not a {what} written by napari-cryoseg; --overwrite "
+                f"only replaces what cryoseg wrote. Move it away or choose another {flag}")
+    return path
+
+
 def _check_target(path: Path, overwrite: bool) -> None:
     """Raise :class:`InputError` when ``path`` cannot (or must not) be written."""
+    refuse_special_file(path)
     parent = path.parent
     if not parent.exists():
         raise InputError(

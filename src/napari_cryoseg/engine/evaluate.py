@@ -260,6 +260,9 @@ def evaluate(
     )
 
 
+PLOT_SOFTWARE = "napari-cryoseg evaluate"
+
+
 def plot_boxplots(report: EvaluationReport, path: str | os.PathLike[str]) -> Path:
     """Box plots of per-image Dice and IoU for each foreground class, saved as PNG.
 
@@ -282,6 +285,7 @@ def plot_boxplots(report: EvaluationReport, path: str | os.PathLike[str]) -> Pat
                  f"{report.mean_foreground_dice:.3f}")
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=100, format="png")
+    # The Software tag marks the file as ours: `evaluate --overwrite` replaces only these.
+    fig.savefig(path, dpi=100, format="png", metadata={"Software": PLOT_SOFTWARE})
     plt.close(fig)
     return path

@@ -17,6 +17,7 @@ half-written ``*_labels.zarr`` behind and an existing output is never silently r
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_cryoseg.core.atomic import atomic_write
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.optional import require
 from napari_cryoseg.io.zarr_io import (
@@ -180,25 +182,61 @@ class LabelsZarrWriter:
     def commit(self) -> Path:
         """Build the pyramid, then move the finished group into place.
 
-        An existing output is replaced only with ``overwrite`` (and only that folder).
+        An existing output is replaced only with ``overwrite``, and then only the label
+        image this writer wrote inside the group: anything else a user added to the group
+        (another label image, notes) stays, and the group keeps listing it.
         """
         labels_dir = self._build_store()
         if self.path.exists():
             if not self.overwrite:
                 self.abort()
                 raise InputError(f"output '{self.path}' appeared while writing; not replaced")
-            old = self.path.with_name(f".{self.path.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(self.path, old)
-            os.replace(labels_dir, self.path)
-            if old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
+            ours = {"zarr.json", self.name}
+            if {p.name for p in self.path.iterdir()} <= ours:
+                self._swap(self.path, labels_dir)  # nothing else inside: the whole group
             else:
-                old.unlink(missing_ok=True)
+                self._replace_inside(labels_dir)
         else:
             os.replace(labels_dir, self.path)
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.committed = True
         return self.path
+
+    @staticmethod
+    def _swap(target: Path, new: Path) -> None:
+        """Move ``new`` onto ``target`` (file or folder); the old one is deleted after."""
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(target, old)
+        os.replace(new, target)
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+
+    def _replace_inside(self, labels_dir: Path) -> None:
+        """Replace our label image inside an existing group the user added to."""
+        meta = self.path / "zarr.json"
+        try:
+            group = json.loads(meta.read_text(encoding="utf-8"))
+            attrs = group["attributes"]
+            listed = list(attrs.get("ome", {}).get("labels", []))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            self.abort()
+            raise InputError(f"'{self.path}' holds other data and its metadata cannot be "
+                             "read; nothing was replaced. Choose another --out folder") \
+                from None
+        new_attrs = json.loads((labels_dir / "zarr.json").read_text(encoding="utf-8"))[
+            "attributes"]
+        ome = dict(attrs.get("ome", {}))
+        ome["labels"] = listed + [self.name] if self.name not in listed else listed
+        attrs.update(new_attrs, ome={**new_attrs.get("ome", {}), **ome})
+        target = self.path / self.name
+        if target.exists():
+            self._swap(target, labels_dir / self.name)
+        else:
+            os.replace(labels_dir / self.name, target)
+        text = json.dumps(group, indent=2)
+        atomic_write(meta, lambda f: f.write(text.encode("utf-8")), overwrite=True)
 
     def abort(self) -> None:
         """Delete the temporary store (after an error or cancel)."""

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from napari_cryoseg import __version__
-from napari_cryoseg.core.atomic import atomic_write
+from napari_cryoseg.core.atomic import atomic_write, refuse_special_file
 from napari_cryoseg.core.errors import CryoSegError, InputError, OutputExistsError
 from napari_cryoseg.core.normalization import NormalizationConfig
 from napari_cryoseg.core.optional import require
@@ -224,6 +224,9 @@ PACKAGE_FILES = {
     "documentation": "README.md",
 }
 RDF_NAME = "bioimageio.yaml"
+#: Either name may hold the description of an earlier export (bioimageio.spec writes
+#: ``rdf.yaml``); a folder keeps exactly one.
+DESCRIPTION_FILES = ("rdf.yaml", "bioimageio.yaml")
 
 
 def _spec() -> Any:
@@ -367,8 +370,28 @@ def _own_files(folder: Path) -> set[str]:
         return set()
 
 
+def is_our_package(path: Path) -> bool:
+    """True for a package (folder or zip) whose description napari-cryoseg wrote (it
+    carries our ``config.napari-cryoseg`` section)."""
+    from napari_cryoseg.model.bioimageio_package import read_rdf
+
+    try:
+        config = read_rdf(path).get("config")
+    except CryoSegError:
+        return False
+    return isinstance(config, dict) and isinstance(config.get(CONFIG_KEY), dict)
+
+
 def _check_replaceable(out: Path, names: list[str]) -> None:
-    """Refuse to replace any file in ``out`` that is not part of the package there."""
+    """Refuse to replace any file in ``out`` that is not part of the package there, and
+    any folder whose model description napari-cryoseg did not write."""
+    from napari_cryoseg.model.bioimageio_package import is_description_name
+
+    descriptions = [p.name for p in out.iterdir() if is_description_name(p.name)]
+    if descriptions and not is_our_package(out):
+        raise OutputExistsError(
+            f"'{out / descriptions[0]}' is a model description napari-cryoseg did not "
+            "write; nothing was replaced: choose a new or empty folder (or a .zip file)")
     own = _own_files(out)
     foreign = [n for n in names if (out / n).exists() and n not in own]
     if foreign:
@@ -407,9 +430,13 @@ def export_bioimageio(
         raise OutputExistsError(f"{out} is a file, not a folder; choose a folder or a .zip")
     if out.exists() and not overwrite and (is_zip or any(out.iterdir())):
         raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it")
-    names = [*PACKAGE_FILES.values(), RDF_NAME]
+    refuse_special_file(out, "--bioimageio")
+    names = [*PACKAGE_FILES.values(), *DESCRIPTION_FILES]
     if out.is_dir() and overwrite:
         _check_replaceable(out, names)
+    if is_zip and out.exists() and overwrite and not is_our_package(out):
+        raise OutputExistsError(f"{out} exists and is not a package napari-cryoseg wrote; "
+                                "--overwrite only replaces those. Choose another name")
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".bioimageio-") as tmp:
         files = Path(tmp).resolve() / "files"
         files.mkdir()
@@ -422,8 +449,12 @@ def export_bioimageio(
         folder = Path(tmp) / "package"
         spec.save_bioimageio_package_as_folder(descr, output_path=folder)
         out.mkdir(exist_ok=True)
-        for path in sorted(folder.iterdir()):  # only the package's own files are replaced
+        written = sorted(folder.iterdir())
+        for path in written:  # only the package's own files are replaced
             os.replace(path, out / path.name)
+        for name in DESCRIPTION_FILES:  # our older description under the other name
+            if name not in {p.name for p in written} and (out / name).is_file():
+                (out / name).unlink()
     return out
 
 
