@@ -316,6 +316,9 @@ def run(args: argparse.Namespace) -> int:
                          "other annotated values are background)")
     valid = [mask != 0 for mask in masks] if sparse else None
     mapping = mapping_from_args(args, masks)
+    if sparse and 0 in mapping.values:
+        raise InputError("--classes 0 with --sparse: mask value 0 marks unpainted pixels, so "
+                         "it cannot be a class; give the mask values of painted classes (>= 1)")
     config = fit_patch_to_memory(config, images, mapping.n_classes, device)
     echo(f"training on {len(images)} image(s): classes {', '.join(mapping.names)}", err=True)
     bar = ProgressBar("train", unit="steps")

@@ -11,6 +11,14 @@ import numpy as np
 from napari_cryoseg.core.errors import InputError
 
 
+def class_index_dtype(n_classes: int) -> np.dtype:
+    """The smallest integer dtype that holds every class index ``0..n_classes-1``
+    (uint8 would wrap class 256 to 0 and 257 to 1)."""
+    if n_classes <= 256:
+        return np.dtype(np.uint8)
+    return np.dtype(np.uint16 if n_classes <= 65536 else np.int32)
+
+
 @dataclass(frozen=True)
 class ClassMapping:
     """Which mask values become which model classes.
@@ -96,13 +104,13 @@ class ClassMapping:
         return len(self.values) + 1
 
     def apply(self, mask: np.ndarray) -> np.ndarray:
-        """Mask values -> class indices (uint8); unlisted values -> 0."""
+        """Mask values -> class indices (see :func:`class_index_dtype`); unlisted -> 0."""
         mask = np.asarray(mask)
         if mask.dtype == np.bool_:
             mask = mask.astype(np.uint8)
         if not np.issubdtype(mask.dtype, np.integer):
             raise InputError(f"mask has {mask.dtype} values; masks must hold integer labels")
-        out = np.zeros(mask.shape, dtype=np.uint8)
+        out = np.zeros(mask.shape, dtype=class_index_dtype(self.n_classes))
         for index, value in enumerate(self.values, start=1):
             out[mask == value] = index
         return out

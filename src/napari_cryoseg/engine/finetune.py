@@ -31,7 +31,7 @@ import torch
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.adapt import adapt_batchnorm, blend_states, choose_blend
-from napari_cryoseg.engine.classes import ClassMapping
+from napari_cryoseg.engine.classes import ClassMapping, class_index_dtype
 from napari_cryoseg.engine.device import resolve_device
 from napari_cryoseg.engine.events import Message, Preview, TrainStep, Validation
 from napari_cryoseg.engine.finetune_settings import (
@@ -86,7 +86,7 @@ def _targets(
                 f"mask of {name} has values up to {int(target.max())} but the model has "
                 f"{n_classes} classes; map mask values to classes with --classes"
             )
-        targets.append(target.astype(np.uint8))
+        targets.append(target.astype(class_index_dtype(n_classes)))  # 257 stays 257
     return targets
 
 

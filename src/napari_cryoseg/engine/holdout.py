@@ -104,6 +104,27 @@ def split_holdout(
     train_images, train_targets, train_valid (or None), holdout items
     ``(image, target, valid or None)`` and a description.
     """
+    split = _split_holdout(images, targets, valid_masks, fraction, layout, seed)
+    train_valid = split[2]
+    if valid_masks is not None and split[3] and train_valid is not None and \
+            not any(np.asarray(v).any() for v in train_valid):
+        # Every annotated pixel fell in the held-out part: training would see nothing.
+        # Train on all of them instead, and say that nothing is held out.
+        return (list(images), list(targets), list(valid_masks), [],
+                "none (every annotated pixel fell in the held-out part, so all of them "
+                "train and nothing is held out; annotate more images or regions to get a "
+                "validation score)")
+    return split
+
+
+def _split_holdout(
+    images: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    valid_masks: Sequence[np.ndarray] | None,
+    fraction: float,
+    layout: str,
+    seed: int,
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray] | None, list[tuple], str]:
     n = len(images)
     valid_list = list(valid_masks) if valid_masks is not None else None
     if fraction <= 0:

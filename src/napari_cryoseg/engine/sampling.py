@@ -176,7 +176,7 @@ class PatchSampler:
         for i, (image, mask) in enumerate(zip(images, masks)):
             plane = image[0] if temporal_context is not None else image  # (C, Y, X) frames
             check_pair(plane, mask, f"image {i}")
-            target = np.asarray(mask).astype(np.int16)
+            target = np.asarray(mask).astype(np.int32)  # any class count, and IGNORE_INDEX
             if target.max(initial=0) >= n_classes:
                 raise InputError(
                     f"mask {i} has class {int(target.max())} but the model has {n_classes} classes"

@@ -33,6 +33,7 @@ from napari_cryoseg.engine.fitting import (
 from napari_cryoseg.engine.holdout import split_holdout
 from napari_cryoseg.engine.preview import PreviewRequest, preview_function
 from napari_cryoseg.engine.sampling import (
+    IGNORE_INDEX,
     PatchSampler,
     check_pair,
     check_series_pair,
@@ -118,6 +119,35 @@ def _split(
             None) for i in val_idx]
     info = {"train": [names[i] for i in train_idx], "val": [names[i] for i in val_idx]}
     return [images[i] for i in train_idx], [targets[i] for i in train_idx], val, info
+
+
+def _painted_counts(images: Sequence[np.ndarray], targets: Sequence[np.ndarray],
+                    valid_masks: Sequence[np.ndarray], names: Sequence[str],
+                    n_classes: int) -> np.ndarray:
+    """Pixels per class among the painted pixels; both sides of a sparse annotation
+    must be painted (background strokes tell the model what a class is not)."""
+    painted = []
+    for image, target, valid, name in zip(images, targets, valid_masks, names):
+        check_pair(image, valid, f"{name} (annotated pixels)")
+        painted.append(np.where(np.asarray(valid, bool), target, IGNORE_INDEX))
+    counts = class_pixel_counts(painted, n_classes)
+    if counts.sum() and counts[0] == 0:
+        raise InputError("only classes are painted, no background: paint some background "
+                         "strokes too (the model must learn what is not a class)")
+    if counts.sum() and counts[1:].sum() == 0:
+        raise InputError("only background is painted: paint some strokes of the classes")
+    return counts
+
+
+def _check_classes_occur(mapping: ClassMapping, counts: np.ndarray, sparse: bool) -> None:
+    """Every class the user named must occur (among the painted pixels when sparse)."""
+    missing = [f"{value} ({name})" for value, name, count in
+               zip(mapping.values, mapping.names[1:], counts[1:]) if count == 0]
+    if missing:
+        where = "painted strokes" if sparse else "masks"
+        raise InputError(
+            f"class value(s) {', '.join(missing[:5])} never occur in the {where}; check "
+            "--classes against the mask values (or annotate those classes)")
 
 
 def _split_sparse(
@@ -214,6 +244,10 @@ def train(
             f"no mask pixel has any of the class values {list(mapping.values)}; "
             "check --classes against the mask values"
         )
+    if valid_masks is not None and not series_mode:
+        counts = _painted_counts(images, targets, valid_masks, names, n_classes)
+    if class_mapping is not None:
+        _check_classes_occur(mapping, counts, sparse=valid_masks is not None)
     if valid_masks is None:
         train_images, train_targets, val_items, split_info = _split(images, targets, names,
                                                                     config)
@@ -250,7 +284,11 @@ def train(
         total_steps = min(total_steps or epoch_steps, epoch_steps)
     class_weights = None
     if config.class_weighting == "median_frequency":
-        weights = median_frequency_weights(train_targets, n_classes)
+        # Only painted pixels count: unpainted ones are not background, they are unknown.
+        weighted = train_targets if train_valid is None else [
+            np.where(np.asarray(v, bool), t, IGNORE_INDEX)
+            for t, v in zip(train_targets, train_valid)]
+        weights = median_frequency_weights(weighted, n_classes)
         class_weights = torch.from_numpy(weights)
     net = template.build(device).train()
     validate = None
