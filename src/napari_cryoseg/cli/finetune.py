@@ -26,7 +26,7 @@ from napari_cryoseg.cli.train import (
     refuse_diverged,
     split_tokens,
 )
-from napari_cryoseg.core.errors import InputError
+from napari_cryoseg.core.errors import InputError, ModelFileError
 from napari_cryoseg.engine.augment import AugmentConfig
 from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.events import drain
@@ -34,7 +34,7 @@ from napari_cryoseg.engine.finetune import finetune
 from napari_cryoseg.engine.finetune_settings import ADAPT_MODES, FinetuneConfig
 from napari_cryoseg.engine.holdout import HOLDOUT_LAYOUTS
 from napari_cryoseg.io import list_images, read_image
-from napari_cryoseg.model.checkpoint import save_model
+from napari_cryoseg.model.checkpoint import check_savable, save_model
 from napari_cryoseg.model.heads import add_classes
 
 #: The engine's defaults, shown in --help and used when a flag is not given.
@@ -182,6 +182,8 @@ def run(args: argparse.Namespace) -> int:
                              *input_files(args), *unlabelled_input], "--out")
     config = config_from_args(args)  # validated before the model and images are read
     model = load_model_arg(args.model)
+    if getattr(model, "foreign", False):  # before --add-class touches its (absent) head
+        raise InputError(model.not_finetunable)
     added = [_added_class(text, model.config.n_classes + i)
              for i, text in enumerate(args.add_class)]
     names, images, masks, valid, _ = read_pairs(args.images, args.masks, args.valid)
@@ -189,6 +191,10 @@ def run(args: argparse.Namespace) -> int:
     if added:
         old_values = classes or [str(v) for v in range(1, model.config.n_classes)]
         model = add_classes(model, [name for name, _ in added])
+        try:  # refused now, not after training: the file must load again later
+            check_savable(model)
+        except ModelFileError as err:
+            raise InputError(f"--add-class: {str(err).split(': ', 1)[-1]}") from None
         classes = [*old_values, *(str(value) for _, value in added)]
         echo(f"added class(es) {', '.join(n for n, _ in added)}: the model now has "
              f"{model.config.n_classes - 1} foreground classes", err=True)

@@ -10,6 +10,7 @@ of a dask-jobqueue SLURM/PBS cluster).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import time
 from pathlib import Path
@@ -46,6 +47,7 @@ from napari_cryoseg.core.tiling import TileGrid, padded_shape_for, plan_tiles
 from napari_cryoseg.engine.events import drain
 from napari_cryoseg.engine.predict import Segmenter, labels_dtype, segment
 from napari_cryoseg.io import labels_output_path, read_image, write_labels_tiff
+from napari_cryoseg.io.labels import usable_size_nm
 from napari_cryoseg.io.zarr_io import is_zarr_path, read_zarr
 from napari_cryoseg.io.zarr_labels import LabelsZarrWriter
 
@@ -237,7 +239,7 @@ def _segment_one(
 ) -> tuple[Any, Any, Any]:
     """Segment one input and write its labels: (image, result or None, foreground px)."""
     lazy = is_zarr_path(path) or path.stat().st_size > LAZY_BYTES or client is not None
-    image = read_image(path, lazy=lazy)
+    image = _usable_sizes(read_image(path, lazy=lazy), path)
     meta = {"pixel_size_nm": image.pixel_size_nm, "overwrite": labels_path in args.replaceable}
     n_classes = segmenter.model.config.n_classes
     if client is None:
@@ -288,6 +290,20 @@ def _segment_one(
         class_colors=result.class_colors, z_size_nm=image.z_size_nm, **meta,
     )
     return image, result, int(np.count_nonzero(result.labels))
+
+
+def _usable_sizes(image: Any, path: Path) -> Any:
+    """``image`` with a pixel size / z spacing no file can hold (NaN, infinite, 1e-20 nm)
+    dropped, with a note: the labels are still written, without that size."""
+    px, dz = usable_size_nm(image.pixel_size_nm), usable_size_nm(image.z_size_nm)
+    for what, raw, kept in (("pixel size", image.pixel_size_nm, px),
+                            ("z spacing", image.z_size_nm, dz)):
+        if raw is not None and kept is None:
+            echo(f"note: {path.name}: its {what} {raw!r} nm is not usable; the labels are "
+                 "written without it", err=True)
+    if (px, dz) == (image.pixel_size_nm, image.z_size_nm):
+        return image
+    return dataclasses.replace(image, pixel_size_nm=px, z_size_nm=dz)
 
 
 def _check_tile_memory(shape: tuple[int, ...], segmenter: Segmenter, tiling: Any) -> None:

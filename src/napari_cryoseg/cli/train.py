@@ -41,7 +41,7 @@ from napari_cryoseg.model.checkpoint import (
     save_model,
 )
 from napari_cryoseg.model.config import PRESETS, preset
-from napari_cryoseg.model.file_checks import MAX_TEMPORAL_CONTEXT, check_weights
+from napari_cryoseg.model.file_checks import MAX_TEMPORAL_CONTEXT, check_weights, class_names_field
 
 _TIFF = (".tif", ".tiff")
 
@@ -123,9 +123,14 @@ def mapping_from_args(args: argparse.Namespace, masks: list[np.ndarray]) -> Clas
     """``--classes`` / ``--class-names`` (or every non-zero mask value) as a ClassMapping."""
     classes = split_tokens(getattr(args, "classes", None))
     names = split_tokens(getattr(args, "class_names", None))
-    if classes:
-        return ClassMapping.parse(",".join(classes), names)
-    return ClassMapping.from_masks(masks, names)
+    mapping = (ClassMapping.parse(",".join(classes), names) if classes
+               else ClassMapping.from_masks(masks, names))
+    try:  # the model file's own rule, checked before training rather than at saving
+        class_names_field(list(mapping.names), mapping.n_classes)
+    except ModelFileError as err:
+        raise InputError(f"--class-names: {str(err).replace('field class_names holds ', '')}"
+                         ) from None
+    return mapping
 
 
 def add_classes_arguments(parser: argparse.ArgumentParser, names: bool = True) -> None:

@@ -64,7 +64,8 @@ def instance_labels(labels: np.ndarray, *, connectivity: int = 2) -> tuple[np.nd
         int32, same shape, 0 = background, objects numbered 1..N (class by class,
         plane by plane).
     classes : numpy.ndarray
-        int32 of length N + 1: ``classes[i]`` is the class of object ``i`` (0 for 0).
+        int64 (any label value) of length N + 1: ``classes[i]`` is the class of
+        object ``i`` (0 for 0).
     """
     from skimage.measure import label as cc_label
 
@@ -85,7 +86,7 @@ def instance_labels(labels: np.ndarray, *, connectivity: int = 2) -> tuple[np.nd
             out[z][mask] = components[mask] + (next_id - 1)
             classes.extend([int(value)] * n)
             next_id += n
-    return (out[0] if labels.ndim == 2 else out), np.asarray(classes, dtype=np.int32)
+    return (out[0] if labels.ndim == 2 else out), np.asarray(classes, dtype=np.int64)
 
 
 def _check_labels(labels: Any) -> np.ndarray:

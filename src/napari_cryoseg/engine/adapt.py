@@ -36,13 +36,30 @@ def _random_patches(
     images: Sequence[np.ndarray], normalization: NormalizationConfig, patch: int, count: int,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """``count`` normalised random crops (N, 1, P, P), images picked by area."""
-    planes = [normalize_image(np.asarray(image), normalization) for image in images]
-    areas = np.array([p.size for p in planes], dtype=np.float64)
-    picks = rng.choice(len(planes), size=count, p=areas / areas.sum())
+    """``count`` normalised random crops (N, 1, P, P), planes picked by area.
+
+    A 3D stack (Z, Y, X) counts as its planes (each normalised on its own, as a stack is
+    segmented plane by plane); only the planes a crop is taken from are normalised.
+    """
+    sources = []  # (image, plane index or None, area)
+    for image in images:
+        shape = np.shape(image)
+        if len(shape) == 3:
+            sources += [(image, z, shape[1] * shape[2]) for z in range(shape[0])]
+        elif len(shape) == 2:
+            sources.append((image, None, shape[0] * shape[1]))
+    if not sources:
+        return np.zeros((0, 1, patch, patch), dtype=np.float32)
+    areas = np.array([area for _, _, area in sources], dtype=np.float64)
+    picks = rng.choice(len(sources), size=count, p=areas / areas.sum())
+    cache: dict[int, np.ndarray] = {}
     out = np.zeros((count, 1, patch, patch), dtype=np.float32)
     for n, index in enumerate(picks):
-        plane = planes[index]
+        if int(index) not in cache:
+            image, z, _ = sources[int(index)]
+            data = np.asarray(image if z is None else image[z])
+            cache[int(index)] = normalize_image(data, normalization)
+        plane = cache[int(index)]
         h, w = plane.shape
         ph, pw = min(patch, h), min(patch, w)
         y = int(rng.integers(0, h - ph + 1))
@@ -87,6 +104,8 @@ def adapt_batchnorm(
         return 0
     rng = np.random.default_rng(seed)
     patches = _random_patches(images, normalization, patch, n_patches, rng)
+    if not len(patches):
+        return 0
     momenta = [layer.momentum for layer in layers]
     net.eval()
     for layer in layers:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -79,24 +80,66 @@ def labels_dtype(labels: np.ndarray) -> np.dtype:
     )
 
 
+_HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}([0-9a-fA-F]{2})?$")
+
+
+def checked_colors(values: Any) -> list[str]:
+    """Stored class colours when every one is ``#rrggbb[aa]``; else [] (the reader then
+    uses the default palette: a crafted colour must not break the viewer)."""
+    if not isinstance(values, list | tuple) or len(values) > 1 << 16:
+        return []
+    if all(isinstance(v, str) and _HEX_COLOR.match(v) for v in values):
+        return list(values)
+    return []
+
+
+def checked_names(values: Any) -> list[str]:
+    """Stored class names when they are a list of text; else []."""
+    if not isinstance(values, list | tuple) or len(values) > 1 << 16:
+        return []
+    return [str(v) for v in values] if all(isinstance(v, str) for v in values) else []
+
+
+def _one_line(text: str) -> str:
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in str(text))
+
+
 def _info_text(class_names: Sequence[str], class_colors: Sequence[str] | None = None) -> str:
     lines = [_INFO_HEADER]
-    lines += [f"{i}: {name}" for i, name in enumerate(class_names)]
+    # Names are escaped on the human-readable lines: a line break in a name must not start
+    # a line of its own (it would read back as other names, or as the JSON key line).
+    lines += [f"{i}: {_one_line(name)}" for i, name in enumerate(class_names)]
     lines.append(_CLASS_NAMES_KEY + json.dumps(list(class_names), ensure_ascii=False))
     if class_colors:
         lines.append(_CLASS_COLORS_KEY + json.dumps(list(class_colors), ensure_ascii=False))
     return "\n".join(lines)
 
 
-def _check_size(value: float | None, what: str) -> float | None:
-    if value is None:
+#: Pixel sizes a TIFF resolution (a ratio of 32-bit integers) and readers handle: 1 pm
+#: to 1 m. Outside it (1e-20 nm from a damaged OME header) the size is not stored.
+SIZE_RANGE_NM = (1e-3, 1e9)
+
+
+def usable_size_nm(value: Any) -> float | None:
+    """``value`` as a float when it is a storable size in nm (finite, in
+    :data:`SIZE_RANGE_NM`), else None."""
+    if value is None or isinstance(value, bool):
         return None
     try:
         out = float(value)
     except (TypeError, ValueError):
-        out = math.nan
-    if not (math.isfinite(out) and out > 0):
-        raise InputError(f"{what} must be a positive number of nm, got {value!r}")
+        return None
+    low, high = SIZE_RANGE_NM
+    return out if math.isfinite(out) and low <= out <= high else None
+
+
+def _check_size(value: float | None, what: str) -> float | None:
+    if value is None:
+        return None
+    out = usable_size_nm(value)
+    if out is None:
+        raise InputError(f"{what} must be a positive number of nm (from {SIZE_RANGE_NM[0]:g} "
+                         f"to {SIZE_RANGE_NM[1]:g}), got {value!r}")
     return out
 
 
@@ -260,7 +303,8 @@ def read_labels_class_names(path: str | os.PathLike[str]) -> list[str] | None:
 def read_labels_class_colors(path: str | os.PathLike[str]) -> list[str] | None:
     """Class colours stored by :func:`write_labels_tiff`, or None if there are none."""
     info = _imagej_info(path)
-    return _info_json(info, _CLASS_COLORS_KEY) if info else None
+    colors = _info_json(info, _CLASS_COLORS_KEY) if info else None
+    return None if colors is None else (checked_colors(colors) or None)
 
 
 def is_cryoseg_labels_tiff(path: str | os.PathLike[str]) -> bool:

@@ -18,6 +18,7 @@ half-written ``*_labels.zarr`` behind and an existing output is never silently r
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import uuid
@@ -30,6 +31,7 @@ import numpy as np
 from napari_cryoseg.core.atomic import atomic_write
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.optional import require
+from napari_cryoseg.io.labels import checked_colors, checked_names
 from napari_cryoseg.io.zarr_io import (
     ZARR_FEATURE,
     _open,
@@ -64,6 +66,16 @@ def image_label_metadata(class_names: list[str], class_colors: list[str]) -> dic
     properties = [{"label-value": value, "class": name}
                   for value, name in enumerate(class_names) if value]
     return {"colors": colors, "properties": properties}
+
+
+def _finite(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) and out > 0 else None
 
 
 class LabelsZarrWriter:
@@ -124,7 +136,9 @@ class LabelsZarrWriter:
             raise InputError(f"cannot write '{self.path}': folder '{self.path.parent}' is missing")
         shape = tuple(int(s) for s in shape)
         self.axes = axes_for(shape, axes)
-        self.pixel_size_nm, self.z_size_nm = pixel_size_nm, z_size_nm
+        # A size that is not a finite positive number never reaches zarr.json (JSON has no
+        # Infinity/NaN): the labels are written without it.
+        self.pixel_size_nm, self.z_size_nm = _finite(pixel_size_nm), _finite(z_size_nm)
         self.class_names = [str(n) for n in class_names or []]
         self.class_colors = [str(c) for c in class_colors or []]
         stem = self.path.name[: -len(".zarr")] if self.path.name.endswith(".zarr") else \
@@ -304,18 +318,23 @@ def read_labels_zarr(path: str | os.PathLike[str]) -> ZarrLabels:
     p = Path(path).expanduser()
     data, px, z_nm, axes = read_zarr(p)
     info = cryoseg_labels_attrs(p) or {}
-    names = [str(n) for n in info.get("class_names") or []]
-    colors = [str(c) for c in info.get("class_colors") or []]
+    # Stored metadata is checked, not trusted: a crafted colour, name list or size gets
+    # the defaults instead of breaking the viewer.
+    names = checked_names(info.get("class_names"))
+    colors = checked_colors(info.get("class_colors"))
     levels = [data]
     node = _open(p)
-    ome = dict(node.attrs).get("ome", {}) if isinstance(node, zarr.Group) else {}
-    label_names = ome.get("labels") if isinstance(ome, dict) else None
-    if isinstance(label_names, list) and label_names:
-        image = node[str(label_names[0])]
-        multiscales = (dict(image.attrs).get("ome") or {}).get("multiscales") or []
-        datasets = multiscales[0].get("datasets", []) if multiscales else []
-        for dataset in datasets[1:]:
-            level = da.from_zarr(image[str(dataset["path"])])
-            levels.append(level.reshape(level.shape[-data.ndim:]) if level.ndim > data.ndim
-                          else level)
-    return ZarrLabels(levels, names, colors, px, z_nm, axes)
+    try:
+        ome = dict(node.attrs).get("ome", {}) if isinstance(node, zarr.Group) else {}
+        label_names = ome.get("labels") if isinstance(ome, dict) else None
+        if isinstance(label_names, list) and label_names:
+            image = node[str(label_names[0])]
+            multiscales = (dict(image.attrs).get("ome") or {}).get("multiscales") or []
+            datasets = multiscales[0].get("datasets", []) if multiscales else []
+            for dataset in datasets[1:]:
+                level = da.from_zarr(image[str(dataset["path"])])
+                levels.append(level.reshape(level.shape[-data.ndim:])
+                              if level.ndim > data.ndim else level)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        levels = [data]  # a damaged pyramid description: the full resolution still reads
+    return ZarrLabels(levels, names, colors, _finite(px), _finite(z_nm), axes)

@@ -25,6 +25,7 @@ import hashlib
 import inspect
 import io
 import json
+import keyword
 import os
 import tempfile
 import warnings
@@ -271,7 +272,7 @@ def build_description(model: ModelFile, folder: Path, torch_version: str) -> Any
                     "softmax over classes)",
         axes=[
             v05.BatchAxis(),
-            v05.ChannelAxis(channel_names=[v05.Identifier(_identifier(n)) for n in out_names]),
+            v05.ChannelAxis(channel_names=[v05.Identifier(n) for n in _identifiers(out_names)]),
             v05.SpaceOutputAxisWithHalo(id=v05.AxisId("y"), halo=halo, size=v05.SizeReference(
                 tensor_id=raw_id, axis_id=v05.AxisId("y"))),
             v05.SpaceOutputAxisWithHalo(id=v05.AxisId("x"), halo=halo, size=v05.SizeReference(
@@ -328,8 +329,25 @@ def build_description(model: ModelFile, folder: Path, torch_version: str) -> Any
 
 def _identifier(name: str) -> str:
     """A spec identifier (letters, digits, underscore; no leading digit) for a class name."""
-    text = "".join(c if c.isalnum() else "_" for c in str(name)).strip("_") or "class"
-    return text if not text[0].isdigit() else f"c{text}"
+    text = "".join(c if c.isascii() and c.isalnum() else "_" for c in str(name)).strip("_")
+    text = text or "class"
+    text = text if not text[0].isdigit() else f"c{text}"
+    # Python keywords (class, None, import...) are not spec identifiers: append "_".
+    return f"{text}_" if keyword.iskeyword(text) or keyword.issoftkeyword(text) else text
+
+
+def _identifiers(names: list[str]) -> list[str]:
+    """Unique spec identifiers for the output channels ("a b" and "a_b" both map to
+    "a_b": the second becomes "a_b_2")."""
+    out: list[str] = []
+    for name in names:
+        base = candidate = _identifier(name)
+        n = 1
+        while candidate in out:
+            n += 1
+            candidate = f"{base}_{n}"
+        out.append(candidate)
+    return out
 
 
 def _write_files(model: ModelFile, folder: Path, sample_size: int) -> None:

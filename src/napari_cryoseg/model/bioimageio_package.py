@@ -30,7 +30,7 @@ import torch
 from napari_cryoseg.core.errors import InputError, ModelFileError
 from napari_cryoseg.core.normalization import NormalizationConfig
 from napari_cryoseg.core.tiling import TilingConfig
-from napari_cryoseg.model.checkpoint import ModelFile, now_iso
+from napari_cryoseg.model.checkpoint import ModelFile, check_savable, now_iso
 from napari_cryoseg.model.config import UNetConfig
 
 ARCHITECTURE_CALLABLE = "CryoSegUNet"
@@ -371,6 +371,12 @@ def import_bioimageio(path: str | os.PathLike[str]) -> ModelFile:
     except (InputError, TypeError, ValueError, RuntimeError) as err:
         first = " ".join(str(err).split())[:200]
         raise _bad(package.path, f"weights and settings do not fit together ({first})") from None
+    try:  # the checks a model file gets when read back, before anyone writes one
+        check_savable(model)
+    except ModelFileError as err:
+        raise _bad(package.path, str(err).replace("the model cannot be saved as it is: ",
+                                                  "settings a model file cannot hold: ")
+                   ) from None
     return model
 
 

@@ -237,11 +237,30 @@ def save_model(model: ModelFile, path: str | os.PathLike, *, overwrite: bool = F
         ``path`` exists and ``overwrite`` is False, or its folder is missing/read-only.
     """
     path = Path(path)
+    payload = model.to_payload()
+    check_savable(model, payload)  # never end a run with a file the loader refuses
     buffer = io.BytesIO()
-    torch.save(model.to_payload(), buffer)
+    torch.save(payload, buffer)
     atomic_write(path, lambda f: f.write(buffer.getbuffer()), overwrite=overwrite)
     model.source_path = path
     return path
+
+
+def check_savable(model: ModelFile, payload: dict[str, Any] | None = None) -> None:
+    """Run the loader's own checks on ``model`` (field types and ranges, class names,
+    tiling, pixel size, temporal mode, weights against config) before anything is written.
+
+    Raises
+    ------
+    ModelFileError
+        One line: which field a model file could not hold, and its value.
+    """
+    payload = model.to_payload() if payload is None else payload
+    try:
+        checked = _model_from_payload(payload, Path("model"))
+        check_weights(checked.config, checked.state_dict, source="the model")
+    except (KeyError, TypeError, ValueError, ModelFileError) as err:
+        raise ModelFileError(f"the model cannot be saved as it is: {err}") from None
 
 
 def _names_a_python_object(message: str) -> bool:

@@ -137,6 +137,9 @@ def class_names_field(value: Any, n_classes: int) -> list[str]:
     """Checked ``class_names``: text, one per class, at most 200 characters each."""
     names = _string_list(value, "class_names", n_classes)
     for name in names:
+        if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in name):
+            raise ModelFileError(f"field class_names holds {name[:40]!r}; class names must "
+                                 "not hold line breaks or other control characters")
         if len(name) > _MAX_NAME:
             raise ModelFileError(f"field class_names holds {name[:40]!r}...; class names must "
                                  f"be at most {_MAX_NAME} characters")
