@@ -117,18 +117,33 @@ def _pairs(root: Path) -> tuple[Path, Path]:
 def test_evaluate_never_replaces_json_or_plot_without_overwrite(tmp_path, model, capsys):
     pytest.importorskip("matplotlib")
     images, masks = _pairs(tmp_path)
+    from PIL import Image, PngImagePlugin
+
+    from napari_cryoseg.engine.evaluate import PLOT_SOFTWARE
+
     report, plot = tmp_path / "report.json", tmp_path / "plot.png"
+    report.write_text(json.dumps({"model": "m", "class_names": [], "images": [], "mean": {}}))
+    tag = PngImagePlugin.PngInfo()
+    tag.add_text("Software", PLOT_SOFTWARE)
+    Image.new("L", (4, 4)).save(plot, pnginfo=tag)  # an earlier plot of cryoseg evaluate
     for path in (report, plot):
-        path.write_bytes(b"an earlier, precious result")
+        earlier = path.read_bytes()
         args = ["evaluate", "--model", str(model), "--images", str(images), "--masks",
                 str(masks), "--device", "cpu", "--json" if path == report else "--plot",
                 str(path)]
         assert main(args) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "already exists" in err and "--overwrite" in err
-        assert path.read_bytes() == b"an earlier, precious result"
+        assert path.read_bytes() == earlier
         assert main([*args, "--overwrite"]) == 0
         capsys.readouterr()
+    # --overwrite replaces only what cryoseg evaluate wrote: a user's own file stays
+    precious = tmp_path / "precious.json"
+    precious.write_bytes(b"an earlier, precious result")
+    assert main(["evaluate", "--model", str(model), "--images", str(images), "--masks",
+                 str(masks), "--json", str(precious), "--overwrite"]) == 2
+    assert "not a napari-cryoseg report" in capsys.readouterr().err
+    assert precious.read_bytes() == b"an earlier, precious result"
     assert json.loads(report.read_text())["images"][0]["name"] == "a0"
     assert plot.read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

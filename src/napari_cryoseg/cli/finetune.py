@@ -11,7 +11,6 @@ from napari_cryoseg.cli._args import float_range, int_range, path_text, seed_val
 from napari_cryoseg.cli._common import (
     ProgressBar,
     add_device_argument,
-    check_not_an_input,
     echo,
     format_duration,
     load_model_arg,
@@ -174,12 +173,11 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``cryoseg finetune``."""
-    out = check_output(args.out, args.overwrite)
     # never an input: the model, an image or mask, anything in the --unlabelled folder
     unlabelled_input = [("--unlabelled", Path(args.unlabelled).expanduser())] if (
         args.unlabelled) else []
-    check_not_an_input(out, [("--model", Path(args.model).expanduser()),
-                             *input_files(args), *unlabelled_input], "--out")
+    out = check_output(args.out, args.overwrite, [("--model", Path(args.model).expanduser()),
+                                                  *input_files(args), *unlabelled_input])
     config = config_from_args(args)  # validated before the model and images are read
     model = load_model_arg(args.model)
     if getattr(model, "foreign", False):  # before --add-class touches its (absent) head

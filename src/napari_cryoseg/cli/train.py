@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -50,12 +51,14 @@ _TIFF = (".tif", ".tiff")
 # (also used by ``cryoseg finetune`` and ``cryoseg evaluate``)
 
 
-def check_output(path: str | os.PathLike[str], overwrite: bool) -> Path:
-    """Refuse an existing ``--out`` (unless ``overwrite``) or a missing folder, up front.
+def check_output(path: str | os.PathLike[str], overwrite: bool,
+                 inputs: Iterable[tuple[str, Path | None]] = ()) -> Path:
+    """Refuse an existing ``--out`` (unless ``overwrite``, and then only an earlier model
+    file), an input, or a missing folder, up front.
 
     Checked before any training so a long run never ends in "file exists".
     """
-    return check_model_output(path, overwrite)
+    return check_model_output(path, overwrite, inputs)
 
 
 def read_2d(path: Path, *, labels: bool = False) -> np.ndarray:
@@ -302,8 +305,9 @@ def last_model_path(out: Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``cryoseg train``."""
-    out = check_output(args.out, args.overwrite)
-    last_out = check_output(last_model_path(out), args.overwrite)
+    inputs = input_files(args)
+    out = check_output(args.out, args.overwrite, inputs)
+    last_out = check_output(last_model_path(out), args.overwrite, inputs)
     if last_out.exists():  # not named by the user: replaced only if it is an earlier model
         check_is_model_file(last_out)
     config = config_from_args(args)  # validated here, before any image is read

@@ -89,17 +89,20 @@ def check_output_path(
         exists and ``overwrite`` is False).
     """
     path = Path(out).expanduser()
-    for input_flag, item in inputs:
-        if item is None:
+    sources = [(f, Path(item).expanduser()) for f, item in inputs if item is not None]
+    for input_flag, source in sources:  # the same file first: the plainest message
+        if _same(path, source):
+            raise InputError(f"{flag} {path} is the {input_flag} input; writing it would "
+                             f"destroy the input, even with --overwrite. Choose another {flag}")
+    for input_flag, source in sources:
+        if source.is_dir() and is_inside(path, source):
+            relation = f"lies inside the {input_flag} input folder {source}"
+        elif path.is_dir() and is_inside(source, path):
+            relation = f"holds the {input_flag} input {source}"
+        else:
             continue
-        source = Path(item).expanduser()
-        clash = _same(path, source) or (source.is_dir() and is_inside(path, source)) or \
-            (path.is_dir() and is_inside(source, path))
-        if clash:
-            raise InputError(
-                f"{flag} {path} is (or holds, or lies inside) the {input_flag} input "
-                f"{source}; writing it could destroy the input, even with --overwrite. "
-                f"Choose another {flag}")
+        raise InputError(f"{flag} {path} {relation}; writing it could destroy the input, "
+                         f"even with --overwrite. Choose another {flag}")
     refuse_special_file(path, flag)
     if os.path.lexists(path):
         if not overwrite:
@@ -107,8 +110,8 @@ def check_output_path(
                                     f"(or choose another {flag})")
         if is_ours is not None and not is_ours(path):
             raise InputError(
-                f"{path} exists and is not a {what} written by napari-cryoseg; --overwrite "
-                f"only replaces what cryoseg wrote. Move it away or choose another {flag}")
+                f"{path} exists and is not a napari-cryoseg {what}; --overwrite only "
+                f"replaces what cryoseg wrote. Move it away or choose another {flag}")
     return path
 
 
