@@ -131,10 +131,12 @@ def _painted_counts(images: Sequence[np.ndarray], targets: Sequence[np.ndarray],
         check_pair(image, valid, f"{name} (annotated pixels)")
         painted.append(np.where(np.asarray(valid, bool), target, IGNORE_INDEX))
     counts = class_pixel_counts(painted, n_classes)
-    if counts.sum() and counts[0] == 0:
+    if not counts.sum():
+        raise InputError("no annotated pixels: paint some strokes of each class first")
+    if counts[0] == 0:
         raise InputError("only classes are painted, no background: paint some background "
                          "strokes too (the model must learn what is not a class)")
-    if counts.sum() and counts[1:].sum() == 0:
+    if counts[1:].sum() == 0:
         raise InputError("only background is painted: paint some strokes of the classes")
     return counts
 
