@@ -167,4 +167,4 @@ def test_existing_out_refused_before_training(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("napari_cryoseg.cli.finetune.finetune", boom)
     assert main(["finetune", "--model", str(out), "--images", str(data / "images"),
                  "--masks", str(data / "masks"), "--out", str(out)]) == 2
-    assert "already exists" in _error_line(capsys)
+    assert "is the --model input" in _error_line(capsys)  # the plainer reason comes first
