@@ -35,6 +35,7 @@ from napari_cryoseg.viewer.session import SegmentationRecord, same_layer
 from napari_cryoseg.viewer.settings import RESEGMENT_CHOICES
 from napari_cryoseg.viewer.training_data import build_training_data, unlabelled_images
 from napari_cryoseg.widgets._loss_plot import LossPlot
+from napari_cryoseg.widgets.budget_line import BudgetLine
 from napari_cryoseg.widgets.buttons import button
 from napari_cryoseg.widgets.forms import (
     CheckBox,
@@ -124,6 +125,9 @@ class FinetunePanel(QWidget):
         self.budget = self.form["finetune.time_budget_s"]
         self.steps = self.form["finetune.steps"]
         self.resegment_choice = self.form["loop.resegment"]
+        self.budget_line = BudgetLine(session, self.runner, "finetune",
+                                      lambda: self.session.model)
+        layout.addWidget(self.budget_line)
         grid = QGridLayout()
         self.finetune_btn = button("Fine-tune", self.start_finetune,
                                    "Train a copy of the current model on your corrections")

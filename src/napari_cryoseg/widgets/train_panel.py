@@ -28,6 +28,7 @@ from napari_cryoseg.viewer.live_preview import LivePreview, preview_region
 from napari_cryoseg.viewer.session import same_layer
 from napari_cryoseg.viewer.settings import preset_hint
 from napari_cryoseg.widgets._loss_plot import LossPlot
+from napari_cryoseg.widgets.budget_line import BudgetLine
 from napari_cryoseg.widgets.buttons import button
 from napari_cryoseg.widgets.class_list import ClassList
 from napari_cryoseg.widgets.forms import (
@@ -118,6 +119,8 @@ class TrainPanel(QWidget):
         self.hint_label.setWordWrap(True)
         self.hint_label.setStyleSheet("color: gray")
         layout.addWidget(self.hint_label)
+        self.budget_line = BudgetLine(session, self.runner, "train")
+        layout.addWidget(self.budget_line)
         grid = QGridLayout()
         self.train_btn = button("Train", self.start_training,
                                 "Train a new model on the painted strokes")
