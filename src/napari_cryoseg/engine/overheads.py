@@ -55,3 +55,17 @@ def affordable_blends(blends: tuple[float, ...] | list[float], budget_s: float |
             kept.append(weight)
             left -= score_s
     return tuple(sorted(kept)) or (1.0,)
+
+
+def validation_share(budget_s: float | None, spent_s: float, reserve_s: float,
+                     train_s: float, *, most: float = 0.25, least: float = 0.05) -> float:
+    """Share of the training time the held-out checks during training may take.
+
+    What is left of the overhead share after the checks before (``spent_s``) and after
+    (``reserve_s``) training, as a share of the ``train_s`` seconds left to train,
+    between ``least`` (a check now and then always) and ``most``.
+    """
+    if budget_s is None or train_s <= 0:
+        return most
+    left = overhead_budget_s(budget_s) - spent_s - reserve_s
+    return float(min(max(left / train_s, least), most))

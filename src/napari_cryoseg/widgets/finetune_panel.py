@@ -34,6 +34,7 @@ from napari_cryoseg.viewer.review import CorrectionStore
 from napari_cryoseg.viewer.session import SegmentationRecord, same_layer
 from napari_cryoseg.viewer.settings import RESEGMENT_CHOICES
 from napari_cryoseg.viewer.training_data import build_training_data, unlabelled_images
+from napari_cryoseg.viewer.words import dock_words
 from napari_cryoseg.widgets._loss_plot import LossPlot
 from napari_cryoseg.widgets.budget_line import BudgetLine
 from napari_cryoseg.widgets.buttons import button
@@ -285,7 +286,7 @@ class FinetunePanel(QWidget):
                                self.preview_shown):
             return
         if isinstance(event, Message):
-            self.status_label.setText(event.text)
+            self.status_label.setText(dock_words(event.text))
         elif isinstance(event, Progress):
             self.status_label.setText(event.message or event.stage)
 
