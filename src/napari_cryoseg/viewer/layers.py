@@ -300,9 +300,13 @@ def show_prediction(
         current = np.asarray(layer.data)
         shown, baseline = merge_keeping_corrections(record, current, labels)
         update_labels_undoable(layer, shown)
-        if record.extra.get("class_colors") != list(prediction.class_colors):
-            layer.colormap = class_colormap(list(prediction.class_names),
-                                            list(prediction.class_colors))
+        # Another model's classes: names (features, hover text) and colours follow it.
+        names = list(prediction.class_names)
+        if (record.extra.get("class_colors") != list(prediction.class_colors)
+                or record.extra.get("class_names") != names):
+            layer.colormap = class_colormap(names, list(prediction.class_colors))
+        if list(layer.features.get("class", [])) != names:
+            layer.features = {"index": list(range(len(names))), "class": names}
         layer.metadata = {**layer.metadata, **labels_layer_kwargs(prediction, geometry)["metadata"]}
         record.extra["reruns"] = int(record.extra.get("reruns", 0)) + 1
     else:
