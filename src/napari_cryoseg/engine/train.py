@@ -23,6 +23,7 @@ from napari_cryoseg.core.temporal import preprocess_series
 from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.device import resolve_device
 from napari_cryoseg.engine.events import Message, Preview, TrainStep, Validation
+from napari_cryoseg.engine.fit_check import intensity_stats
 from napari_cryoseg.engine.fitting import (
     FitState,
     cpu_state,
@@ -301,6 +302,8 @@ def train(
             "names": names,
             "shapes": [list(np.shape(im)) for im in images],
             "pixel_counts": {mapping.names[c]: int(counts[c]) for c in range(n_classes)},
+            # what the dock compares new images with (engine/fit_check.py)
+            "intensity": intensity_stats(images),
             "class_values": list(mapping.values),
             **split_info,
         },
