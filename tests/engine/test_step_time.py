@@ -26,6 +26,7 @@ def test_measured_once_then_cached_in_memory_and_on_disk():
     assert key.arch == "tiny" and key.patch == 48 and key.batch == 2
     assert key.threads >= 1 and key.device == "cpu"
     assert st.measure_step_time(TINY, patch=48, batch=2, device="cpu") == seconds
+    assert st.first_step_extra(key) > 0  # the warm-up step's set-up, paid once per run
     on_disk = json.loads(st.cache_path().read_text())
     assert on_disk[key.text()] == pytest.approx(seconds, rel=1e-3)
     st.forget_step_times()  # a new session reads the file

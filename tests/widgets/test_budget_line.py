@@ -33,7 +33,8 @@ def test_measure_speed_shows_what_the_budget_buys(dock, qtbot):
     request = step_request("train", session.settings, "cpu")
     step_s = st.cached_step_time(request.key())
     assert step_s is not None and step_s > 0
-    expected = st.estimate(step_s, 60.0, kind="train")
+    expected = st.estimate(step_s, 60.0, kind="train",
+                           overhead_s=st.first_step_extra(request.key()))
     assert line.label.text() == expected.text()
     assert line.label.text().startswith(f"60 s ≈ {expected.steps} steps here")
     assert not line.measure_btn.isVisibleTo(widget.train_panel)  # known now

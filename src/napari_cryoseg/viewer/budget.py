@@ -68,6 +68,7 @@ def budget_estimate(request: StepRequest | None) -> st.BudgetEstimate | None:
         from napari_cryoseg.engine.overheads import overhead_budget_s
 
         overhead = overhead_budget_s(request.budget_s)
+    overhead += st.first_step_extra(request.key())
     return st.estimate(step_s, request.budget_s, kind=request.kind,
                        max_steps=request.max_steps, pretrained=request.pretrained,
                        overhead_s=overhead)
