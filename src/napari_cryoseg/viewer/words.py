@@ -7,8 +7,10 @@ their flags; the dock shows the same advice with the names of its own fields.
 from __future__ import annotations
 
 import re
+import time
+from typing import Any
 
-__all__ = ["DOCK_WORDS", "dock_words"]
+__all__ = ["DOCK_WORDS", "bundled_model_available", "dock_words", "finetuned_name"]
 
 #: Command-line flag -> what the dock calls it.
 DOCK_WORDS = {
@@ -29,3 +31,24 @@ def dock_words(text: str) -> str:
         return DOCK_WORDS.get(match.group(0), match.group(0))
 
     return re.sub(r"--[a-z][a-z-]*", replace, text)
+
+
+def finetuned_name(parent: Any, when: float | None = None) -> dict[str, Any]:
+    """Provenance giving a fine-tuned model a name that says what it is.
+
+    ``{"name": "cryoseg-default fine-tune 2 (14:05)", "base_name": ..., "round": 2}``:
+    the first ancestor's name, the fine-tuning round and the time of day.
+    """
+    provenance = getattr(parent, "provenance", None) or {}
+    base = str(provenance.get("base_name") or parent.name)
+    round_ = int(provenance.get("round") or 0) + 1
+    stamp = time.strftime("%H:%M", time.localtime(when))
+    return {"name": f"{base} fine-tune {round_} ({stamp})", "base_name": base,
+            "round": round_}
+
+
+def bundled_model_available() -> bool:
+    """True when the bundled default model file is installed (it is loaded on use)."""
+    from napari_cryoseg.model.bundled import default_model_path
+
+    return default_model_path().is_file()

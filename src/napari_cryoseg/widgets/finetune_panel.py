@@ -28,13 +28,14 @@ from napari_cryoseg.engine.events import Message, Progress
 from napari_cryoseg.engine.jobs import finetune_job
 from napari_cryoseg.model.heads import add_classes
 from napari_cryoseg.model.provenance import Provenance
+from napari_cryoseg.viewer import layers as L
 from napari_cryoseg.viewer.live_preview import LivePreview, preview_region
 from napari_cryoseg.viewer.new_classes import adopt_classes, find_new_labels, show_new_labels
 from napari_cryoseg.viewer.review import CorrectionStore
 from napari_cryoseg.viewer.session import SegmentationRecord, same_layer
 from napari_cryoseg.viewer.settings import RESEGMENT_CHOICES
 from napari_cryoseg.viewer.training_data import build_training_data, unlabelled_images
-from napari_cryoseg.viewer.words import dock_words
+from napari_cryoseg.viewer.words import bundled_model_available, dock_words, finetuned_name
 from napari_cryoseg.widgets._loss_plot import LossPlot
 from napari_cryoseg.widgets.budget_line import BudgetLine
 from napari_cryoseg.widgets.buttons import button
@@ -164,7 +165,8 @@ class FinetunePanel(QWidget):
 
     def _update_buttons(self) -> None:
         idle = not self.runner.busy
-        has_model = self.session.model is not None
+        # the bundled default counts: it is what the dock shows as current, loaded on use
+        has_model = self.session.model is not None or bundled_model_available()
         self.finetune_btn.setEnabled(idle and has_model)
         self.prompt.accept_btn.setEnabled(idle and has_model)
         self.cancel_btn.setEnabled(self.job is not None)
@@ -197,9 +199,10 @@ class FinetunePanel(QWidget):
             show_warning(f"wait for {self.session.busy or 'the running job'} to finish "
                          "(or cancel it) first")
             return None
-        model = self.session.model
-        if model is None:
-            show_warning("load or train a model first")
+        try:
+            model = L.ensure_model(self.session)  # the bundled default when none is loaded
+        except CryoSegError as err:
+            show_warning(f"load or train a model first ({err})")
             return None
         sources = self.store.training_sources()  # copies; masks are built in the worker
         if not sources:
@@ -326,6 +329,7 @@ class FinetunePanel(QWidget):
 
     def _dock_provenance(self, parent: Any, data: Any) -> dict[str, Any]:
         return {
+            **finetuned_name(parent),  # parent + round + time, not "unsaved model"
             "finetuned_in": "napari-cryoseg dock",
             "parent_name": parent.name,
             "corrections": {
