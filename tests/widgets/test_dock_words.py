@@ -44,6 +44,6 @@ def test_engine_errors_are_shown_with_dock_words():
 
     text = error_message(InputError("--classes gives 2 foreground classes; lower --lr"))
     assert "--" not in text
-    assert text.startswith("the class names (Train new model) or label values gives")
+    assert text.startswith("the class list gives 2 foreground classes; lower the learning")
     assert dock_words("give a longer --time-budget or more --steps") == \
         "give a longer Time budget or more Steps"

@@ -264,7 +264,7 @@ class BudgetEstimate:
             bought = ("no time limit" if self.steps is None
                       else f"{self.steps} steps ≈ {self.steps * self.step_s:.0f} s")
         else:
-            bought = f"{self.budget_s:.0f} s ≈ {self.steps} steps"
+            bought = f"{self.budget_s:.0f} s ≈ {self.steps} step{'' if self.steps == 1 else 's'}"
         line = f"{bought} here ({pace}); {what} needs about {self.min_steps} steps"
         if not self.enough:
             line += f": set Time budget to {self.proposed_s:.0f} s or more"

@@ -16,7 +16,7 @@ __all__ = ["DOCK_WORDS", "bundled_model_available", "dock_words", "finetuned_nam
 DOCK_WORDS = {
     "--time-budget": "Time budget",
     "--steps": "Steps",
-    "--classes": "the class names (Train new model) or label values",
+    "--classes": "the class list",
     "--lr": "the learning rate",
     "--device": "the device (Model section)",
     "--preset": "Size",
