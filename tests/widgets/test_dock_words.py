@@ -47,3 +47,18 @@ def test_engine_errors_are_shown_with_dock_words():
     assert text.startswith("the class list gives 2 foreground classes; lower the learning")
     assert dock_words("give a longer --time-budget or more --steps") == \
         "give a longer Time budget or more Steps"
+
+
+def test_step_fields_say_no_limit_not_zero(dock):
+    viewer, widget = dock
+    for panel, key in ((widget.train_panel, "train.steps"),
+                       (widget.finetune_panel, "finetune.steps")):
+        field = panel.form[key]
+        assert widget.session.settings.get(key) is None
+        assert field.native.text() == "no limit", key
+        field.value = 40
+        assert widget.session.settings.get(key) == 40
+        assert isinstance(widget.session.settings.get(key), int)
+        assert field.native.text() == "40"
+        field.value = 0
+        assert widget.session.settings.get(key) is None
