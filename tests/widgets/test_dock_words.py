@@ -62,3 +62,13 @@ def test_step_fields_say_no_limit_not_zero(dock):
         assert field.native.text() == "40"
         field.value = 0
         assert widget.session.settings.get(key) is None
+
+
+def test_background_strokes_are_a_colour_not_a_grey(dock):
+    from napari_cryoseg.core.palette import DEFAULT_COLORS
+
+    viewer, widget = dock
+    color = widget.train_panel.store.classes.classes[0].color
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    assert max(r, g, b) - min(r, g, b) >= 100  # saturated: visible on any grey
+    assert color not in DEFAULT_COLORS[:8]  # not another class's colour
