@@ -29,6 +29,7 @@ from napari_cryoseg.engine.jobs import finetune_job
 from napari_cryoseg.model.heads import add_classes
 from napari_cryoseg.model.provenance import Provenance
 from napari_cryoseg.viewer import layers as L
+from napari_cryoseg.viewer.budget import time_split
 from napari_cryoseg.viewer.live_preview import LivePreview, preview_region
 from napari_cryoseg.viewer.new_classes import adopt_classes, find_new_labels, show_new_labels
 from napari_cryoseg.viewer.review import CorrectionStore
@@ -303,6 +304,7 @@ class FinetunePanel(QWidget):
         if before is not None and after is not None:
             text = (f"held-out Dice: before {before:.3f} → after {after:.3f} "
                     f"({after - before:+.3f}); {result.steps} steps")
+        text += "\n" + time_split(result.model.provenance)  # where the time went
         if before is not None:  # the parent's held-out Dice as the curve's step-0 point
             self.plot.dice.insert(0, (0, before))
             self.plot.update()
