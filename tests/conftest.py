@@ -60,3 +60,14 @@ def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
     base = tmp_path_factory.mktemp("user")
     monkeypatch.setenv("CRYOSEG_PROJECT_DIR", str(base / "projects"))
     monkeypatch.setenv("CRYOSEG_CONFIG_DIR", str(base / "config"))
+
+
+@pytest.fixture(autouse=True)
+def _private_step_time_cache(tmp_path_factory, monkeypatch):
+    """Step times measured by a test stay in that test (never in the user's cache)."""
+    from napari_cryoseg.engine import step_time
+
+    monkeypatch.setenv(step_time.CACHE_ENV, str(tmp_path_factory.mktemp("cache")))
+    step_time.forget_step_times()
+    yield
+    step_time.forget_step_times()

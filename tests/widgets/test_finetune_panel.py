@@ -148,6 +148,11 @@ def test_revert_save_recent_and_metrics_line(setup, qtbot, tmp_path):
     new_model = session.model
     assert new_model is not old_model
     assert panel.revert_btn.isEnabled()
+    # where the time went: training steps and the held-out checks
+    assert "s training (" in panel.metrics_label.text()
+    assert "scoring held-out pixels" in panel.metrics_label.text()
+    # named after its parent, the round and the time, not "unsaved model"
+    assert new_model.name.startswith(f"{old_model.name} fine-tune 1 ("), new_model.name
 
     out = tmp_path / "finetuned.pt"
     assert panel.save_model_to(out) == out

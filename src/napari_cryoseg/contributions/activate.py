@@ -17,7 +17,10 @@ from typing import Any
 PLUGIN = "napari-cryoseg"
 #: File-name patterns of CryoSeg's labels outputs (io.labels / cli segment suffixes);
 #: napari matches a folder with a trailing separator, hence the second zarr pattern.
-LABELS_PATTERNS = ("*_labels.tif", "*_labels.tiff", "*_labels.zarr", f"*_labels.zarr{os.sep}")
+LABELS_PATTERNS = ("*_labels.tif", "*_labels.tiff", "*_labels.zarr", f"*_labels.zarr{os.sep}",
+                   # never-overwrite names of a second export: "x_labels (1).tif"
+                   "*_labels (*).tif", "*_labels (*).tiff", "*_labels (*).zarr",
+                   f"*_labels (*).zarr{os.sep}")
 
 
 def default_reader_preferences(current: dict[str, str]) -> dict[str, str]:

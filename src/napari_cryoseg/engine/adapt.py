@@ -10,6 +10,7 @@ corrections, like every other choice of the recipe.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -83,12 +84,15 @@ def adapt_batchnorm(
     batch: int = BN_BATCH,
     seed: int = 0,
     mixed_precision: bool = True,
+    time_limit_s: float | None = None,
 ) -> int:
     """Re-estimate the running statistics of every BatchNorm layer on ``images``.
 
     The statistics are reset and then averaged over ``n_patches`` random crops (an equal
     weight for every batch: ``momentum=None``). Weights are not touched; the network is
     left in eval mode. Returns the number of BatchNorm layers updated (0: nothing done).
+    With ``time_limit_s`` no batch starts after that many seconds (the first always
+    runs): the statistics are then the average of the batches seen.
 
     Parameters
     ----------
@@ -113,8 +117,12 @@ def adapt_batchnorm(
         layer.momentum = None  # cumulative average over the batches below
         layer.train()
     amp_dtype = autocast_dtype(device) if mixed_precision else None
+    began = time.perf_counter()
     try:
         for start in range(0, len(patches), batch):
+            if start and time_limit_s is not None and \
+                    time.perf_counter() - began >= time_limit_s:
+                break
             x = torch.from_numpy(patches[start:start + batch]).to(device)
             with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32,
                                 enabled=amp_dtype is not None):

@@ -51,6 +51,11 @@ from napari_cryoseg.engine.fitting import (
     subsample_history,
 )
 from napari_cryoseg.engine.holdout import split_holdout
+from napari_cryoseg.engine.overheads import (
+    adapt_time_limit,
+    affordable_blends,
+    validation_share,
+)
 from napari_cryoseg.engine.preview import PreviewRequest, preview_function
 from napari_cryoseg.engine.sampling import PatchSampler, check_pair
 from napari_cryoseg.engine.scoring import predict_scores
@@ -205,12 +210,16 @@ def finetune(
     # also tells where it is wrong on the training pixels (focus_errors) for free.
     start_labels: dict[int, list[np.ndarray]] = {}
 
+    scoring = [0.0]  # seconds spent scoring on the held-out part (where the time went)
+
     def score(state: dict[str, torch.Tensor], keep: bool = False) -> dict[str, float]:
+        began = time.perf_counter()
         labels: list[np.ndarray] | None = [] if keep else None
         metrics = predict_scores(model_from_state(model, state, {}), holdout, device,
                                  labels_out=labels).metrics(model.class_names)
         if labels is not None:
             start_labels[id(state)] = labels
+        scoring[0] += time.perf_counter() - began
         return metrics
 
     before: dict[str, float] = {}
@@ -230,11 +239,22 @@ def finetune(
         yield Message(f"kept the parent's BatchNorm statistics: it scores "
                       f"{before['dice']:.4f} on the held-out corrections already (domain "
                       f"moved little; re-estimated below {config.adapt_below:g})")
+    # Checks take at most their share of a time budget (engine/overheads.py).
+    adapt_limit = adapt_time_limit(config.time_budget_s, score_s, score_s if holdout else 0)
+    adapt_s = 0.0
+    if config.adapt_batchnorm != "never" and moved and adapt_limit == 0.0:
+        moved = False
+        yield Message("kept the parent's BatchNorm statistics: re-estimating them does not "
+                      f"fit in the {config.time_budget_s:g} s time budget")
     if config.adapt_batchnorm != "never" and moved:
         yield Message("re-estimating the BatchNorm statistics on your images")
-        if adapt_batchnorm(net, [*images, *unlabelled], model.normalization, device,
-                           patch=patch, seed=config.seed,
-                           mixed_precision=config.mixed_precision):
+        began = time.perf_counter()
+        updated = adapt_batchnorm(net, [*images, *unlabelled], model.normalization, device,
+                                  patch=patch, seed=config.seed,
+                                  mixed_precision=config.mixed_precision,
+                                  time_limit_s=adapt_limit)
+        adapt_s = time.perf_counter() - began
+        if updated:
             candidate = cpu_state(net)
             candidate_metrics = score(candidate, keep=True) if holdout else {}
             if (config.adapt_batchnorm == "always" or not holdout
@@ -272,13 +292,19 @@ def finetune(
     if total_steps is None and config.time_budget_s is None:
         total_steps = DEFAULT_STEPS
     blends = (BLEND_CANDIDATES if config.parent_blend is None else (config.parent_blend,))
+    if config.parent_blend is None and holdout:
+        blends = affordable_blends(blends, config.time_budget_s, scoring[0] + adapt_s,
+                                   score_s)
     budget = None
+    val_share = 0.25
     if config.time_budget_s is not None:
         # The whole run fits the budget: what is spent already, the final held-out check
         # and the blends scored at the end (one held-out scoring each) come off the
         # training time.
         reserve = score_s * (1 + sum(1 for w in blends if w < 1.0)) if holdout else 0.0
         budget = max(config.time_budget_s - (time.perf_counter() - started) - reserve, 1.0)
+        val_share = validation_share(config.time_budget_s, scoring[0] + adapt_s, reserve,
+                                     budget)
     validate = None
     if holdout:
         def validate(trained: torch.nn.Module) -> tuple[float, float, dict[str, float]]:
@@ -293,7 +319,7 @@ def finetune(
         val_every=config.val_every or (max(5, total_steps // 5) if total_steps else None),
         mixed_precision=config.mixed_precision, dice_weight=config.dice_weight,
         early_val_steps=EARLY_VALIDATION_STEPS, head_lr_factor=config.head_lr_factor,
-        max_val_share=0.25,
+        max_val_share=val_share,
         **({"preview_every_s": preview.every_s} if preview is not None else {}),
     )
     state = FitState()
@@ -333,6 +359,10 @@ def finetune(
         },
         "steps": state.steps,
         "time_s": round(elapsed, 2),
+        "adapt_s": round(adapt_s, 2),
+        "scoring_s": round(scoring[0], 2),
+        "validation_s": round(state.validation_s, 2),
+        "preview_s": round(state.preview_s, 2),
         "device": str(device),
         "n_corrected_pixels": n_corrected,
         "finetune": {

@@ -55,6 +55,11 @@ class ScoreAccumulator:
 
     def __post_init__(self) -> None:
         self.counts = np.zeros((self.n_classes, 3), dtype=np.int64)
+        # Predicted pixels per class over the whole area of each item, and scored target
+        # pixels per class: with sparse strokes the strokes alone flatter a model that
+        # paints a class everywhere between them (engine/verdict.py reads these).
+        self.area = np.zeros(self.n_classes, dtype=np.int64)
+        self.painted = np.zeros(self.n_classes, dtype=np.int64)
 
     def add(self, labels: np.ndarray, target: np.ndarray, valid: np.ndarray | None = None) -> None:
         """Count one prediction against its class-index target (``valid``: pixels scored)."""
@@ -64,6 +69,10 @@ class ScoreAccumulator:
             valid = valid & (target >= 0)
         for c in range(self.n_classes):
             self.counts[c] += confusion_counts(labels, target, c, valid)
+        self.area += np.bincount(np.asarray(labels, dtype=np.int64).ravel().clip(
+            0, self.n_classes - 1), minlength=self.n_classes)[:self.n_classes]
+        self.painted += np.bincount(target[valid].astype(np.int64).ravel(),
+                                    minlength=self.n_classes)[:self.n_classes]
 
     def dice(self) -> float:
         """Mean foreground Dice of the pooled counts."""
@@ -78,6 +87,12 @@ class ScoreAccumulator:
             out[f"dice/{class_names[c]}"] = float(scores.dice)
             out[f"iou/{class_names[c]}"] = float(scores.iou)
         out["dice"] = self.dice()
+        if self.area.sum():
+            for c in range(self.n_classes):
+                out[f"area/{class_names[c]}"] = float(self.area[c] / self.area.sum())
+        if self.painted.sum():
+            for c in range(self.n_classes):
+                out[f"painted/{class_names[c]}"] = float(self.painted[c] / self.painted.sum())
         if self.losses:
             out["loss"] = float(np.mean(self.losses))
         return out

@@ -23,6 +23,7 @@ from napari_cryoseg.core.temporal import preprocess_series
 from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.device import resolve_device
 from napari_cryoseg.engine.events import Message, Preview, TrainStep, Validation
+from napari_cryoseg.engine.fit_check import intensity_stats
 from napari_cryoseg.engine.fitting import (
     FitState,
     cpu_state,
@@ -45,6 +46,7 @@ from napari_cryoseg.engine.train_settings import (
     TrainConfig,
     TrainResult,
 )
+from napari_cryoseg.engine.verdict import choose_selection
 from napari_cryoseg.model.checkpoint import ModelFile, now_iso
 from napari_cryoseg.model.config import preset
 from napari_cryoseg.model.unet import UNet
@@ -340,6 +342,8 @@ def train(
             "names": names,
             "shapes": [list(np.shape(im)) for im in images],
             "pixel_counts": {mapping.names[c]: int(counts[c]) for c in range(n_classes)},
+            # what the dock compares new images with (engine/fit_check.py)
+            "intensity": intensity_stats(images),
             "class_values": list(mapping.values),
             **split_info,
         },
@@ -350,12 +354,16 @@ def train(
                    else [float(w) for w in class_weights]},
         "validations": [{"step": v["step"], "dice": v["dice"]} for v in state.validations],
         "validation_s": round(state.validation_s, 2),
+        "preview_s": round(state.preview_s, 2),
         "warnings": warnings,
     }
     last_metrics = state.validations[-1]["metrics"] if state.validations else {}
     last = model_from_state(template, last_state, {
         **provenance, "metrics": {"validation": last_metrics}, "selected": "last"})
-    if state.best_state is not None:
+    # "Best by validation" only when there are enough steps and checks to compare:
+    # in a short run the best of two checks is an early, untrained state.
+    if state.best_state is not None and choose_selection(state.steps,
+                                                         state.validations) == "best":
         best = model_from_state(template, state.best_state, {
             **provenance,
             "metrics": {"validation": best_validation["metrics"] if best_validation else {}},
@@ -377,8 +385,9 @@ def train(
         last=last,
         steps=state.steps,
         elapsed_s=state.elapsed_s,
-        best_step=state.best_step if state.best_state is not None else state.steps,
-        best_dice=state.best_dice,
+        best_step=state.best_step if best is not last else state.steps,
+        best_dice=state.best_dice if best is not last else (
+            state.validations[-1]["dice"] if state.validations else None),
         stop_reason=state.stop_reason,
         history=subsample_history(state.history),
         validations=state.validations,

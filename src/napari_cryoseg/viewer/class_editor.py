@@ -23,8 +23,9 @@ from napari_cryoseg.engine.classes import ClassMapping
 
 #: The background class: always first, not removable, its name fixed.
 BACKGROUND = "background"
-#: Background strokes must be visible on a dark EM image (the palette's class 0 is black).
-BACKGROUND_COLOR = "#a0a0a0"
+#: Background strokes must be visible on EM (the palette's class 0 is black, and a grey
+#: stroke vanishes on grey micrographs): a saturated violet no palette class uses.
+BACKGROUND_COLOR = "#9b5cff"
 #: Name shown for label 0 in the annotation layers' features table.
 NOT_PAINTED = "(not painted)"
 #: Highest label value an annotation layer holds (uint8 labels, 0 = not painted).

@@ -175,8 +175,9 @@ def labels_layer_kwargs(prediction: Any, image: Any) -> dict[str, Any]:
         "colormap": class_colormap(names, list(prediction.class_colors)),
         "features": {"index": list(range(len(names))), "class": names},
         "opacity": 0.6,
-        "metadata": {META_KEY: {"class_names": names, "source": str(image.name),
-                                "info": dict(prediction.info)}},
+        "metadata": {META_KEY: {"class_names": names,
+                                "class_colors": list(prediction.class_colors),
+                                "source": str(image.name), "info": dict(prediction.info)}},
     }
 
 
@@ -300,9 +301,13 @@ def show_prediction(
         current = np.asarray(layer.data)
         shown, baseline = merge_keeping_corrections(record, current, labels)
         update_labels_undoable(layer, shown)
-        if record.extra.get("class_colors") != list(prediction.class_colors):
-            layer.colormap = class_colormap(list(prediction.class_names),
-                                            list(prediction.class_colors))
+        # Another model's classes: names (features, hover text) and colours follow it.
+        names = list(prediction.class_names)
+        if (record.extra.get("class_colors") != list(prediction.class_colors)
+                or record.extra.get("class_names") != names):
+            layer.colormap = class_colormap(names, list(prediction.class_colors))
+        if list(layer.features.get("class", [])) != names:
+            layer.features = {"index": list(range(len(names))), "class": names}
         layer.metadata = {**layer.metadata, **labels_layer_kwargs(prediction, geometry)["metadata"]}
         record.extra["reruns"] = int(record.extra.get("reruns", 0)) + 1
     else:
@@ -398,13 +403,18 @@ def export_labels_layer(layer: Any, folder: Any, *, session: Session | None = No
     if not folder.is_dir():
         raise InputError(f"export folder '{folder}' does not exist; choose an existing folder")
     safe = "".join(c if c.isalnum() or c in " ._-" else "_" for c in str(layer.name)).strip()
-    path = unique_path(folder / f"{safe.replace(' ', '_') or 'labels'}.tif")
+    stem = safe.replace(" ", "_") or "labels"
+    if not stem.endswith("_labels"):  # the reader opens "*_labels*.tif" as Labels
+        stem = "labels" if stem == "labels" else f"{stem}_labels"
+    path = unique_path(folder / f"{stem}.tif")
     meta = (layer.metadata or {}).get(META_KEY, {})
     names = meta.get("class_names")
+    colors = meta.get("class_colors")
     z = None
     if np.ndim(layer.data) == 3 and float(layer.scale[0]) != 1.0:
         z = float(layer.scale[0])
     return write_labels_tiff(
         path, np.asarray(layer.data), pixel_size_nm=pixel_size_nm(layer),
         class_names=list(names) if names else None, overwrite=False, z_size_nm=z,
+        class_colors=list(colors) if colors and names and len(colors) == len(names) else None,
     )

@@ -38,9 +38,10 @@ RESEGMENT_CHOICES = ("uncorrected layers", "all", "none")
 #: The dock caps a fine-tuning run at this many seconds unless the user changes it:
 #: the interactive loop is about quick rounds (the engine alone runs a fixed step count).
 DOCK_FINETUNE_BUDGET_S = 60.0
-#: A new model trained from annotations in the dock: a preset that learns from a few
-#: strokes in about a minute on a laptop CPU (bigger presets cost more per step: see
-#: :func:`preset_hint`).
+#: A new model trained from annotations in the dock: the cheapest preset that learns from
+#: a few strokes. Not in a minute on a CPU: a 2-core CPU makes a step in seconds and a
+#: useful model needs tens of steps, so the dock measures the step time and proposes a
+#: budget (engine/step_time.py); the 60 s default suits a GPU.
 DOCK_TRAIN_PRESET = "small"
 DOCK_TRAIN_BUDGET_S = 60.0
 #: Longest edge of the live preview region the dock asks for. Predicting it takes time

@@ -24,6 +24,12 @@ from napari_cryoseg.viewer import layers as L
 ALL_CRYOSEG = "All CryoSeg labels layers"
 
 
+#: napari's save dialog preselects its own TIFF writer (no class names, colours or pixel
+#: size) and has no setting to change that: say exactly what to pick.
+SAVE_AS_HINT = ("File ▸ Save Selected Layer(s) writes this format only when you pick "
+                "\"labels TIFF (class names, colours, pixel size)\" as the file type in its "
+                "dialog; napari's default TIFF keeps no class names, colours or pixel size.")
+
 class ExportPanel(QWidget):
     """Writes labels layers as TIFF with pixel size and class names (Fiji-readable)."""
 
@@ -48,9 +54,14 @@ class ExportPanel(QWidget):
         layout.addLayout(form)
         self.export_button = QPushButton("Export TIFF")
         self.export_button.setToolTip(
-            "ImageJ TIFF with pixel size and class names. Existing files are never replaced: "
-            "a new name '<layer> (1).tif' is used instead")
+            "ImageJ TIFF with pixel size, class names and colours, named '<layer>_labels.tif' "
+            "so napari reopens it as labels. Existing files are never replaced: a new name "
+            "'<layer>_labels (1).tif' is used instead")
         layout.addWidget(self.export_button)
+        self.save_hint = QLabel(SAVE_AS_HINT)
+        self.save_hint.setWordWrap(True)
+        self.save_hint.setStyleSheet("color: gray")
+        layout.addWidget(self.save_hint)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         layout.addWidget(self.status)

@@ -28,13 +28,17 @@ from napari_cryoseg.engine.events import Message, Progress
 from napari_cryoseg.engine.jobs import finetune_job
 from napari_cryoseg.model.heads import add_classes
 from napari_cryoseg.model.provenance import Provenance
+from napari_cryoseg.viewer import layers as L
+from napari_cryoseg.viewer.budget import time_split
 from napari_cryoseg.viewer.live_preview import LivePreview, preview_region
 from napari_cryoseg.viewer.new_classes import adopt_classes, find_new_labels, show_new_labels
 from napari_cryoseg.viewer.review import CorrectionStore
 from napari_cryoseg.viewer.session import SegmentationRecord, same_layer
 from napari_cryoseg.viewer.settings import RESEGMENT_CHOICES
 from napari_cryoseg.viewer.training_data import build_training_data, unlabelled_images
+from napari_cryoseg.viewer.words import bundled_model_available, dock_words, finetuned_name
 from napari_cryoseg.widgets._loss_plot import LossPlot
+from napari_cryoseg.widgets.budget_line import BudgetLine
 from napari_cryoseg.widgets.buttons import button
 from napari_cryoseg.widgets.forms import (
     CheckBox,
@@ -124,6 +128,9 @@ class FinetunePanel(QWidget):
         self.budget = self.form["finetune.time_budget_s"]
         self.steps = self.form["finetune.steps"]
         self.resegment_choice = self.form["loop.resegment"]
+        self.budget_line = BudgetLine(session, self.runner, "finetune",
+                                      lambda: self.session.model)
+        layout.addWidget(self.budget_line)
         grid = QGridLayout()
         self.finetune_btn = button("Fine-tune", self.start_finetune,
                                    "Train a copy of the current model on your corrections")
@@ -159,7 +166,8 @@ class FinetunePanel(QWidget):
 
     def _update_buttons(self) -> None:
         idle = not self.runner.busy
-        has_model = self.session.model is not None
+        # the bundled default counts: it is what the dock shows as current, loaded on use
+        has_model = self.session.model is not None or bundled_model_available()
         self.finetune_btn.setEnabled(idle and has_model)
         self.prompt.accept_btn.setEnabled(idle and has_model)
         self.cancel_btn.setEnabled(self.job is not None)
@@ -192,9 +200,10 @@ class FinetunePanel(QWidget):
             show_warning(f"wait for {self.session.busy or 'the running job'} to finish "
                          "(or cancel it) first")
             return None
-        model = self.session.model
-        if model is None:
-            show_warning("load or train a model first")
+        try:
+            model = L.ensure_model(self.session)  # the bundled default when none is loaded
+        except CryoSegError as err:
+            show_warning(f"load or train a model first ({err})")
             return None
         sources = self.store.training_sources()  # copies; masks are built in the worker
         if not sources:
@@ -281,7 +290,7 @@ class FinetunePanel(QWidget):
                                self.preview_shown):
             return
         if isinstance(event, Message):
-            self.status_label.setText(event.text)
+            self.status_label.setText(dock_words(event.text))
         elif isinstance(event, Progress):
             self.status_label.setText(event.message or event.stage)
 
@@ -295,6 +304,7 @@ class FinetunePanel(QWidget):
         if before is not None and after is not None:
             text = (f"held-out Dice: before {before:.3f} → after {after:.3f} "
                     f"({after - before:+.3f}); {result.steps} steps")
+        text += "\n" + time_split(result.model.provenance)  # where the time went
         if before is not None:  # the parent's held-out Dice as the curve's step-0 point
             self.plot.dice.insert(0, (0, before))
             self.plot.update()
@@ -321,6 +331,7 @@ class FinetunePanel(QWidget):
 
     def _dock_provenance(self, parent: Any, data: Any) -> dict[str, Any]:
         return {
+            **finetuned_name(parent),  # parent + round + time, not "unsaved model"
             "finetuned_in": "napari-cryoseg dock",
             "parent_name": parent.name,
             "corrections": {

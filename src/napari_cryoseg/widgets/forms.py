@@ -11,7 +11,7 @@ taken for a user's edit. The form never keeps a value of its own.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox, Widget
@@ -23,6 +23,11 @@ from napari_cryoseg.core.errors import CryoSegError
 
 def _same(value: Any) -> Any:
     return value
+
+
+def _whole(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``convert`` after rounding a float box's value to a whole number."""
+    return lambda value: convert(int(round(value)) if value is not None else value)
 
 
 def none_as_zero(value: Any) -> Any:
@@ -77,12 +82,24 @@ class SettingsForm:
     def __init__(self, settings: Any, fields: list[FieldSpec],
                  on_user_change: Callable[[str, Any], None] | None = None) -> None:
         self.settings = settings
-        self.fields = {spec.key: spec for spec in fields}
         self.on_user_change = on_user_change
         self.widgets: dict[str, Widget] = {}
+        self._whole: set[str] = set()  # int fields shown in a float box (special text)
+        self.fields = {}
         for spec in fields:
-            widget = spec.widget(label=spec.label, value=spec.to_widget(settings.get(spec.key)),
-                                 tooltip=spec.tooltip or None, **spec.options)
+            widget_class = spec.widget
+            if spec.special_text and widget_class is SpinBox:
+                # magicgui's SpinBox is superqt's large-int spin box, which never shows a
+                # special text ("no limit" read "0"): a whole-number float box does
+                widget_class = FloatSpinBox
+                spec = replace(spec, decimals=spec.decimals or 0,
+                               from_widget=_whole(spec.from_widget))
+                self._whole.add(spec.key)
+            widget = widget_class(label=spec.label,
+                                  value=spec.to_widget(settings.get(spec.key)),
+                                  tooltip=spec.tooltip or None, **spec.options)
+            if spec.key in self._whole:
+                widget.native.setDecimals(0)
             if spec.special_text and hasattr(widget.native, "setSpecialValueText"):
                 widget.native.setSpecialValueText(spec.special_text)
             if spec.decimals:
@@ -91,6 +108,7 @@ class SettingsForm:
                 widget.value = spec.to_widget(settings.get(spec.key))
             widget.changed.connect(lambda value, key=spec.key: self._changed(key, value))
             self.widgets[spec.key] = widget
+            self.fields[spec.key] = spec
         self.container = Container(widgets=list(self.widgets.values()), labels=True)
         self.container.margins = (0, 0, 0, 0)
         # one label column: the fields start at the same x whatever their label's length

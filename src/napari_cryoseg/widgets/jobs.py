@@ -28,6 +28,7 @@ from qtpy.QtCore import QObject, Signal
 
 from napari_cryoseg.core.errors import CryoSegError
 from napari_cryoseg.engine.events import Progress, TrainStep
+from napari_cryoseg.viewer.words import dock_words
 
 #: How many workers were started in this process, per job kind (tests count these).
 STARTS: dict[str, int] = {}
@@ -37,8 +38,8 @@ _TRAIN_TICKS = 1000
 
 def error_message(err: BaseException) -> str:
     """One line for the user: CryoSeg errors as-is, anything else with a hint."""
-    if isinstance(err, CryoSegError):
-        return str(err).splitlines()[0] if str(err) else type(err).__name__
+    if isinstance(err, CryoSegError):  # engine errors name CLI flags: say the dock's field
+        return dock_words(str(err).splitlines()[0]) if str(err) else type(err).__name__
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
     name = type(err).__name__
     if "out of memory" in text.lower():

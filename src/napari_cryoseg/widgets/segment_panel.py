@@ -25,6 +25,7 @@ from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine.events import Progress
 from napari_cryoseg.engine.settings import TTA_CHOICES
 from napari_cryoseg.viewer import layers as L
+from napari_cryoseg.viewer.fit_warnings import on_fit_warning
 from napari_cryoseg.viewer.session import same_layer
 from napari_cryoseg.widgets.forms import (
     CheckBox,
@@ -151,6 +152,11 @@ class SegmentPanel(QWidget):
         self.status = QLabel("Ready.")
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
+        self.fit_label = QLabel("")  # the latest fit warning (engine/fit_check.py)
+        self.fit_label.setWordWrap(True)
+        self.fit_label.setStyleSheet("color: #e0a000")
+        layout.addWidget(self.fit_label)
+        on_fit_warning(session, lambda text, _layer: self.fit_label.setText(text))
 
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)

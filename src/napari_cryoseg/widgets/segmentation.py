@@ -13,9 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from napari.utils.notifications import show_warning
+
 from napari_cryoseg.core.errors import CryoSegError
 from napari_cryoseg.engine.jobs import BatchItem, segment_many, total_tiles
 from napari_cryoseg.viewer import layers as L
+from napari_cryoseg.viewer.fit_warnings import fit_warning
 from napari_cryoseg.widgets.jobs import Job, JobRunner
 
 
@@ -107,6 +110,9 @@ def segment_layers(
                 outcome.updated = before is not None and before.labels_layer is \
                     outcome.labels_layer
                 outcome.prediction = event.result
+                warning = fit_warning(session, layer, event.result, snap)
+                if warning is not None:  # once per image and model
+                    show_warning(f"CryoSeg: {warning}")
         elif event.status == "failed":
             outcome.message = str(event.result)
         if on_item is not None:

@@ -21,13 +21,17 @@ from qtpy.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 from napari_cryoseg.core.errors import CryoSegError
 from napari_cryoseg.engine.events import Message
 from napari_cryoseg.engine.train import train
+from napari_cryoseg.engine.verdict import judge
 from napari_cryoseg.model.config import PRESETS, preset
 from napari_cryoseg.viewer import layers as L
 from napari_cryoseg.viewer.annotations import AnnotationStore, fit_to_memory
+from napari_cryoseg.viewer.budget import time_split
 from napari_cryoseg.viewer.live_preview import LivePreview, preview_region
 from napari_cryoseg.viewer.session import same_layer
 from napari_cryoseg.viewer.settings import preset_hint
+from napari_cryoseg.viewer.words import dock_words
 from napari_cryoseg.widgets._loss_plot import LossPlot
+from napari_cryoseg.widgets.budget_line import BudgetLine
 from napari_cryoseg.widgets.buttons import button
 from napari_cryoseg.widgets.class_list import ClassList
 from napari_cryoseg.widgets.forms import (
@@ -118,6 +122,8 @@ class TrainPanel(QWidget):
         self.hint_label.setWordWrap(True)
         self.hint_label.setStyleSheet("color: gray")
         layout.addWidget(self.hint_label)
+        self.budget_line = BudgetLine(session, self.runner, "train")
+        layout.addWidget(self.budget_line)
         grid = QGridLayout()
         self.train_btn = button("Train", self.start_training,
                                 "Train a new model on the painted strokes")
@@ -126,6 +132,13 @@ class TrainPanel(QWidget):
         for i, btn in enumerate((self.train_btn, self.cancel_btn)):
             grid.addWidget(btn, 0, i)
         layout.addLayout(grid)
+        self.kept_aside: Any = None  # a model that learned too little, until applied
+        self.verdict: Any = None
+        self.apply_btn = button("Apply kept-aside model", self.apply_kept_aside,
+                                "Make the model kept aside the current one anyway and "
+                                "segment the open images with it")
+        self.apply_btn.setVisible(False)
+        layout.addWidget(self.apply_btn)
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
         layout.addWidget(self.status_label)
@@ -214,6 +227,8 @@ class TrainPanel(QWidget):
         self.plot.title = f"{len(annotations.images)} image(s)"
         self.warning_label.setText("")
         self.metrics_label.setText("")
+        self.kept_aside = None
+        self.apply_btn.setVisible(False)
         self.status_label.setText("starting…")
         self._update_buttons()
         return self.job
@@ -243,12 +258,12 @@ class TrainPanel(QWidget):
             return
         if isinstance(event, Message):
             if event.level == "warning":
-                text = event.text.removeprefix("WARNING: ")
+                text = dock_words(event.text.removeprefix("WARNING: "))
                 show_warning(f"CryoSeg: {text}")
                 self.warning_label.setText(
                     "\n".join(filter(None, [self.warning_label.text(), text])))
             else:
-                self.status_label.setText(event.text)
+                self.status_label.setText(dock_words(event.text))
 
     def _on_error(self, message: str) -> None:
         self.status_label.setText(f"training failed: {message} (your annotations are "
@@ -258,11 +273,33 @@ class TrainPanel(QWidget):
         self.last_result = result
         model = result.best
         model.provenance = {**model.provenance, **annotations.provenance()}
-        self.session.set_model(model)
         dice = (f"; Dice on held-out strokes {result.best_dice:.3f} (step {result.best_step})"
                 if result.best_dice is not None else "")
-        self.metrics_label.setText(f"{result.steps} steps in {result.elapsed_s:.0f} s "
-                                   f"({result.stop_reason}){dice}")
+        self.metrics_label.setText(f"{result.steps} steps ({result.stop_reason}){dice}\n"
+                                   + time_split(model.provenance))
+        self.verdict = judge("train", result.steps, model.class_names,
+                             after=model.provenance.get("metrics", {}).get("validation"))
+        if not self.verdict.apply:
+            self.kept_aside = model
+            self.warning_label.setText(self.verdict.text())
+            self.apply_btn.setVisible(True)
+            self.status_label.setText(f"the new model '{model.name}' was kept aside; the "
+                                      "current model is unchanged. Apply it anyway, or "
+                                      "train longer")
+            return
+        self._apply(model)
+
+    def apply_kept_aside(self) -> None:
+        """Apply the model kept aside (the user's choice) and segment the open images."""
+        model, self.kept_aside = self.kept_aside, None
+        self.apply_btn.setVisible(False)
+        if model is not None and not self.runner.busy:
+            self._apply(model)
+            self._pending_segment = False
+            self.segment_open_images()
+
+    def _apply(self, model: Any) -> None:
+        self.session.set_model(model)
         self.status_label.setText(f"new model '{model.name}' is the current model; "
                                   "segmenting the open images…")
         self.model_trained.emit(model)
