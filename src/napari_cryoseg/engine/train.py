@@ -44,6 +44,7 @@ from napari_cryoseg.engine.train_settings import (
     TrainConfig,
     TrainResult,
 )
+from napari_cryoseg.engine.transfer import start_weights
 from napari_cryoseg.model.checkpoint import ModelFile, now_iso
 from napari_cryoseg.model.config import preset
 from napari_cryoseg.model.unet import UNet
@@ -235,6 +236,9 @@ def train(
         temporal_context=context,
         background_subtraction=config.background_subtraction,
     )
+    template, start_note = start_weights(template, config)
+    yield Message(start_note)
+    patch = -(-config.patch // template.config.stride) * template.config.stride
     torch.manual_seed(config.seed)  # dropout and anything else drawing from torch's RNG
     if series_mode:  # validation series stay raw: segment() preprocesses them itself
         train_images = [preprocess_series(s, config.background_subtraction)
@@ -261,7 +265,7 @@ def train(
             return metrics["dice"], metrics.get("loss", float("nan")), metrics
 
     yield Message(
-        f"training {config.preset if config.unet is None else 'custom'} U-Net "
+        f"training {template.config.base_channels}-channel U-Net "
         f"({template.n_parameters:,} parameters, {n_classes} classes) on {device}: "
         f"{len(train_images)} training / {len(val_items)} validation images, patch {patch}"
     )
@@ -289,7 +293,8 @@ def train(
     provenance = {
         "created": now_iso(),
         "started": started_at,
-        "parent": None,
+        "parent": template.provenance.get("parent"),
+        "initialised_from": template.provenance.get("initialised_from"),
         "kind": "train",
         "steps": state.steps,
         "time_s": round(state.elapsed_s, 2),
