@@ -274,7 +274,8 @@ def train(
     preview_fn = None
     if preview is not None:
         preview_fn = preview_function(template, preview, device)
-        settings = settings.with_(preview_every_s=preview.every_s)
+        settings = settings.with_(preview_every_s=preview.every_s,
+                                  preview_at_start=template.provenance.get("parent") is not None)
     try:
         yield from fit(net, sampler, settings, device=device, validate=validate,
                        class_weights=class_weights, state=state, preview=preview_fn)
