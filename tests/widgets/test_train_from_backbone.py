@@ -31,11 +31,11 @@ def test_train_starts_from_the_backbone_and_names_the_classes(make_napari_viewer
     image, truth = scene(3)
     viewer.add_image(image, name="section")
     panel.class_list.add_btn.click()
-    field = panel.class_list.rows[1]["name"]
+    background, mito = (spec.value for spec in panel.store.classes.classes)
+    field = panel.class_list.rows[mito]["name"]
     field.setText("mitochondria")
     field.editingFinished.emit()
     (annotations,) = panel.annotate_selected()
-    background, mito = panel.store.classes.values
     paint(annotations, strokes(truth, {0: background, 1: mito, 2: background}))
     notes: list[str] = []
     previews: list[int] = []
