@@ -156,6 +156,8 @@ def viewer_run(image, strokes, preset: str, budget: float, patch: int,
         "train_job": _stats(ticks, pressed, trained[0]),
         "train_and_segment": _stats(ticks, pressed, finished),
         "previews_shown": len(shown),
+        "init": session.settings.train.init,
+        "first_preview_after_click_s": round(shown[0] - pressed, 2) if shown else None,
         "metrics": panel.metrics_label.text(),
         "p95_below_100ms": None,
     }

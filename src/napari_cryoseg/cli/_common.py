@@ -15,7 +15,7 @@ from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine.device import DEVICE_CHOICES
 from napari_cryoseg.engine.predict import TTA_CHOICES
-from napari_cryoseg.model.bundled import load_default_model
+from napari_cryoseg.model.bundled import BUNDLED_ALIASES, load_bundled, load_default_model
 from napari_cryoseg.model.checkpoint import ModelFile
 
 __all__ = [
@@ -110,12 +110,15 @@ def add_trust_argument(parser: argparse.ArgumentParser) -> None:
 
 def load_model_arg(path: str | Path | None, trust_code: Iterable[str] = (), *,
                    check_trust: bool = True) -> ModelFile:
-    """Load ``--model PATH`` (a model file or a bioimage.io package), or the bundled default.
+    """Load ``--model PATH`` (a model file or a bioimage.io package), or a bundled model
+    (none: the default; ``em`` or ``backbone``: the EM backbone).
 
     Package code the user trusted (``--trust-code``) is named on stderr, one line each.
     """
     if path is None:
         return load_default_model()
+    if str(path) in BUNDLED_ALIASES and not Path(path).exists():
+        return load_bundled(BUNDLED_ALIASES[str(path)])
     from napari_cryoseg.engine.bioimageio_model import load_any_model
 
     model = load_any_model(Path(path).expanduser(), list(trust_code),

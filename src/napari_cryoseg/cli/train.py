@@ -187,6 +187,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="model file to write (.pt)")
     parser.add_argument("--preset", default=DEFAULTS.preset, choices=list(PRESETS),
                         help="architecture (default: %(default)s)")
+    parser.add_argument("--init", default=DEFAULTS.init, metavar="backbone|random|MODEL",
+                        help="starting weights: the bundled EM backbone with a new head for "
+                             "your classes (used with --preset small on single images), "
+                             "random weights, or a model file (default: %(default)s)")
     add_classes_arguments(parser)
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--epochs", default=DEFAULTS.epochs, metavar="N",
@@ -263,7 +267,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     augment = replace(DEFAULTS.augment, elastic=args.elastic,
                       elastic_spacing=args.elastic_spacing)
     return replace(
-        DEFAULTS, preset=args.preset, steps=args.steps, epochs=args.epochs,
+        DEFAULTS, preset=args.preset, init=args.init, steps=args.steps, epochs=args.epochs,
         time_budget_s=args.time_budget, batch_size=args.batch_size, patch=args.patch,
         lr=args.lr, val_fraction=args.val_fraction, seed=args.seed, device=args.device,
         class_weighting=args.class_weighting, oversample_rare=args.oversample_rare,

@@ -144,6 +144,8 @@ class FitSettings:
     head_lr_factor: float = 1.0
     preview_every_s: float = 3.0
     max_preview_share: float = 0.1
+    #: A pretrained start already segments: show it before the first step.
+    preview_at_start: bool = False
 
     def with_(self, **changes: Any) -> FitSettings:
         """A copy with some fields changed."""
@@ -268,6 +270,8 @@ def fit(
     for module in frozen:
         module.eval()
     step = 0
+    if preview is not None and s.preview_at_start:
+        yield run_preview(0)
     while True:
         elapsed = time.perf_counter() - started
         if total_steps is not None and step >= total_steps:

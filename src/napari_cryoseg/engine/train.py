@@ -46,6 +46,7 @@ from napari_cryoseg.engine.train_settings import (
     TrainConfig,
     TrainResult,
 )
+from napari_cryoseg.engine.transfer import start_weights
 from napari_cryoseg.engine.verdict import choose_selection
 from napari_cryoseg.model.checkpoint import ModelFile, now_iso
 from napari_cryoseg.model.config import preset
@@ -273,6 +274,9 @@ def train(
         temporal_context=context,
         background_subtraction=config.background_subtraction,
     )
+    template, start_note = start_weights(template, config)
+    yield Message(start_note)
+    patch = -(-config.patch // template.config.stride) * template.config.stride
     torch.manual_seed(config.seed)  # dropout and anything else drawing from torch's RNG
     if series_mode:  # validation series stay raw: segment() preprocesses them itself
         train_images = [preprocess_series(s, config.background_subtraction)
@@ -303,7 +307,7 @@ def train(
             return metrics["dice"], metrics.get("loss", float("nan")), metrics
 
     yield Message(
-        f"training {config.preset if config.unet is None else 'custom'} U-Net "
+        f"training {template.config.base_channels}-channel U-Net "
         f"({template.n_parameters:,} parameters, {n_classes} classes) on {device}: "
         f"{len(train_images)} training / {len(val_items)} validation images, patch {patch}"
     )
@@ -312,7 +316,8 @@ def train(
     preview_fn = None
     if preview is not None:
         preview_fn = preview_function(template, preview, device)
-        settings = settings.with_(preview_every_s=preview.every_s)
+        settings = settings.with_(preview_every_s=preview.every_s,
+                                  preview_at_start=template.provenance.get("parent") is not None)
     try:
         yield from fit(net, sampler, settings, device=device, validate=validate,
                        class_weights=class_weights, state=state, preview=preview_fn)
@@ -331,7 +336,8 @@ def train(
     provenance = {
         "created": now_iso(),
         "started": started_at,
-        "parent": None,
+        "parent": template.provenance.get("parent"),
+        "initialised_from": template.provenance.get("initialised_from"),
         "kind": "train",
         "steps": state.steps,
         "time_s": round(state.elapsed_s, 2),

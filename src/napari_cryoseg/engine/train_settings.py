@@ -31,6 +31,11 @@ class TrainConfig:
     ----------
     preset : str
         Architecture preset (see :data:`napari_cryoseg.model.config.PRESETS`).
+    init : str
+        Where the weights start: ``"backbone"`` (the bundled EM backbone with a new output
+        head for these classes; used when the architecture is the backbone's: the
+        ``small`` preset, one input channel, otherwise random weights with a message),
+        ``"random"``, or the path of a model file to start from the same way.
     unet : UNetConfig, optional
         Explicit architecture (overrides ``preset``); ``n_classes`` is always set from
         the class mapping.
@@ -95,6 +100,7 @@ class TrainConfig:
 
     preset: str = "small"
     unet: UNetConfig | None = None
+    init: str = "backbone"
     steps: int | None = None
     epochs: float | None = None
     time_budget_s: float | None = None
@@ -153,6 +159,8 @@ class TrainConfig:
             )
         if not 0.0 <= self.oversample_rare <= 1.0:
             problems.append(f"oversample_rare {self.oversample_rare} must be in [0, 1]")
+        if not self.init or not str(self.init).strip():
+            problems.append("init must be 'backbone', 'random' or a model file")
         if problems:
             raise InputError("invalid training settings: " + "; ".join(problems))
 

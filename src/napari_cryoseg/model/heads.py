@@ -77,3 +77,82 @@ def add_classes(
                         "classes_added": [*model.provenance.get("classes_added", []), *names]}
     grown.source_path = None
     return grown
+
+
+#: Class names that mean the same structure (lower case), mapped to the backbone's names.
+SYNONYMS = {
+    "background": "background", "bg": "background",
+    "membrane": "membrane", "membranes": "membrane", "boundary": "membrane",
+    "boundaries": "membrane", "cell membrane": "membrane",
+    "glia": "glia / extracellular", "extracellular": "glia / extracellular",
+    "extracellular space": "glia / extracellular", "glia / extracellular": "glia / extracellular",
+    "mito": "mitochondrion", "mitos": "mitochondrion", "mitochondria": "mitochondrion",
+    "mitochondrion": "mitochondrion",
+    "synapse": "synapse", "synapses": "synapse",
+}
+
+
+def matched_class(name: str, known: Sequence[str]) -> int | None:
+    """Index in ``known`` of the class ``name`` means (synonyms understood), else None."""
+    lowered = [k.strip().lower() for k in known]
+    key = name.strip().lower()
+    for candidate in (key, SYNONYMS.get(key)):
+        if candidate is not None and candidate in lowered:
+            return lowered.index(candidate)
+    return None
+
+
+def transfer_head(
+    start: ModelFile, names: Sequence[str], colors: Sequence[str] | None = None
+) -> tuple[ModelFile, dict[str, str | None]]:
+    """A copy of ``start`` with an output head for the classes ``names`` (background first).
+
+    Everything but the 1x1 output convolution is kept. A new class whose name matches one of
+    ``start``'s (``"mitochondria"`` finds ``"mitochondrion"``) takes that class's output row,
+    so the first prediction already shows what the pretrained network knows about it; any
+    other class starts as a copy of the background row lowered by :data:`NEW_CLASS_MARGIN`
+    (never the most probable until the strokes teach it). A binary head (two classes) is the
+    foreground row minus the background row: the same probabilities as the softmax over the
+    two rows.
+
+    Returns
+    -------
+    (ModelFile, dict)
+        The new model (provenance ``parent`` = ``start``'s name) and, per class name, the
+        ``start`` class it was initialised from (None: a new row).
+    """
+    names = [str(n) for n in names]
+    if len(names) < 2:
+        raise InputError("a model needs background and at least one class")
+    weight = start.state_dict["head.weight"].float()  # (out, C, 1, 1)
+    bias = start.state_dict["head.bias"].float()
+    if start.config.n_classes == 2:  # sigmoid z -> softmax rows (0, z)
+        weight = torch.cat([torch.zeros_like(weight), weight])
+        bias = torch.cat([torch.zeros_like(bias), bias])
+    known = list(start.class_names)
+    source: dict[str, str | None] = {}
+    rows_w, rows_b = [], []
+    for i, name in enumerate(names):
+        index = 0 if i == 0 else matched_class(name, known)
+        if index is not None and (i == 0 or index != 0):
+            rows_w.append(weight[index])
+            rows_b.append(bias[index])
+            source[name] = known[index]
+        else:
+            rows_w.append(weight[0])
+            rows_b.append(bias[0] - NEW_CLASS_MARGIN)
+            source[name] = None
+    new_w, new_b = torch.stack(rows_w), torch.stack(rows_b)
+    if len(names) == 2:  # one sigmoid output: foreground logit minus background logit
+        new_w, new_b = (new_w[1] - new_w[0])[None], (new_b[1] - new_b[0])[None]
+    made = copy.copy(start)
+    made.config = start.config.with_(n_classes=len(names))
+    dtype = start.state_dict["head.weight"].dtype
+    made.state_dict = {**{k: v.clone() for k, v in start.state_dict.items()},
+                       "head.weight": new_w.to(dtype), "head.bias": new_b.to(dtype)}
+    made.class_names = names
+    made.class_colors = list(colors) if colors else default_class_colors(len(names))
+    made.threshold = 0.5
+    made.provenance = {"parent": start.name, "initialised_from": source}
+    made.source_path = None
+    return made, source

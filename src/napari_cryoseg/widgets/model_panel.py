@@ -25,7 +25,13 @@ from qtpy.QtWidgets import (
 from napari_cryoseg.core.errors import CryoSegError
 from napari_cryoseg.engine.bioimageio_model import load_any_model
 from napari_cryoseg.engine.device import available_devices, describe_devices
-from napari_cryoseg.model.bundled import default_model_path, load_default_model
+from napari_cryoseg.model.bundled import (
+    BACKBONE_NAME,
+    BUNDLED_TITLES,
+    DEFAULT_MODEL_NAME,
+    default_model_path,
+    load_bundled,
+)
 from napari_cryoseg.viewer.layers import model_summary_lines
 
 MAX_RECENT = 6
@@ -90,10 +96,16 @@ class ModelPanel(QWidget):
 
         buttons = QHBoxLayout()
         self.default_button = QPushButton("Use bundled default")
-        self.default_button.setToolTip(f"Load {default_model_path().name} shipped with CryoSeg")
+        self.default_button.setToolTip(
+            f"Load {BUNDLED_TITLES[DEFAULT_MODEL_NAME]}, shipped with CryoSeg")
+        self.em_button = QPushButton("Use EM model")
+        self.em_button.setToolTip(
+            f"Load {BUNDLED_TITLES[BACKBONE_NAME]}: the EM backbone shipped with CryoSeg "
+            "(trained on non-commercial data: research use only); new models start from it")
         self.open_button = QPushButton("Open model file…")
         self.open_button.setToolTip("Load a .pt model saved by CryoSeg (cryoseg train/finetune)")
         buttons.addWidget(self.default_button)
+        buttons.addWidget(self.em_button)
         buttons.addWidget(self.open_button)
         layout.addLayout(buttons)
 
@@ -112,6 +124,7 @@ class ModelPanel(QWidget):
         layout.addLayout(form)
 
         self.default_button.clicked.connect(self.use_default)
+        self.em_button.clicked.connect(lambda: self.use_bundled(BACKBONE_NAME))
         self.open_button.clicked.connect(self.open_dialog)
         self.recent.activated.connect(self._recent_chosen)
         self.device.currentTextChanged.connect(self._device_changed)
@@ -122,8 +135,12 @@ class ModelPanel(QWidget):
     # --- actions -----------------------------------------------------------------------
     def use_default(self) -> bool:
         """Load the bundled default model; False (and a notification) if it is missing."""
+        return self.use_bundled(DEFAULT_MODEL_NAME)
+
+    def use_bundled(self, name: str) -> bool:
+        """Load the bundled model ``name``; False (and a notification) if it is missing."""
         try:
-            self.session.set_model(load_default_model())
+            self.session.set_model(load_bundled(name))
         except CryoSegError as err:
             show_error(f"CryoSeg: {err}")
             return False

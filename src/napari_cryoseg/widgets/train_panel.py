@@ -56,6 +56,12 @@ TRAIN_FIELDS = [
               "Network size: bigger learns more but each step costs more (see the line "
               "below)", {"choices": [(f"{name} ({preset(name).parameter_count() / 1e6:.2g} M "
                                       "parameters)", name) for name in PRESET_ORDER]}),
+    FieldSpec("train.init", "Start from:", ComboBox,
+              "Where the new model's weights start. The EM backbone has seen real EM "
+              "(membranes, mitochondria, glia, synapses) and learns your classes from a few "
+              "strokes in a minute; random weights need many minutes on a CPU",
+              {"choices": [("EM backbone (pretrained)", "backbone"),
+                           ("random weights", "random")]}),
     FieldSpec("train.time_budget_s", "Time budget:", FloatSpinBox,
               "Stop after this many seconds (whichever of time and steps ends first)",
               {"min": 0, "max": 36000, "step": 10}, none_as_zero, zero_as_none, "no limit"),

@@ -1,0 +1,155 @@
+"""Training from strokes: from the EM backbone vs from random weights vs a random forest.
+
+    python bench/backbone_transfer.py \\
+        --backbone bench/results/backbone_without_cdeep3m/backbone.pt \\
+        --budgets 60,120 --seeds 0,1,2 --steps 50 \\
+        --out bench/results/backbone_transfer_cdeep3m.json
+
+Leave-one-set-out, so it measures transfer and not memory: the backbone given must have
+been trained without the target set (``bench/train_backbone.py --exclude cdeep3m``). The
+strokes are ``bench/strokes.py``'s (skeletons of the mitochondria and of the background of
+one section, about 5 % of the pixels). Each run goes through the command line a user would
+type (``cryoseg train --sparse --init ...``) with the same flags, seed and budget, and is
+scored with ``cryoseg evaluate`` on the held-out sections (mean foreground Dice and the
+worst section). The random forest is an ilastik-style pixel classifier (scikit-image
+multiscale features, 100 trees) trained on the same stroke pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from adaptation import DATA, PAIRS, cli, evaluate, link_sections  # noqa: E402
+from strokes import strokes_from_truth  # noqa: E402
+
+TARGETS = {
+    "cdeep3m": {"dataset": "cdeep3m_mito_sbem", "section": "training_z020",
+                "name": "mitochondrion", "eval": PAIRS["cdeep3m"]["eval"]},
+    "isbi": {"dataset": "isbi2012_em_membranes", "section": "train_00", "name": "membrane",
+             "eval": PAIRS["isbi"]["eval"]},
+}
+
+
+def forest_from_strokes(target: dict, strokes: np.ndarray, seed: int) -> dict:
+    """ilastik-style random forest on the stroke pixels; Dice on the eval sections."""
+    from skimage.feature import multiscale_basic_features
+    from sklearn.ensemble import RandomForestClassifier
+
+    from napari_cryoseg.core.metrics import confusion_counts, scores_from_counts
+
+    def features(image: np.ndarray) -> np.ndarray:
+        image = image.astype(np.float32) / max(float(image.max()), 1.0)
+        return multiscale_basic_features(image, intensity=True, edges=True, texture=True,
+                                         sigma_min=1, sigma_max=16)
+
+    started = time.perf_counter()
+    image = tifffile.imread(DATA / target["dataset"] / "images" / f"{target['section']}.tif")
+    feats = features(image)
+    painted = strokes > 0
+    forest = RandomForestClassifier(n_estimators=100, n_jobs=-1, random_state=seed)
+    forest.fit(feats[painted], (strokes[painted] == 2).astype(np.uint8))
+    train_s = time.perf_counter() - started
+    dices = []
+    for stem in target["eval"]:
+        image = tifffile.imread(DATA / target["dataset"] / "images" / f"{stem}.tif")
+        mask = tifffile.imread(DATA / target["dataset"] / "masks" / f"{stem}.tif")
+        f = features(image)
+        labels = forest.predict(f.reshape(-1, f.shape[-1])).reshape(mask.shape)
+        dices.append(scores_from_counts(*confusion_counts(labels, (mask > 0).astype(np.uint8),
+                                                          1)).dice)
+    return {"dice": float(np.mean(dices)), "per_image": [round(float(d), 4) for d in dices],
+            "train_s": round(train_s, 1)}
+
+
+def steps_made(log: Path) -> int | None:
+    """Optimiser steps a ``cryoseg train`` run made, read from its log."""
+    found = re.findall(r"(\d+) steps", log.read_text())
+    return int(found[-1]) if found else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", required=True, help="a backbone trained without --target")
+    parser.add_argument("--target", choices=list(TARGETS), default="cdeep3m")
+    parser.add_argument("--budgets", default="60,120", help="seconds, comma-separated")
+    parser.add_argument("--steps", default="50", help="fixed step counts, comma-separated")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--train-args", default="--patch 256 --batch-size 4",
+                        help="more cryoseg train flags for every run")
+    parser.add_argument("--no-forest", action="store_true")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    target = TARGETS[args.target]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    lengths = ([("time_s", float(b)) for b in args.budgets.split(",") if b]
+               + [("steps", int(s)) for s in args.steps.split(",") if s])
+    work = Path(tempfile.mkdtemp(prefix="cryoseg-backbone-"))
+    truth = tifffile.imread(DATA / target["dataset"] / "masks" / f"{target['section']}.tif")
+    strokes = strokes_from_truth(truth)
+    folder = work / "strokes"
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir(parents=True)
+    (folder / "images" / f"{target['section']}.tif").symlink_to(
+        DATA / target["dataset"] / "images" / f"{target['section']}.tif")
+    tifffile.imwrite(folder / "masks" / f"{target['section']}.tif", strokes)
+    eval_dir = link_sections(work / "eval", target["dataset"], target["eval"])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results: dict = {
+        "target": args.target, "section": target["section"],
+        "backbone": str(args.backbone), "painted_fraction": round(float((strokes > 0).mean()), 4),
+        "train_args": args.train_args,
+        "machine": {"cpu": platform.processor() or platform.machine(),
+                    "cores": os.cpu_count(), "python": platform.python_version()},
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"), "loadavg_start": os.getloadavg()[0],
+        "runs": [],
+    }
+    for seed in seeds:
+        if not args.no_forest:
+            scores = forest_from_strokes(target, strokes, seed)
+            results["runs"].append({"method": "random forest", "seed": seed, **scores})
+            print(f"seed {seed} random forest: {scores['dice']:.4f}", flush=True)
+        for kind, value in lengths:
+            length = (["--time-budget", f"{value:g}"] if kind == "time_s"
+                      else ["--steps", str(value)])
+            for init in ("backbone", "random"):
+                model = work / f"{init}_{kind}{value:g}_s{seed}.pt"
+                log = model.with_suffix(".log")
+                cli("train", "--images", str(folder / "images"), "--masks",
+                    str(folder / "masks"), "--classes", "2", "--class-names", target["name"],
+                    "--sparse", "--val-fraction", "0", "--seed", str(seed), "--device", "cpu",
+                    "--init", args.backbone if init == "backbone" else "random",
+                    "--out", str(model), *length, *args.train_args.split(), log=log)
+                scores = evaluate(model, eval_dir, "1", "cpu", work)
+                run = {"method": f"from {init}", "seed": seed, kind: value,
+                       "steps_made": steps_made(log), "loadavg": os.getloadavg()[0],
+                       **scores, "worst": min(scores["per_image"])}
+                results["runs"].append(run)
+                print(f"seed {seed} {kind}={value:g} from {init}: Dice {scores['dice']:.4f} "
+                      f"({run['steps_made']} steps)", flush=True)
+                out.write_text(json.dumps(results, indent=1))
+    summary = {}
+    for run in results["runs"]:
+        key = run["method"] + (f" @{run['time_s']:g}s" if "time_s" in run else
+                               f" @{run['steps']} steps" if "steps" in run else "")
+        summary.setdefault(key, []).append(run["dice"])
+    results["mean_dice"] = {k: round(float(np.mean(v)), 4) for k, v in summary.items()}
+    results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    out.write_text(json.dumps(results, indent=1))
+    print(json.dumps(results["mean_dice"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
