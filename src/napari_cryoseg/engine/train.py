@@ -368,8 +368,9 @@ def train(
         **provenance, "metrics": {"validation": last_metrics}, "selected": "last"})
     # "Best by validation" only when there are enough steps and checks to compare:
     # in a short run the best of two checks is an early, untrained state.
-    if state.best_state is not None and choose_selection(state.steps,
-                                                         state.validations) == "best":
+    pretrained = template.provenance.get("parent") is not None
+    if state.best_state is not None and choose_selection(
+            state.steps, state.validations, pretrained=pretrained) == "best":
         best = model_from_state(template, state.best_state, {
             **provenance,
             "metrics": {"validation": best_validation["metrics"] if best_validation else {}},

@@ -81,3 +81,15 @@ def start_weights(template: ModelFile, config: TrainConfig) -> tuple[ModelFile, 
             + (f"; classes it knows: {', '.join(kept)}" if kept else "")
             + (f"; new: {', '.join(fresh)}" if fresh else ""))
     return made, note
+
+
+def starts_pretrained(config: TrainConfig) -> bool:
+    """Whether a run with ``config`` starts from pretrained weights (without loading them):
+    a model file given as ``init``, or the backbone when it fits (see :func:`start_weights`)."""
+    init = str(config.init)
+    if init == "random":
+        return False
+    if init != "backbone":
+        return True
+    return (backbone_path().is_file() and config.unet is None and config.preset == "small"
+            and config.temporal_context == 0 and config.background_subtraction == "none")

@@ -13,6 +13,7 @@ from typing import Any
 
 from napari_cryoseg.engine import step_time as st
 from napari_cryoseg.engine.events import Message
+from napari_cryoseg.engine.transfer import starts_pretrained
 from napari_cryoseg.model.config import UNetConfig, preset
 
 __all__ = ["StepRequest", "budget_estimate", "measure_job", "step_request", "time_split"]
@@ -47,7 +48,7 @@ def step_request(kind: str, settings: Any, device: str, model: Any = None) -> St
         unet = config.unet or preset(config.preset)
         return StepRequest("train", unet, config.patch, config.batch_size, device,
                            config.mixed_precision, config.time_budget_s, config.steps,
-                           pretrained=bool(getattr(config, "pretrained", False)))
+                           pretrained=starts_pretrained(config))
     if model is None or getattr(model, "foreign", False) or getattr(model, "config", None) \
             is None:
         return None

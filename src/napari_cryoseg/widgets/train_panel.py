@@ -284,7 +284,8 @@ class TrainPanel(QWidget):
         self.metrics_label.setText(f"{result.steps} steps ({result.stop_reason}){dice}\n"
                                    + time_split(model.provenance))
         self.verdict = judge("train", result.steps, model.class_names,
-                             after=model.provenance.get("metrics", {}).get("validation"))
+                             after=model.provenance.get("metrics", {}).get("validation"),
+                             pretrained=model.provenance.get("parent") is not None)
         if not self.verdict.apply:
             self.kept_aside = model
             self.warning_label.setText(self.verdict.text())
