@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from test_cli_train import _write_set
 
 from napari_cryoseg.cli import main
 from napari_cryoseg.model.bundled import backbone_path
 from napari_cryoseg.model.checkpoint import ModelFile, load_model, save_model
 from napari_cryoseg.model.config import preset
-
-from test_cli_train import _write_set
 
 FAST = ["--steps", "2", "--patch", "64", "--batch-size", "2", "--device", "cpu",
         "--classes", "2", "--class-names", "mitochondria", "--val-fraction", "0"]
