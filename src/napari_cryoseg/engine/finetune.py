@@ -31,6 +31,7 @@ import torch
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.adapt import adapt_batchnorm, blend_states, choose_blend
+from napari_cryoseg.engine.change_check import ChangeReport, CheckSet, build_check, check_model
 from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.device import resolve_device
 from napari_cryoseg.engine.events import Message, Preview, TrainStep, Validation
@@ -220,6 +221,17 @@ def finetune(
         began = time.perf_counter()
         before = score(parent_state, keep=True)
         score_s = time.perf_counter() - began
+    check: CheckSet | None = None
+    check_s = 0.0
+    if config.check_beyond:
+        yield Message("segmenting your other images with the parent (to compare the result)")
+        began = time.perf_counter()
+        known = start_labels.get(id(parent_state))
+        if known is not None and (len(known) != len(images) or any(
+                lab.shape != np.shape(im)[-2:] for lab, im in zip(known, images))):
+            known = None
+        check = build_check(model, images, targets, valid, unlabelled, device, known) or None
+        check_s = time.perf_counter() - began
     # model.build() copies the weights into a new network: the parent's tensors are
     # never handed to the optimiser.
     net = model.build(device)
@@ -248,6 +260,17 @@ def finetune(
                 yield Message(f"kept the parent's BatchNorm statistics (held-out Dice "
                               f"{before['dice']:.4f}, adapted "
                               f"{candidate_metrics['dice']:.4f})")
+    if check is not None and adapted:
+        # Held-out corrections cannot see the rest of the user's images: statistics that
+        # make the model predict more (or less) everywhere win on corrected pixels the
+        # parent got wrong by construction. They are kept only when the change they make
+        # elsewhere goes the way the corrections went.
+        report = check_model(model_from_state(model, start_state, {}), check, device)
+        if report.flagged:
+            start_state, start_metrics, adapted = parent_state, before, False
+            net.load_state_dict(start_state)
+            yield Message("kept the parent's BatchNorm statistics: re-estimated ones "
+                          f"{report.describe()}")
     focus = None
     if config.focus_errors > 0:
         focus = errors_from_holdout_labels(start_labels.get(id(start_state)), holdout,
@@ -278,6 +301,7 @@ def finetune(
         # and the blends scored at the end (one held-out scoring each) come off the
         # training time.
         reserve = score_s * (1 + sum(1 for w in blends if w < 1.0)) if holdout else 0.0
+        reserve += 2 * check_s  # the check of the result (and of one fallback)
         budget = max(config.time_budget_s - (time.perf_counter() - started) - reserve, 1.0)
     validate = None
     if holdout:
@@ -319,8 +343,15 @@ def finetune(
     improved = (after["dice"] > before["dice"]) if holdout else True
     if holdout and not improved:
         chosen, after, blend = parent_state, dict(before), 1.0
+    report: ChangeReport | None = None
+    if check is not None and improved:
+        chosen, after, blend, report = yield from _check_result(
+            model, check, device, chosen, after, blend, start_state, state, before,
+            blend_scores, score if holdout else None)
     best_step = state.best_step if improved else 0
     message = _describe(holdout, improved, before, after, state, blend, adapted and improved)
+    if report is not None:
+        message += f"; {report.describe()}"
     yield Message(message)
     elapsed = time.perf_counter() - started
     provenance = {
@@ -345,6 +376,7 @@ def finetune(
             "adapted_batchnorm": bool(adapted and improved),
             "holdout": holdout_info,
             "message": message,
+            "change_check": None if report is None else report.to_dict(),
             "images": names,
             "recipe": {**config.to_dict(), "patch": patch, "total_steps": total_steps},
         },
@@ -359,7 +391,38 @@ def finetune(
         message=message, history=subsample_history(state.history),
         validations=state.validations, parent_blend=blend,
         adapted_batchnorm=bool(adapted and improved), blend_scores=blend_scores,
+        change_report=report,
     )
+
+
+def _check_result(
+    model: ModelFile, check: CheckSet, device: torch.device,
+    chosen: dict[str, torch.Tensor], after: dict[str, float], blend: float,
+    start_state: dict[str, torch.Tensor], state: FitState, before: dict[str, float],
+    blend_scores: dict[float, float],
+    score: Callable[[dict[str, torch.Tensor]], dict[str, float]] | None,
+) -> Generator[Message, None, tuple]:
+    """Compare the chosen weights with the parent beyond the corrections.
+
+    When the change is flagged, the blends nearer the start that still beat the parent on
+    the held-out corrections are tried (nearest last); the first one the check passes
+    is returned. Otherwise the chosen weights come back with the flagged report (the
+    caller keeps them aside for the user to decide).
+    """
+    yield Message("comparing the new model with the parent on your other images")
+    report = check_model(model_from_state(model, chosen, {}), check, device)
+    if not report.flagged or state.best_state is None or score is None:
+        return chosen, after, blend, report
+    for weight in sorted((w for w in blend_scores if w < blend), reverse=True):
+        if blend_scores[weight] <= before.get("dice", 0.0):
+            continue
+        candidate = blend_states(start_state, state.best_state, weight)
+        second = check_model(model_from_state(model, candidate, {}), check, device)
+        if not second.flagged:
+            yield Message(f"blend {blend:g} {report.describe()}; blend {weight:g} does not")
+            return candidate, score(candidate), weight, second
+        break  # one fallback: each check segments every compared image again
+    return chosen, after, blend, report
 
 
 def cpu_state_of(model: ModelFile) -> dict[str, torch.Tensor]:
