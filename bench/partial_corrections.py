@@ -38,7 +38,6 @@ Parents are trained once into ``--work`` and reused. ``--label`` names the code 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
