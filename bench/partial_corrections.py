@@ -201,6 +201,10 @@ def run_case(name: str, args, work: Path, results: dict, out: Path) -> None:
                         "worst_change": round(float(min(change.values())), 4),
                         "per_section": {k: round(v, 4) for k, v in child.items()},
                         "message": result.message, "improved": result.improved,
+                        "flagged": bool(getattr(result, "flagged", False)),
+                        # what the dock uses unasked: a flagged model waits for Apply
+                        "dock_gain": 0.0 if getattr(result, "flagged", False) or not
+                        result.improved else round(float(np.mean(list(change.values()))), 4),
                         "change_report": None if report is None else (
                             report.to_dict() if hasattr(report, "to_dict") else str(report)),
                     }
