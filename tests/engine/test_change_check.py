@@ -76,3 +76,64 @@ def test_only_the_masked_pixels_are_compared():
     report = compare_labels([parent], [child], NAMES, np.array([0.0, 0.0]), [away])
     assert report.pixels == away.sum() and report.changed_share == 0
     assert report.verdict == "ok"
+
+
+def _disk_images(n, size=64, seed=0, scale=120.0, offset=60.0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    images, masks = [], []
+    for _ in range(n):
+        mask = np.zeros((size, size), np.uint8)
+        for _ in range(3):
+            cy, cx = rng.integers(8, size - 8, 2)
+            mask[(yy - cy) ** 2 + (xx - cx) ** 2 < int(rng.integers(5, 10)) ** 2] = 1
+        noise = rng.normal(0, 20, mask.shape)
+        images.append((offset + scale * mask + noise).clip(0, 255).astype(np.uint8))
+        masks.append(mask)
+    return images, masks
+
+
+@pytest.fixture(scope="module")
+def trained_parent():
+    from napari_cryoseg.engine.events import drain
+    from napari_cryoseg.engine.finetune import FinetuneConfig, finetune
+    from napari_cryoseg.model.checkpoint import ModelFile
+    from napari_cryoseg.model.config import preset
+
+    images, masks = _disk_images(4)
+    model = ModelFile.new(preset("tiny"), class_names=["background", "disk"], seed=0)
+    config = FinetuneConfig(steps=40, lr=3e-3, batch_size=4, patch=64, seed=0, device="cpu",
+                            holdout_fraction=0.0, check_beyond=False)
+    return drain(finetune(model, images, masks, None, config)).model
+
+
+def test_batchnorm_statistics_that_change_other_images_unasked_are_not_kept(trained_parent):
+    """The issue's case in small: the only evidence is pixels the user painted, which the
+    parent got wrong by construction, so re-estimated statistics tie with the parent on
+    them (Dice 0 both) and are adopted, although on the user's other images they shrink
+    the class by half while the corrections grew it. The check keeps the parent's."""
+    from napari_cryoseg.engine.change_check import model_labels
+    from napari_cryoseg.engine.events import Message, drain
+    from napari_cryoseg.engine.finetune import FinetuneConfig, finetune
+
+    image = _disk_images(1, seed=5)[0][0]
+    rng = np.random.default_rng(1)
+    others = [(128 + rng.normal(0, 5, image.shape)).astype(np.uint8) for _ in range(3)]
+    labels = model_labels(trained_parent, [image], "cpu")[0]
+    edited = labels.copy()
+    painted = np.zeros(image.shape, bool)
+    for y, x in ((6, 6), (44, 40)):  # two small disks the parent "missed"
+        painted[y:y + 6, x:x + 6] = labels[y:y + 6, x:x + 6] == 0
+    edited[painted] = 1
+    runs = {}
+    for check in (False, True):
+        events = []
+        config = FinetuneConfig(steps=3, lr=1e-6, batch_size=2, patch=64, seed=0,
+                                device="cpu", check_beyond=check)
+        drain(finetune(trained_parent, [image], [edited], [painted], config,
+                       unlabelled=others), events.append)
+        runs[check] = [e.text for e in events if isinstance(e, Message)]
+    assert any(t.startswith("adapted BatchNorm statistics") for t in runs[False])
+    kept = [t for t in runs[True] if "kept the parent's BatchNorm statistics: re-estimated" in t]
+    assert kept and "disk -" in kept[0]  # says what they would have done
+    assert not any(t.startswith("adapted BatchNorm statistics") for t in runs[True])

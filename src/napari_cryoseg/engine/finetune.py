@@ -249,8 +249,22 @@ def finetune(
                            mixed_precision=config.mixed_precision):
             candidate = cpu_state(net)
             candidate_metrics = score(candidate, keep=True) if holdout else {}
-            if (config.adapt_batchnorm == "always" or not holdout
-                    or candidate_metrics["dice"] >= before["dice"]):
+            accepted = (config.adapt_batchnorm == "always" or not holdout
+                        or candidate_metrics["dice"] >= before["dice"])
+            bn_report = None
+            if accepted and check is not None and config.adapt_batchnorm == "auto":
+                # Held-out corrections cannot see the rest of the user's images:
+                # statistics that make the model predict more (or less) everywhere can
+                # win on corrected pixels the parent got wrong by construction. They
+                # are kept only when the change they make elsewhere goes the way the
+                # corrections went.
+                bn_report = check_model(model_from_state(model, candidate, {}), check,
+                                        device)
+            if bn_report is not None and bn_report.flagged:
+                net.load_state_dict(start_state)
+                yield Message("kept the parent's BatchNorm statistics: re-estimated ones "
+                              f"{bn_report.describe()}")
+            elif accepted:
                 start_state, start_metrics, adapted = candidate, candidate_metrics, True
                 if holdout:
                     yield Message(f"adapted BatchNorm statistics: held-out Dice "
@@ -260,17 +274,6 @@ def finetune(
                 yield Message(f"kept the parent's BatchNorm statistics (held-out Dice "
                               f"{before['dice']:.4f}, adapted "
                               f"{candidate_metrics['dice']:.4f})")
-    if check is not None and adapted:
-        # Held-out corrections cannot see the rest of the user's images: statistics that
-        # make the model predict more (or less) everywhere win on corrected pixels the
-        # parent got wrong by construction. They are kept only when the change they make
-        # elsewhere goes the way the corrections went.
-        report = check_model(model_from_state(model, start_state, {}), check, device)
-        if report.flagged:
-            start_state, start_metrics, adapted = parent_state, before, False
-            net.load_state_dict(start_state)
-            yield Message("kept the parent's BatchNorm statistics: re-estimated ones "
-                          f"{report.describe()}")
     focus = None
     if config.focus_errors > 0:
         focus = errors_from_holdout_labels(start_labels.get(id(start_state)), holdout,

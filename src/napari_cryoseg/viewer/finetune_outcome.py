@@ -33,7 +33,7 @@ def describe_outcome(result: Any) -> Outcome:
     before, after = _dice(result.before), _dice(result.after)
     metrics = f"{result.steps} steps"
     if before is not None and after is not None:
-        metrics = (f"held-out corrections: Dice {before:.3f} → {after:.3f} "
+        metrics = (f"held-out Dice: before {before:.3f} → after {after:.3f} "
                    f"({after - before:+.3f}); {result.steps} steps")
     report = getattr(result, "change_report", None)
     if report is not None and report.pixels:
