@@ -18,14 +18,15 @@ flagged: ``"ask"`` (the dock keeps the model aside until the user applies it) or
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["CONTEXT_PX", "ChangeReport", "compare_labels", "correction_trend"]
+__all__ = ["CONTEXT_PX", "ChangeReport", "CheckSet", "build_check", "check_model", "check_result",
+           "compare_labels", "correction_trend"]
 
 #: Pixels around each correction taken as the region the user looked at when judging
 #: which way a class should move (the net change is relative to the parent's area there).
@@ -273,3 +274,38 @@ def check_model(child: Any, check: CheckSet, device: Any) -> ChangeReport:
     report = compare_labels(check.parent_labels, child_labels, check.class_names,
                             check.trend, check.masks)
     return report
+
+
+def check_result(
+    model: Any, check: CheckSet, device: Any,
+    chosen: dict[str, Any], after: dict[str, float], blend: float,
+    start_state: dict[str, Any], state: Any, before: dict[str, float],
+    blend_scores: dict[float, float],
+    score: Callable[[dict[str, Any]], dict[str, float]] | None,
+) -> Generator[Any, None, tuple]:
+    """Compare the chosen weights with the parent beyond the corrections.
+
+    When the change is flagged, the blends nearer the start that still beat the parent on
+    the held-out corrections are tried (nearest last); the first one the check passes
+    is returned. Otherwise the chosen weights come back with the flagged report (the
+    caller keeps them aside for the user to decide).
+    """
+    from napari_cryoseg.engine.adapt import blend_states
+    from napari_cryoseg.engine.events import Message
+    from napari_cryoseg.engine.fitting import model_from_state
+
+    yield Message("comparing the new model with the parent on your other images")
+    report = check_model(model_from_state(model, chosen, {}), check, device)
+    if not report.flagged or state.best_state is None or score is None:
+        return chosen, after, blend, report
+    for weight in sorted((w for w in blend_scores if w < blend), reverse=True):
+        if blend_scores[weight] <= before.get("dice", 0.0):
+            continue
+        candidate = blend_states(start_state, state.best_state, weight)
+        second = check_model(model_from_state(model, candidate, {}), check, device)
+        if not second.flagged:
+            yield Message(f"blend {blend:g} {report.describe()}; blend {weight:g} does not")
+            return candidate, score(candidate), weight, second
+        break  # one fallback: each check segments every compared image again
+    return chosen, after, blend, report
+

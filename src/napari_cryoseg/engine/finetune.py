@@ -17,6 +17,11 @@ parent as the user's corrections say it should:
    is clearly better there.
 5. If the result does not beat the parent on the held-out part, the parent's weights are
    returned and a message says so.
+6. Held-out corrections cannot see the rest of the user's images, so the adapted start
+   and the result are compared with the parent on the pixels nobody corrected
+   (:mod:`napari_cryoseg.engine.change_check`): statistics whose change there the
+   corrections do not support are not kept, a flagged result falls back once to a blend
+   nearer the start, and the result carries the comparison (``change_report``).
 
 With a time budget, the whole run (scoring, adaptation, training and blending) fits in it.
 """
@@ -31,7 +36,13 @@ import torch
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.adapt import adapt_batchnorm, blend_states, choose_blend
-from napari_cryoseg.engine.change_check import ChangeReport, CheckSet, build_check, check_model
+from napari_cryoseg.engine.change_check import (
+    ChangeReport,
+    CheckSet,
+    build_check,
+    check_model,
+    check_result,
+)
 from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.device import resolve_device
 from napari_cryoseg.engine.events import Message, Preview, TrainStep, Validation
@@ -348,7 +359,7 @@ def finetune(
         chosen, after, blend = parent_state, dict(before), 1.0
     report: ChangeReport | None = None
     if check is not None and improved:
-        chosen, after, blend, report = yield from _check_result(
+        chosen, after, blend, report = yield from check_result(
             model, check, device, chosen, after, blend, start_state, state, before,
             blend_scores, score if holdout else None)
     best_step = state.best_step if improved else 0
@@ -396,36 +407,6 @@ def finetune(
         adapted_batchnorm=bool(adapted and improved), blend_scores=blend_scores,
         change_report=report,
     )
-
-
-def _check_result(
-    model: ModelFile, check: CheckSet, device: torch.device,
-    chosen: dict[str, torch.Tensor], after: dict[str, float], blend: float,
-    start_state: dict[str, torch.Tensor], state: FitState, before: dict[str, float],
-    blend_scores: dict[float, float],
-    score: Callable[[dict[str, torch.Tensor]], dict[str, float]] | None,
-) -> Generator[Message, None, tuple]:
-    """Compare the chosen weights with the parent beyond the corrections.
-
-    When the change is flagged, the blends nearer the start that still beat the parent on
-    the held-out corrections are tried (nearest last); the first one the check passes
-    is returned. Otherwise the chosen weights come back with the flagged report (the
-    caller keeps them aside for the user to decide).
-    """
-    yield Message("comparing the new model with the parent on your other images")
-    report = check_model(model_from_state(model, chosen, {}), check, device)
-    if not report.flagged or state.best_state is None or score is None:
-        return chosen, after, blend, report
-    for weight in sorted((w for w in blend_scores if w < blend), reverse=True):
-        if blend_scores[weight] <= before.get("dice", 0.0):
-            continue
-        candidate = blend_states(start_state, state.best_state, weight)
-        second = check_model(model_from_state(model, candidate, {}), check, device)
-        if not second.flagged:
-            yield Message(f"blend {blend:g} {report.describe()}; blend {weight:g} does not")
-            return candidate, score(candidate), weight, second
-        break  # one fallback: each check segments every compared image again
-    return chosen, after, blend, report
 
 
 def cpu_state_of(model: ModelFile) -> dict[str, torch.Tensor]:
