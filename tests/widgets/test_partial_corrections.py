@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from napari_cryoseg.core.metrics import dice
-from napari_cryoseg.engine import change_check
 from napari_cryoseg.engine.events import drain
 from napari_cryoseg.engine.finetune import FinetuneConfig, finetune
 from napari_cryoseg.engine.fitting import model_from_state
@@ -107,11 +106,12 @@ def test_erasing_false_positives_in_one_region_costs_the_other_images_nothing(lo
 
 def test_a_flagged_model_waits_for_apply_or_discard(loop, qtbot, monkeypatch):
     # A check that tolerates no change at all flags every fine-tuned model.
+    from napari_cryoseg.engine import change_check
+
     monkeypatch.setattr(change_check, "FREE_CHANGE", 0.0)
     monkeypatch.setattr(change_check, "FOLLOW_FACTOR", 0.0)
     viewer, session, widget, _others = loop
     panel = widget.finetune_panel
-    panel.steps.value = 10
     parent = session.model
     for answer in ("discard", "apply"):
         with job_done(qtbot, widget, "finetune", timeout=300_000):
