@@ -183,7 +183,7 @@ def run_case(name: str, args, work: Path, results: dict, out: Path) -> None:
                     config = FinetuneConfig(
                         time_budget_s=float(args.seconds) if length == "time" else None,
                         steps=args.steps if length == "steps" else None, seed=seed,
-                        device="cpu")
+                        device="cpu", **args.set)
                     began = time.perf_counter()
                     result = drain(finetune_job(parent, data, config, None, open_images))
                     wall = time.perf_counter() - began
@@ -192,7 +192,7 @@ def run_case(name: str, args, work: Path, results: dict, out: Path) -> None:
                     change = {s: child[s] - parent_dice[s] for s in child}
                     report = getattr(result, "change_report", None)
                     run = {
-                        "label": args.label, "kind": kind, "rule": rule, "length": length,
+                        "label": args.label, "settings": args.set, "kind": kind, "rule": rule, "length": length,
                         "seed": seed, "added_px": added, "removed_px": removed,
                         "steps": result.steps, "seconds": round(wall, 1),
                         "loadavg": round(os.getloadavg()[0], 2),
@@ -229,9 +229,13 @@ def main() -> None:
     parser.add_argument("--band", type=int, default=None,
                         help="band around changes (default: the dock's)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--set", default=[], action="append", metavar="FIELD=VALUE",
+                        help="change a FinetuneConfig field from the dock's default, e.g. "
+                        "freeze_batchnorm=true (repeat for more)")
     parser.add_argument("--label", default="current")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
+    args.set = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     if args.band is None:  # the dock's band (4 px before it had a name)
         from napari_cryoseg.viewer import training_data
         args.band = getattr(training_data, "DEFAULT_BAND_PX", 4)
