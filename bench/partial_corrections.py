@@ -192,7 +192,8 @@ def run_case(name: str, args, work: Path, results: dict, out: Path) -> None:
                     change = {s: child[s] - parent_dice[s] for s in child}
                     report = getattr(result, "change_report", None)
                     run = {
-                        "label": args.label, "settings": args.set, "kind": kind, "rule": rule, "length": length,
+                        "label": args.label, "settings": args.set, "kind": kind,
+                        "rule": rule, "length": length,
                         "seed": seed, "added_px": added, "removed_px": removed,
                         "steps": result.steps, "seconds": round(wall, 1),
                         "loadavg": round(os.getloadavg()[0], 2),
