@@ -94,6 +94,7 @@ def test_erasing_false_positives_in_one_region_costs_the_other_images_nothing(lo
     with job_done(qtbot, widget, "finetune", timeout=300_000):
         assert panel.start_finetune() is not None
     result = panel.last_result
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=300_000)  # a re-segmentation
     in_use = session.model
     after = _other_dice(in_use, others)
     child = _other_dice(result.model, others)
