@@ -44,9 +44,8 @@ def describe_outcome(result: Any) -> Outcome:
     if getattr(result, "flagged", False):
         return Outcome(
             metrics,
-            "not applied: better on the held-out corrections, but on your other images it "
-            "changes more (or otherwise) than your corrections did. Apply to use it "
-            "anyway, Discard to keep the current model; or mark the regions you checked "
-            "as reviewed and correct more of the other kind of error.",
+            f"not applied: better on the held-out corrections, but it {report.describe()}. "
+            "Apply uses it anyway, Discard keeps the current model; or mark the regions "
+            "you checked as reviewed and correct more of the other kind of error.",
             True, True)
     return Outcome(metrics, f"model swapped in. {result.message}".strip(), True, False)
