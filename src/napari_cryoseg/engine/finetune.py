@@ -234,7 +234,9 @@ def finetune(
         score_s = time.perf_counter() - began
     check: CheckSet | None = None
     check_s = 0.0
-    if config.check_beyond:
+    # Nothing to compare on when every pixel of the corrected images is reviewed and no
+    # other image is given: the run is then exactly the recipe without the check.
+    if config.check_beyond and (len(unlabelled) or valid is not None):
         yield Message("segmenting your other images with the parent (to compare the result)")
         began = time.perf_counter()
         known = start_labels.get(id(parent_state))
