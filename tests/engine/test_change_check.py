@@ -55,6 +55,10 @@ def test_growth_against_erasures_is_flagged():
     assert "corrections" in report.reasons[0]
     # the same growth is fine when the user painted more of the class
     assert compare_labels([parent], [grown], NAMES, np.array([0.0, 0.6])).verdict == "ok"
+    # growth far beyond what the corrections did is flagged, unless they tripled the class
+    tripled = np.maximum(grown, np.roll(parent, -4, axis=0))
+    assert compare_labels([parent], [tripled], NAMES, np.array([0.0, 0.15])).flagged
+    assert not compare_labels([parent], [tripled], NAMES, np.array([0.0, 27.0])).flagged
 
 
 def test_a_collapse_or_an_explosion_is_refused_unless_the_user_asked_for_it():

@@ -187,7 +187,11 @@ def compare_labels(
                                   f"changed it by {wanted:+.0%}")
         elif abs(change) > FREE_CHANGE:
             opposite = np.sign(change) != np.sign(wanted) or abs(wanted) < FREE_CHANGE / 2
-            further = abs(change) > max(FOLLOW_FACTOR * abs(wanted), FREE_CHANGE)
+            # corrections that tripled the class (or erased most of it) near the edits
+            # support any move the same way: the parent barely had it (or had it wrong)
+            strong = wanted >= EXPLODE - 1 or wanted <= -(1 - COLLAPSE)
+            further = (abs(change) > max(FOLLOW_FACTOR * abs(wanted), FREE_CHANGE)
+                       and not strong)
             if opposite:
                 severity = max(severity, 1)
                 report.reasons.append(f"{name} {change:+.0%} elsewhere, the corrections "
