@@ -131,7 +131,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "BatchNorm statistics (default %(default)g)")
     parser.add_argument("--unlabelled", default=None, type=path_text, metavar="DIR",
                         help="folder of more images of the same kind, without masks: used to "
-                        "re-estimate the BatchNorm statistics")
+                        "re-estimate the BatchNorm statistics and to compare the new model "
+                        "with --model on pixels nobody corrected")
     parser.add_argument("--batchnorm-stats", choices=("fixed", "update"),
                         default="fixed" if DEFAULTS.freeze_batchnorm else "update",
                         help="while the weights train, keep the BatchNorm statistics fixed or "
@@ -215,6 +216,14 @@ def run(args: argparse.Namespace) -> int:
     echo(f"wrote {out} ({result.steps} steps in {format_duration(result.elapsed_s)}, "
          f"{result.n_corrected_pixels:,} corrected pixels)")
     echo(result.message)
+    report = result.change_report
+    if report is not None and report.pixels:
+        echo(f"beyond the corrections (--unlabelled images and unreviewed pixels): "
+             f"{report.describe()}")
+        if result.flagged:
+            echo(f"warning: {report.verdict}: the new model changes the other images more "
+                 "(or otherwise) than the corrections did; compare it with the parent on "
+                 "more of your images before using it", err=True)
     if result.before:
         print_metrics(result.before, "held-out corrections, before:")
         print_metrics(result.after, "held-out corrections, after:")

@@ -17,6 +17,11 @@ parent as the user's corrections say it should:
    is clearly better there.
 5. If the result does not beat the parent on the held-out part, the parent's weights are
    returned and a message says so.
+6. Held-out corrections cannot see the rest of the user's images, so the adapted start
+   and the result are compared with the parent on the pixels nobody corrected
+   (:mod:`napari_cryoseg.engine.change_check`): statistics whose change there the
+   corrections do not support are not kept, a flagged result falls back once to a blend
+   nearer the start, and the result carries the comparison (``change_report``).
 
 With a time budget, the whole run (scoring, adaptation, training and blending) fits in it.
 """
@@ -31,6 +36,13 @@ import torch
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.adapt import adapt_batchnorm, blend_states, choose_blend
+from napari_cryoseg.engine.change_check import (
+    ChangeReport,
+    CheckSet,
+    build_check,
+    check_model,
+    check_result,
+)
 from napari_cryoseg.engine.classes import ClassMapping, class_index_dtype
 from napari_cryoseg.engine.device import resolve_device
 from napari_cryoseg.engine.events import Message, Preview, TrainStep, Validation
@@ -229,6 +241,19 @@ def finetune(
         began = time.perf_counter()
         before = score(parent_state, keep=True)
         score_s = time.perf_counter() - began
+    check: CheckSet | None = None
+    check_s = 0.0
+    # Nothing to compare on when every pixel of the corrected images is reviewed and no
+    # other image is given: the run is then exactly the recipe without the check.
+    if config.check_beyond and (len(unlabelled) or valid is not None):
+        yield Message("segmenting your other images with the parent (to compare the result)")
+        began = time.perf_counter()
+        known = start_labels.get(id(parent_state))
+        if known is not None and (len(known) != len(images) or any(
+                lab.shape != np.shape(im)[-2:] for lab, im in zip(known, images))):
+            known = None
+        check = build_check(model, images, targets, valid, unlabelled, device, known) or None
+        check_s = time.perf_counter() - began
     # model.build() copies the weights into a new network: the parent's tensors are
     # never handed to the optimiser.
     net = model.build(device)
@@ -257,8 +282,22 @@ def finetune(
         if updated:
             candidate = cpu_state(net)
             candidate_metrics = score(candidate, keep=True) if holdout else {}
-            if (config.adapt_batchnorm == "always" or not holdout
-                    or candidate_metrics["dice"] >= before["dice"]):
+            accepted = (config.adapt_batchnorm == "always" or not holdout
+                        or candidate_metrics["dice"] >= before["dice"])
+            bn_report = None
+            if accepted and check is not None and config.adapt_batchnorm == "auto":
+                # Held-out corrections cannot see the rest of the user's images:
+                # statistics that make the model predict more (or less) everywhere can
+                # win on corrected pixels the parent got wrong by construction. They
+                # are kept only when the change they make elsewhere goes the way the
+                # corrections went.
+                bn_report = check_model(model_from_state(model, candidate, {}), check,
+                                        device)
+            if bn_report is not None and bn_report.flagged:
+                net.load_state_dict(start_state)
+                yield Message("kept the parent's BatchNorm statistics: re-estimated ones "
+                              f"{bn_report.describe()}")
+            elif accepted:
                 start_state, start_metrics, adapted = candidate, candidate_metrics, True
                 if holdout:
                     yield Message(f"adapted BatchNorm statistics: held-out Dice "
@@ -302,6 +341,7 @@ def finetune(
         # and the blends scored at the end (one held-out scoring each) come off the
         # training time.
         reserve = score_s * (1 + sum(1 for w in blends if w < 1.0)) if holdout else 0.0
+        reserve += 2 * check_s  # the check of the result (and of one fallback)
         budget = max(config.time_budget_s - (time.perf_counter() - started) - reserve, 1.0)
         val_share = validation_share(config.time_budget_s, scoring[0] + adapt_s, reserve,
                                      budget)
@@ -345,8 +385,15 @@ def finetune(
     improved = (after["dice"] > before["dice"]) if holdout else True
     if holdout and not improved:
         chosen, after, blend = parent_state, dict(before), 1.0
+    report: ChangeReport | None = None
+    if check is not None and improved:
+        chosen, after, blend, report = yield from check_result(
+            model, check, device, chosen, after, blend, start_state, state, before,
+            blend_scores, score if holdout else None)
     best_step = state.best_step if improved else 0
     message = _describe(holdout, improved, before, after, state, blend, adapted and improved)
+    if report is not None:
+        message += f"; {report.describe()}"
     yield Message(message)
     elapsed = time.perf_counter() - started
     provenance = {
@@ -375,6 +422,7 @@ def finetune(
             "adapted_batchnorm": bool(adapted and improved),
             "holdout": holdout_info,
             "message": message,
+            "change_check": None if report is None else report.to_dict(),
             "images": names,
             "recipe": {**config.to_dict(), "patch": patch, "total_steps": total_steps},
         },
@@ -389,6 +437,7 @@ def finetune(
         message=message, history=subsample_history(state.history),
         validations=state.validations, parent_blend=blend,
         adapted_batchnorm=bool(adapted and improved), blend_scores=blend_scores,
+        change_report=report,
     )
 
 

@@ -94,6 +94,12 @@ class FinetuneConfig:
         that fit those images hardest).
     dice_weight : float
         Weight of the soft Dice term next to the (binary) cross-entropy.
+    check_beyond : bool
+        Compare the result with the parent on the pixels nobody corrected (the other
+        images handed over and the unreviewed parts of the corrected ones; see
+        :mod:`napari_cryoseg.engine.change_check`): re-estimated BatchNorm statistics and
+        blends are kept only when the change they make there goes the way the
+        corrections went, and the result carries the comparison (``change_report``).
     seed : int
         Seeds the holdout, patch sampling, augmentation and dropout.
     device : str
@@ -125,6 +131,7 @@ class FinetuneConfig:
     parent_blend: float | None = None
     blend_tolerance: float = 0.01
     dice_weight: float = 10.0
+    check_beyond: bool = True
     seed: int = 0
     device: str = "auto"
     mixed_precision: bool = True
@@ -205,6 +212,10 @@ class FinetuneResult:
         True when training started from re-estimated BatchNorm statistics.
     blend_scores : dict
         Held-out Dice of every blend weight scored (empty without a holdout).
+    change_report : ChangeReport or None
+        The new model against the parent on the pixels nobody corrected (None when not
+        checked); ``change_report.flagged``: the change is not supported by the
+        corrections and the user should decide.
     """
 
     model: ModelFile
@@ -221,3 +232,11 @@ class FinetuneResult:
     parent_blend: float = 1.0
     adapted_batchnorm: bool = False
     blend_scores: dict[float, float] = field(default_factory=dict)
+    change_report: Any = None
+
+    @property
+    def flagged(self) -> bool:
+        """True when the new model changes the user's other images in a way the
+        corrections do not support (apply it only when the user says so)."""
+        return bool(self.improved and self.change_report is not None
+                    and self.change_report.flagged)

@@ -16,6 +16,7 @@ model's head (:func:`~napari_cryoseg.model.heads.add_classes`) and fine-tunes it
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from napari_cryoseg.model.heads import add_classes
 from napari_cryoseg.model.provenance import Provenance
 from napari_cryoseg.viewer import layers as L
 from napari_cryoseg.viewer.budget import time_split
+from napari_cryoseg.viewer.finetune_outcome import describe_outcome
 from napari_cryoseg.viewer.live_preview import LivePreview, preview_region
 from napari_cryoseg.viewer.new_classes import adopt_classes, find_new_labels, show_new_labels
 from napari_cryoseg.viewer.review import CorrectionStore
@@ -140,9 +142,18 @@ class FinetunePanel(QWidget):
                                  "Go back to the model before the last fine-tune")
         self.save_btn = button("Save model…", self.save_model_dialog,
                                "Write the current model to a file (with its history)")
+        # A result the change check flagged waits behind these two (hidden otherwise).
+        self.apply_btn = button("Apply", self.apply_pending,
+                                "Use the fine-tuned model although it changes your other "
+                                "images more than your corrections did")
+        self.discard_btn = button("Discard", self.discard_pending,
+                                  "Keep the current model; forget the fine-tuned one")
+        self._pending: tuple | None = None
         for i, btn in enumerate((self.finetune_btn, self.cancel_btn, self.revert_btn,
-                                 self.save_btn)):
+                                 self.save_btn, self.apply_btn, self.discard_btn)):
             grid.addWidget(btn, i // 2, i % 2)
+        self.apply_btn.setVisible(False)
+        self.discard_btn.setVisible(False)
         layout.addLayout(grid)
         self.prompt = NewClassPrompt(self)
         self.prompt.accepted.connect(lambda: self.start_finetune(add_new_classes=True))
@@ -299,22 +310,53 @@ class FinetunePanel(QWidget):
 
     def _on_result(self, result: Any, data: Any, parent: Any) -> None:
         self.last_result = result
-        before, after = _dice(result.before), _dice(result.after)
-        text = f"{result.steps} steps"
-        if before is not None and after is not None:
-            text = (f"held-out Dice: before {before:.3f} → after {after:.3f} "
-                    f"({after - before:+.3f}); {result.steps} steps")
-        text += "\n" + time_split(result.model.provenance)  # where the time went
+        self._set_pending(None)
+        before = _dice(result.before)
+        outcome = describe_outcome(result)
+        # where the time went, under the scores
+        outcome = replace(outcome, metrics=outcome.metrics + "\n"
+                          + time_split(result.model.provenance))
         if before is not None:  # the parent's held-out Dice as the curve's step-0 point
             self.plot.dice.insert(0, (0, before))
             self.plot.update()
-        if not result.improved:  # the engine kept the parent's weights: nothing to swap
-            self.metrics_label.setText(f"{text}; model not changed")
+        if not outcome.swap:  # the engine kept the parent's weights: nothing to swap
+            self.metrics_label.setText(outcome.metrics)
             self.status_label.setText(
-                (result.message or "fine-tuning did not improve the model")
-                + ("; no class was added: paint more of it and try again"
-                   if self._added else ""))
+                outcome.status + ("; no class was added: paint more of it and try again"
+                                  if self._added else ""))
             return
+        if outcome.ask:  # kept aside until the user applies or discards it
+            self._set_pending((result, data, parent, outcome))
+            self.metrics_label.setText(outcome.metrics)
+            self.status_label.setText(outcome.status)
+            return
+        self._swap(result, data, parent, outcome)
+
+    def _set_pending(self, pending: tuple | None) -> None:
+        self._pending = pending
+        self.apply_btn.setVisible(pending is not None)
+        self.discard_btn.setVisible(pending is not None)
+
+    def apply_pending(self) -> None:
+        """Swap in the fine-tuned model the change check kept aside."""
+        if self._pending is None or self.runner.busy:
+            return
+        result, data, parent, outcome = self._pending
+        self._set_pending(None)
+        self._swap(result, data, parent, outcome)
+        self._pending_resegment = False
+        self.resegment()
+
+    def discard_pending(self) -> None:
+        """Forget the fine-tuned model the change check kept aside."""
+        if self._pending is None:
+            return
+        self._set_pending(None)
+        name = self.session.model.name if self.session.model is not None else "no model"
+        self.status_label.setText(f"discarded the fine-tuned model; {name} stays")
+
+    def _swap(self, result: Any, data: Any, parent: Any, outcome: Any) -> None:
+        text = outcome.metrics
         new_model = result.model
         new_model.provenance = {**new_model.provenance, **self._dock_provenance(parent, data)}
         self._own_model = new_model
@@ -326,7 +368,7 @@ class FinetunePanel(QWidget):
                 repr(new_model.class_names[i]) for i in self._added.values()) + "; "
             self.refresh_new_labels()
         self.metrics_label.setText(text)
-        self.status_label.setText(f"{added}model swapped in. {result.message}".strip())
+        self.status_label.setText(f"{added}{outcome.status}".strip())
         self._pending_resegment = True  # started once this job has ended
 
     def _dock_provenance(self, parent: Any, data: Any) -> dict[str, Any]:
