@@ -17,7 +17,9 @@ from .conftest import job_done, open_dock
 #: painted pixel used for training (the held-out strokes would be a few hundred pixels).
 QUICK = {"train.preset": "tiny", "train.batch_size": 4, "train.patch": 64,
          "train.lr": 3e-3, "train.time_budget_s": None, "train.steps": 200,
-         "train.val_fraction": 0.0, "loop.preview_every_s": 0.3}
+         "train.val_fraction": 0.0, "loop.preview_every_s": 1e-6}
+# (a near-zero preview interval: a preview after the first step on any CPU, later ones
+# held to their share of the time, and the final one: >= 2 however fast the steps are)
 #: Fine-tuning the grown model: all corrections trained on, no BatchNorm re-estimation
 #: (the dock unfreezes BatchNorm by itself when it adds a class). A new class's logit
 #: starts below background (model/heads.py): 80 steps left it unlearnt (bar Dice 0.0),
