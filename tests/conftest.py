@@ -18,7 +18,8 @@ SHARED_DATA = Path(
 
 # One intra-op thread: tests run beside Qt threads and each other; oversubscribed BLAS
 # threads on 2 cores were measured up to 100x slower than one thread.
-torch.set_num_threads(1)
+# CRYOSEG_TEST_THREADS=N runs the suite with N threads (to check a test holds with more).
+torch.set_num_threads(int(os.environ.get("CRYOSEG_TEST_THREADS", "1")))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -60,3 +61,19 @@ def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
     base = tmp_path_factory.mktemp("user")
     monkeypatch.setenv("CRYOSEG_PROJECT_DIR", str(base / "projects"))
     monkeypatch.setenv("CRYOSEG_CONFIG_DIR", str(base / "config"))
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _nothing_written_to_the_working_directory(monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path_factory: pytest.TempPathFactory):
+    """Run each test in an empty folder: a relative or empty output path (``--out ''``)
+    lands there, not in the repository (``a0_labels.tif`` was once committed that way);
+    the test fails if it leaves files there."""
+    cwd = tmp_path_factory.mktemp("cwd")
+    monkeypatch.chdir(cwd)
+    yield
+    left = sorted(p.name for p in cwd.iterdir())
+    assert not left, f"the test wrote {left} into the working directory"

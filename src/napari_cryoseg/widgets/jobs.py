@@ -29,8 +29,6 @@ from qtpy.QtCore import QObject, Signal
 from napari_cryoseg.core.errors import CryoSegError
 from napari_cryoseg.engine.events import Progress, TrainStep
 
-#: How many workers were started in this process, per job kind (tests count these).
-STARTS: dict[str, int] = {}
 #: Resolution of progress bars of training jobs (fractions of the step or time budget).
 _TRAIN_TICKS = 1000
 
@@ -238,7 +236,6 @@ class JobRunner(QObject):
         worker.returned.connect(returned)
         worker.errored.connect(errored)
         worker.finished.connect(finished)
-        STARTS[kind] = STARTS.get(kind, 0) + 1
         self.job = job
         self.started.emit(job)
         worker.start()

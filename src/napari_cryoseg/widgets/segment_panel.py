@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -114,12 +114,14 @@ def segment_fields(threshold_shown: Any) -> list[FieldSpec]:
 class SegmentPanel(QWidget):
     """Runs the model on one image layer and shows the result as a Labels layer."""
 
+    #: A threshold change re-labelled the last result (pixels changed); no job ran.
+    relabelled = Signal(int)
+
     def __init__(self, viewer: Any, session: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = viewer
         self.session = session
         self.job: Any = None
-        self.relabel_count = 0
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         self.image = LayerCombo(viewer)
@@ -248,8 +250,8 @@ class SegmentPanel(QWidget):
             return 0
         threshold = self._threshold_shown(self.session.settings.segment.threshold)
         changed = L.apply_threshold(self.session, record.labels_layer, threshold)
-        self.relabel_count += 1
         self.status.setText(
             f"Re-labelled '{record.labels_layer.name}' at threshold "
             f"{threshold:.2f}: {changed} pixels changed (no re-run).")
+        self.relabelled.emit(changed)
         return changed
