@@ -22,16 +22,10 @@ SHARED_DATA = Path(
 torch.set_num_threads(int(os.environ.get("CRYOSEG_TEST_THREADS", "1")))
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--runslow", action="store_true", help="run tests marked slow")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    skip_slow = pytest.mark.skip(reason="slow: pass --runslow to run")
+    # `slow` tests (real training) run by default and in CI; `-m "not slow"` leaves them out
     skip_gpu = pytest.mark.skip(reason="needs CUDA")
     for item in items:
-        if "slow" in item.keywords and not config.getoption("--runslow"):
-            item.add_marker(skip_slow)
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
 

@@ -62,6 +62,7 @@ def _correct(record, truth):
     record.labels_layer.data = truth.astype(record.labels_layer.data.dtype)
 
 
+@pytest.mark.slow
 def test_finetune_swaps_model_and_improves_held_out_dice(setup, qtbot):
     viewer, session, widget = setup
     panel = widget.finetune_panel
@@ -106,6 +107,7 @@ def test_finetune_swaps_model_and_improves_held_out_dice(setup, qtbot):
     assert f"fine-tuned from {old_model.name}" in summary and "held-out Dice" in summary
 
 
+@pytest.mark.slow
 def test_cancel_leaves_model_bit_identical(setup, qtbot, tmp_path):
     viewer, session, widget = setup
     panel = widget.finetune_panel
@@ -136,6 +138,7 @@ def test_cancel_leaves_model_bit_identical(setup, qtbot, tmp_path):
     assert panel.finetune_btn.isEnabled()
 
 
+@pytest.mark.slow
 def test_revert_save_recent_and_metrics_line(setup, qtbot, tmp_path):
     viewer, session, widget = setup
     panel = widget.finetune_panel
@@ -173,6 +176,7 @@ def test_revert_save_recent_and_metrics_line(setup, qtbot, tmp_path):
     assert "finetuned" in panel.metrics_label.text()
 
 
+@pytest.mark.slow
 def test_heartbeat_stays_smooth_during_finetune(setup, qtbot):
     """The main thread keeps ticking every ~10 ms while a fine-tune runs in its worker.
 

@@ -16,7 +16,7 @@ from napari_cryoseg.model.checkpoint import ModelFile, load_model
 from napari_cryoseg.model.config import preset
 from napari_cryoseg.viewer.layers import relabel
 from napari_cryoseg.viewer.review import CorrectionStore
-from napari_cryoseg.widgets.jobs import JobRunner
+from napari_cryoseg.widgets.job_runner import JobRunner
 
 from .conftest import open_dock
 

@@ -40,7 +40,7 @@ from napari_cryoseg.widgets.forms import (
     none_as_zero,
     zero_as_none,
 )
-from napari_cryoseg.widgets.jobs import JobRunner
+from napari_cryoseg.widgets.job_runner import JobRunner
 from napari_cryoseg.widgets.segmentation import segment_layers
 from napari_cryoseg.widgets.training_events import show_training_event
 
