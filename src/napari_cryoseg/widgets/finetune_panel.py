@@ -113,7 +113,6 @@ class FinetunePanel(QWidget):
         self.store = CorrectionStore.for_session(session)
         self.runner = JobRunner.for_session(session)
         self.job: Any = None
-        self.last_result: Any = None
         self._own_model: Any = None  # the model this panel swapped in or reverted to
         self._pending_resegment = False
         self._added: dict[int, int] = {}  # label value -> class index of this run
@@ -293,7 +292,6 @@ class FinetunePanel(QWidget):
         self.status_label.setText(f"fine-tuning failed: {message}")
 
     def _on_result(self, result: Any, data: Any, parent: Any) -> None:
-        self.last_result = result
         before, after = _dice(result.before), _dice(result.after)
         text = f"{result.steps} steps"
         if before is not None and after is not None:

@@ -97,7 +97,6 @@ class TrainPanel(QWidget):
         self.runner = JobRunner.for_session(session)
         self.job: Any = None
         self.preview: LivePreview | None = None
-        self.last_result: Any = None
         self._annotated: list[Any] = []
         self._pending_segment = False
         layout = QVBoxLayout(self)
@@ -255,7 +254,6 @@ class TrainPanel(QWidget):
                                   "unchanged)")
 
     def _on_result(self, result: Any, annotations: Any) -> None:
-        self.last_result = result
         model = result.best
         model.provenance = {**model.provenance, **annotations.provenance()}
         self.session.set_model(model)
