@@ -33,6 +33,7 @@ from napari_cryoseg.widgets.forms import (
     FloatSpinBox,
     SettingsForm,
     SpinBox,
+    described_field,
 )
 from napari_cryoseg.widgets.segmentation import LayerOutcome, segment_layers
 
@@ -85,15 +86,9 @@ class LayerCombo(QComboBox):
 def segment_fields(threshold_shown: Any) -> list[FieldSpec]:
     """The Segment form; ``threshold_shown(value)`` maps None to the model's threshold."""
     return [
-        FieldSpec("segment.tiling.tile", "Tile:", SpinBox,
-                  "Tile edge sent to the network (rounded up to the model's stride)",
-                  {"min": 64, "max": 4096, "step": 64}),
-        FieldSpec("segment.tiling.overlap", "Overlap:", FloatSpinBox,
-                  "Fraction of a tile shared with each neighbour (seams blend)",
-                  {"min": 0.0, "max": 0.5, "step": 0.025}, decimals=3),
-        FieldSpec("segment.tiling.batch_size", "Batch size:", SpinBox,
-                  "Tiles per network call; lower it if the GPU runs out of memory",
-                  {"min": 1, "max": 64}),
+        described_field("segment.tiling.tile", TilingConfig, "tile", SpinBox),
+        described_field("segment.tiling.overlap", TilingConfig, "overlap", FloatSpinBox),
+        described_field("segment.tiling.batch_size", TilingConfig, "batch_size", SpinBox),
         FieldSpec("segment.threshold", "Threshold:", FloatSpinBox,
                   "Foreground probability cut-off (binary models); the model's own, tuned "
                   "on its validation images, until you change it. Changing it re-labels "
