@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (
     QComboBox,
@@ -20,12 +19,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_cryoseg.core.errors import CryoSegError
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine.events import Progress
 from napari_cryoseg.engine.settings import TTA_CHOICES
 from napari_cryoseg.viewer import layers as L
 from napari_cryoseg.viewer.session import same_layer
+from napari_cryoseg.widgets.buttons import RunCancel
 from napari_cryoseg.widgets.forms import (
     CheckBox,
     ComboBox,
@@ -116,7 +115,6 @@ class SegmentPanel(QWidget):
         super().__init__(parent)
         self.viewer = viewer
         self.session = session
-        self.job: Any = None
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         self.image = LayerCombo(viewer)
@@ -141,20 +139,21 @@ class SegmentPanel(QWidget):
         self.run_button = QPushButton("Run")
         self.run_button.setToolTip("Segment the chosen image with the current model")
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
         layout.addLayout(buttons)
         self.status = QLabel("Ready.")
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
+        self.run_cancel = RunCancel(self.run_button, self.cancel_button,
+                                    self.status.setText, self._fail)
 
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(THRESHOLD_DEBOUNCE_MS)
         self._debounce.timeout.connect(self.apply_threshold)
         self.run_button.clicked.connect(lambda: self.run())
-        self.cancel_button.clicked.connect(lambda: self.cancel())
+        self.cancel_button.clicked.connect(lambda: self.run_cancel.cancel())
         session.on_model_changed(lambda _m: self._model_changed())
         self._model_changed()
 
@@ -189,24 +188,20 @@ class SegmentPanel(QWidget):
         if layer is None:
             self.status.setText("Open or choose an image layer first.")
             return None
-        try:
-            self.job = segment_layers(
+        return self.run_cancel.start(
+            lambda: segment_layers(
                 self.viewer, self.session, [layer], desc=f"Segmenting {layer.name}",
                 on_item=self._on_item, on_progress=self._on_event, on_error=self._fail,
-                on_finish=self._on_finish)
-        except CryoSegError as err:
-            show_error(f"CryoSeg: {err}")
-            self._fail(str(err))
-            return None
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.status.setText(f"Segmenting '{layer.name}' with {self.session.model.name}…")
-        return self.job
+                on_finish=self._on_finish),
+            lambda: f"Segmenting '{layer.name}' with {self.session.model.name}…")
+
+    @property
+    def job(self) -> Any:
+        """The running segmentation job, or None."""
+        return self.run_cancel.job
 
     def cancel(self) -> None:
-        if self.job is not None:
-            self.job.cancel()
-            self.status.setText("Cancelling after the current tile batch…")
+        self.run_cancel.cancel()
 
     def _on_item(self, outcome: LayerOutcome) -> None:
         if outcome.status == "failed":
@@ -230,12 +225,9 @@ class SegmentPanel(QWidget):
             self.status.setText(f"Segmenting: {event.done}/{event.total} tiles{extra}")
 
     def _on_finish(self, job: Any) -> None:
-        self.run_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
+        self.run_cancel.finished(job)
         if job.cancelled:
             self.status.setText("Cancelled; existing layers were left as they were.")
-        if self.job is job:
-            self.job = None
 
     # --- threshold ---------------------------------------------------------------------
     def apply_threshold(self) -> int:
