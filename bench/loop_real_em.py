@@ -32,9 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs"))
-from _screens import settle, virtual_display  # noqa: E402
+from _screens import settle, virtual_display  # a sibling script of bench/
 
 
 def _read(data: Path, first: int, last: int) -> list[tuple[str, np.ndarray, np.ndarray]]:

@@ -18,19 +18,14 @@ SHARED_DATA = Path(
 
 # One intra-op thread: tests run beside Qt threads and each other; oversubscribed BLAS
 # threads on 2 cores were measured up to 100x slower than one thread.
-torch.set_num_threads(1)
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--runslow", action="store_true", help="run tests marked slow")
+# CRYOSEG_TEST_THREADS=N runs the suite with N threads (to check a test holds with more).
+torch.set_num_threads(int(os.environ.get("CRYOSEG_TEST_THREADS", "1")))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    skip_slow = pytest.mark.skip(reason="slow: pass --runslow to run")
+    # `slow` tests (real training) run by default and in CI; `-m "not slow"` leaves them out
     skip_gpu = pytest.mark.skip(reason="needs CUDA")
     for item in items:
-        if "slow" in item.keywords and not config.getoption("--runslow"):
-            item.add_marker(skip_slow)
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
 
@@ -71,3 +66,19 @@ def _private_step_time_cache(tmp_path_factory, monkeypatch):
     step_time.forget_step_times()
     yield
     step_time.forget_step_times()
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _nothing_written_to_the_working_directory(monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path_factory: pytest.TempPathFactory):
+    """Run each test in an empty folder: a relative or empty output path (``--out ''``)
+    lands there, not in the repository (``a0_labels.tif`` was once committed that way);
+    the test fails if it leaves files there."""
+    cwd = tmp_path_factory.mktemp("cwd")
+    monkeypatch.chdir(cwd)
+    yield
+    left = sorted(p.name for p in cwd.iterdir())
+    assert not left, f"the test wrote {left} into the working directory"

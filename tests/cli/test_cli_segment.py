@@ -293,3 +293,24 @@ def test_isbi_unlabeled_folder(tmp_path, shared_data, capsys):
         labels, _ = read_labels_tiff(path)
         assert labels.shape == (512, 512)
     assert "segmented 30 of 30" in stdout
+
+
+def test_info_summarises_the_loss_history(tmp_path, tiny_model, capsys):
+    import json
+
+    from napari_cryoseg.model.checkpoint import save_model
+
+    curve = [[step, 1.0 / step] for step in range(1, 301)]
+    curve[150][1] = 0.0001  # the lowest loss, mid-run
+    tiny_model.provenance = {"history": curve, "finetune": {"history": curve[:10]}}
+    path = save_model(tiny_model, tmp_path / "m.pt")
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert ("history: steps 1-300 (300 points), loss first 1, last 0.003333, min 0.0001 "
+            "at step 151") in out
+    assert "steps 1-10 (10 points)" in out  # nested curves too
+    assert "[300, " not in out
+    assert main(["info", str(path), "--full"]) == 0
+    assert "[300, 0.0033333" in capsys.readouterr().out
+    assert main(["info", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["provenance"]["history"][-1][0] == 300

@@ -35,6 +35,7 @@ TRAIN_FAST = ["--preset", "tiny", "--steps", "6", "--patch", "64", "--batch-size
               "--device", "cpu", "--classes", "2", "--class-names", "disk"]
 
 
+@pytest.mark.slow
 def test_train_finetune_evaluate(tmp_path, capsys):
     data = _write_set(tmp_path / "data")
     model = tmp_path / "m.pt"
@@ -103,6 +104,7 @@ def test_train_refuses_an_existing_last_model_before_training(tmp_path, capsys):
     assert model.threshold == 0.5 and "threshold_tuning" not in model.provenance
 
 
+@pytest.mark.slow
 def test_finetune_holdout_and_recipe_flags(tmp_path, capsys):
     data = _write_set(tmp_path / "data", n=2, size=160)  # 9 blocks of 64 px each
     model = tmp_path / "m.pt"

@@ -82,6 +82,7 @@ def test_choose_blend_prefers_the_parent_unless_moving_is_clearly_better():
     assert choose_blend({0.5: 0.80, 0.75: 0.805, 1.0: 0.808}, 0.0) == 1.0
 
 
+@pytest.mark.slow
 def test_focus_places_every_patch_around_the_focus_pixels():
     image = np.random.default_rng(0).random((200, 200)).astype(np.float32)
     target = np.zeros((200, 200), np.uint8)
@@ -162,6 +163,7 @@ def shifted():
     return trained, target_images, target_masks
 
 
+@pytest.mark.slow
 def test_batchnorm_modes(shifted):
     parent, images, masks = shifted
     fast = dict(steps=5, batch_size=4, patch=64, device="cpu", lr=1e-3, focus_errors=0.0,
@@ -181,6 +183,7 @@ def test_batchnorm_modes(shifted):
     assert "BatchNorm statistics adapted" in always.message
 
 
+@pytest.mark.slow
 def test_whole_run_fits_its_time_budget(shifted):
     parent, images, masks = shifted
     started = time.perf_counter()
@@ -193,6 +196,7 @@ def test_whole_run_fits_its_time_budget(shifted):
     assert wall < 6.0 + 4.0, wall
 
 
+@pytest.mark.slow
 def test_focus_from_held_out_predictions_equals_segmenting_again(shifted):
     """The errors read off the held-out scoring are those a second segmentation finds."""
     from napari_cryoseg.engine.finetune import _parent_errors, errors_from_holdout_labels
@@ -224,6 +228,7 @@ def test_focus_from_held_out_predictions_equals_segmenting_again(shifted):
                                       train_valid) is None
 
 
+@pytest.mark.slow
 def test_auto_adapts_batchnorm_only_when_the_domain_has_moved(shifted):
     """'auto' re-estimates the statistics only when the parent scores under adapt_below."""
     parent, images, masks = shifted

@@ -51,6 +51,7 @@ def _assert_unchanged(model, snapshot):
         assert torch.equal(model.state_dict[key], value), key
 
 
+@pytest.mark.slow
 def test_weak_model_improves_and_parent_is_untouched(parent):
     images, masks = _disks(4)
     before = _snapshot(parent)
@@ -86,6 +87,7 @@ def test_blend_states_averages_float_tensors_only():
     assert torch.equal(blend_states(parent, child, 1.0)["w"], child["w"])
 
 
+@pytest.mark.slow
 def test_a_fixed_blend_lies_halfway_between_parent_and_fine_tuned(parent):
     images, masks = _disks(2, size=160)  # 9 blocks of 64 px: scattered-block holdout
     config = dict(steps=60, lr=3e-3, val_every=20, adapt_batchnorm="never", **FAST)
@@ -107,6 +109,7 @@ def test_a_fixed_blend_lies_halfway_between_parent_and_fine_tuned(parent):
         FinetuneConfig(parent_blend=0)
 
 
+@pytest.mark.slow
 def test_the_automatic_blend_is_the_nearest_within_tolerance(parent):
     images, masks = _disks(2, size=160)
     result = drain(finetune(parent, images, masks, None, FinetuneConfig(

@@ -191,6 +191,7 @@ def disk_run():
     return images, masks, events, result
 
 
+@pytest.mark.slow
 def test_training_learns_and_reports(disk_run):
     images, masks, events, result = disk_run
     losses = [e.loss for e in events if isinstance(e, TrainStep)]
@@ -296,6 +297,7 @@ def test_single_image_is_split_by_rows_and_bad_input():
         TrainConfig(steps=0)
 
 
+@pytest.mark.slow
 def test_real_isbi_membranes_smoke(shared_data):
     """Tiny U-Net, ~60 steps on 4 ISBI sections (256² crops), evaluated on 2 others."""
     from napari_cryoseg.engine.evaluate import evaluate

@@ -15,6 +15,7 @@ from napari_cryoseg.model.config import preset
 from napari_cryoseg.viewer.layers import record_for_image, show_prediction
 from napari_cryoseg.viewer.review import CorrectionStore
 from napari_cryoseg.viewer.session import Session
+from napari_cryoseg.widgets import buttons as buttons_module
 from napari_cryoseg.widgets import finetune_panel as finetune_module
 from napari_cryoseg.widgets import segment_panel as segment_module
 from napari_cryoseg.widgets.main import CryoSegWidget
@@ -26,7 +27,7 @@ TIMEOUT_MS = 60_000
 def errors(monkeypatch) -> list[str]:
     """Messages the panels show as napari error/warning notifications."""
     shown: list[str] = []
-    for module in (segment_module, finetune_module):
+    for module in (segment_module, finetune_module, buttons_module):
         monkeypatch.setattr(module, "show_error", shown.append, raising=False)
         monkeypatch.setattr(module, "show_warning", shown.append, raising=False)
     return shown

@@ -7,6 +7,7 @@ fine-tune trains on them; any re-segmentation keeps corrections and reviewed mar
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from napari_cryoseg.model.checkpoint import ModelFile
 from napari_cryoseg.model.config import preset
@@ -32,6 +33,7 @@ def _paint(labels, center, value, size=12) -> np.ndarray:
     return np.asarray(labels.data) != before
 
 
+@pytest.mark.slow
 def test_loop_works_whichever_way_the_dock_is_opened(make_napari_viewer, qtbot, how):
     viewer = make_napari_viewer()
     widget = _ready(viewer, how)
@@ -71,6 +73,7 @@ def test_loop_works_whichever_way_the_dock_is_opened(make_napari_viewer, qtbot, 
     assert "img labels" in other.review_panel.counts_label.text()
 
 
+@pytest.mark.slow
 def test_every_resegmentation_keeps_corrections_and_reviewed_marks(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     widget = _ready(viewer, "plugin")

@@ -16,8 +16,7 @@ from napari_cryoseg.model.checkpoint import ModelFile, load_model
 from napari_cryoseg.model.config import preset
 from napari_cryoseg.viewer.layers import relabel
 from napari_cryoseg.viewer.review import CorrectionStore
-from napari_cryoseg.widgets import jobs as _workers
-from napari_cryoseg.widgets.jobs import JobRunner
+from napari_cryoseg.widgets.job_runner import JobRunner
 
 from .conftest import open_dock
 
@@ -138,7 +137,10 @@ def test_threshold_relabels_without_network(dock, qtbot, monkeypatch):
     wait_done(qtbot, panel)
     layer = viewer.layers["img labels"]
     record = widget.session.record_for(layer)
-    starts = dict(_workers.STARTS)
+    started: list = []
+    widget.runner.started.connect(started.append)
+    relabels: list[int] = []
+    panel.relabelled.connect(relabels.append)
 
     def no_network(*args, **kwargs):
         raise AssertionError("the network must not run for a threshold change")
@@ -146,8 +148,8 @@ def test_threshold_relabels_without_network(dock, qtbot, monkeypatch):
     monkeypatch.setattr(predict.Segmenter, "probabilities", no_network)
     threshold = float(np.quantile(record.probabilities, 0.3))
     panel.threshold.value = round(threshold, 2)
-    qtbot.waitUntil(lambda: panel.relabel_count == 1, timeout=5_000)
-    assert starts == _workers.STARTS
+    qtbot.waitUntil(lambda: len(relabels) == 1, timeout=5_000)
+    assert started == []  # no job (no worker) for a threshold change
     expected = relabel(record.probabilities, round(threshold, 2), 2)
     np.testing.assert_array_equal(layer.data, expected)
     assert layer.data.any()
@@ -157,8 +159,10 @@ def test_threshold_follows_model_and_keeps_corrections(dock, qtbot):
     viewer, widget = dock
     model = ModelFile.new(preset("tiny"), seed=0)
     model.threshold = 0.375  # as tuned by training on a validation block
-    widget.session.set_model(model)
     panel = widget.segment_panel
+    relabels: list[int] = []
+    panel.relabelled.connect(relabels.append)
+    widget.session.set_model(model)
     assert panel.threshold.value == pytest.approx(0.375)
     viewer.add_image(small_image()[0], name="img")
     panel.run()
@@ -166,7 +170,7 @@ def test_threshold_follows_model_and_keeps_corrections(dock, qtbot):
     layer = viewer.layers["img labels"]
     record = widget.session.record_for(layer)
     np.testing.assert_array_equal(layer.data, relabel(record.probabilities, 0.375, 2))
-    assert panel.relabel_count == 0  # loading the model re-labelled nothing
+    assert relabels == []  # loading the model re-labelled nothing
     # The user flips a square of labels (foreground <-> background), then moves the
     # threshold to 0.99.
     painted = np.zeros(layer.data.shape, bool)
@@ -178,7 +182,7 @@ def test_threshold_follows_model_and_keeps_corrections(dock, qtbot):
     record.reviewed = reviewed
     shown = layer.data[reviewed].copy()
     panel.threshold.value = 0.99
-    qtbot.waitUntil(lambda: panel.relabel_count == 1, timeout=5_000)
+    qtbot.waitUntil(lambda: len(relabels) == 1, timeout=5_000)
     new = relabel(record.probabilities, 0.99, 2)
     assert not np.array_equal(new[reviewed], shown)  # 0.99 would have changed them
     np.testing.assert_array_equal(layer.data[painted], flipped)  # the correction survives

@@ -17,7 +17,9 @@ from .conftest import job_done, open_dock
 #: painted pixel used for training (the held-out strokes would be a few hundred pixels).
 QUICK = {"train.preset": "tiny", "train.batch_size": 4, "train.patch": 64,
          "train.lr": 3e-3, "train.time_budget_s": None, "train.steps": 200,
-         "train.val_fraction": 0.0, "loop.preview_every_s": 0.3}
+         "train.val_fraction": 0.0, "loop.preview_every_s": 0.1}
+# (the dock's shortest preview interval: the first preview within 0.1 s, later ones
+# held to their share of the time, and the final one: >= 2 unless 200 steps take < 0.1 s)
 #: Fine-tuning the grown model: all corrections trained on, no BatchNorm re-estimation
 #: (the dock unfreezes BatchNorm by itself when it adds a class). A new class's logit
 #: starts below background (model/heads.py): 80 steps left it unlearnt (bar Dice 0.0),
@@ -80,6 +82,7 @@ def test_bad_input_gives_one_line_and_starts_nothing(dock):
     assert [spec.value for spec in panel.store.classes.classes] == [background, disk]
 
 
+@pytest.mark.slow
 def test_new_model_from_strokes_with_live_preview_then_a_new_class(dock, qtbot):
     viewer, widget = dock
     session = widget.session

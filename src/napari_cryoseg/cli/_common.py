@@ -12,6 +12,7 @@ from napari_cryoseg.cli._args import device_name, float_range, int_range
 from napari_cryoseg.cli._progress import ProgressBar, format_duration
 from napari_cryoseg.core.atomic import check_output_path
 from napari_cryoseg.core.errors import InputError
+from napari_cryoseg.core.setting import about
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine.device import DEVICE_CHOICES
 from napari_cryoseg.engine.predict import TTA_CHOICES
@@ -35,9 +36,10 @@ __all__ = [
     "tiling_from_args",
 ]
 
-#: Largest tile edge and batch accepted on the command line (memory is checked too).
-MAX_TILE = 65536
-MAX_BATCH = 65536
+#: Largest edge (tile, patch, block) and batch accepted on the command line: the tiling
+#: settings' own bounds (memory is checked too).
+MAX_TILE = int(about(TilingConfig, "tile").max)
+MAX_BATCH = int(about(TilingConfig, "batch_size").max)
 
 
 def echo(text: str = "", *, err: bool = False) -> None:
@@ -69,17 +71,16 @@ def add_tta_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_tiling_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--tile``, ``--overlap``, ``--batch-size``; None means the model file's hint."""
+    """``--tile``, ``--overlap``, ``--batch-size`` (None: the model file's hint).
+
+    Flag, bounds and help come from :class:`TilingConfig`'s field metadata.
+    """
     group = parser.add_argument_group("tiling (default: the model file's hint)")
-    group.add_argument("--tile", type=int_range(16, MAX_TILE, what="a tile edge in pixels"),
-                       default=None, metavar="N",
-                       help="tile edge in pixels (rounded up to the network stride)")
-    group.add_argument("--overlap", type=float_range(0.0, 0.5, what="an overlap fraction"),
-                       default=None, metavar="F",
-                       help="overlap between tiles as a fraction of the tile, 0-0.5")
-    group.add_argument("--batch-size", type=int_range(1, MAX_BATCH, what="a batch size"),
-                       default=None, metavar="N",
-                       help="tiles per forward pass (lower it if the GPU runs out of memory)")
+    for name, metavar in (("tile", "N"), ("overlap", "F"), ("batch_size", "N")):
+        meta = about(TilingConfig, name)
+        kind = float_range if metavar == "F" else int_range
+        group.add_argument(meta.flag, type=kind(meta.min, meta.max, what=meta.what),
+                           default=None, metavar=metavar, help=meta.help)
 
 
 def tiling_from_args(args: argparse.Namespace, model: ModelFile) -> TilingConfig:

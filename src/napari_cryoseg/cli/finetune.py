@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from napari_cryoseg.engine.events import drain
 from napari_cryoseg.engine.finetune import finetune
 from napari_cryoseg.engine.finetune_settings import ADAPT_MODES, FinetuneConfig
 from napari_cryoseg.engine.holdout import HOLDOUT_LAYOUTS
+from napari_cryoseg.engine.memory import fit_training_patch
 from napari_cryoseg.io import list_images, read_image
 from napari_cryoseg.model.checkpoint import check_savable, save_model
 from napari_cryoseg.model.heads import add_classes
@@ -200,6 +202,10 @@ def run(args: argparse.Namespace) -> int:
     mapping = ClassMapping.parse(",".join(classes), None) if classes else None
     if mapping is not None and mapping.n_classes == model.config.n_classes:
         mapping = ClassMapping(mapping.values, tuple(model.class_names))
+    config = dataclasses.replace(config, patch=fit_training_patch(
+        model.config, config.patch, config.batch_size, [image.shape for image in images],
+        config.device, what="fine-tuning {batch} patches of {patch} px",
+        advice="use fewer or smaller images, or another --device"))
     unlabelled = [read_image(p).data for p in list_images(args.unlabelled)] if (
         args.unlabelled) else []
     bar = ProgressBar("finetune", unit="steps")

@@ -23,7 +23,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("model", nargs="?", default=None, type=path_text, metavar="MODEL",
                         help="model file (.pt); default: the bundled model")
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.add_argument("--json", action="store_true",
+                        help="print machine-readable JSON (with the whole loss history)")
+    parser.add_argument("--full", action="store_true",
+                        help="print every point of the loss history, not its summary")
     parser.set_defaults(func=run)
     return parser
 
@@ -34,8 +37,37 @@ def _value(value: Any) -> str:
     return str(value)
 
 
-def describe(model: ModelFile) -> list[str]:
-    """Human-readable lines describing ``model`` (what ``cryoseg info`` prints)."""
+def _is_history(value: Any) -> bool:
+    """A stored loss curve: ``[[step, loss], ...]``."""
+    return (isinstance(value, list) and bool(value)
+            and all(isinstance(p, list | tuple) and len(p) == 2 for p in value))
+
+
+def summarise_history(history: list) -> str:
+    """One line for a loss curve: steps, first / last / lowest loss (where)."""
+    steps = [int(p[0]) for p in history]
+    losses = [float(p[1]) for p in history]
+    low = min(range(len(losses)), key=losses.__getitem__)
+    return (f"steps {steps[0]}-{steps[-1]} ({len(history)} points), loss first "
+            f"{losses[0]:.4g}, last {losses[-1]:.4g}, min {losses[low]:.4g} at step "
+            f"{steps[low]} (--full or --json for every point)")
+
+
+def _summarised(value: Any) -> Any:
+    """``value`` with every ``history`` curve inside it replaced by its summary line."""
+    if isinstance(value, dict):
+        return {key: summarise_history(item) if key == "history" and _is_history(item)
+                else _summarised(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_summarised(item) for item in value]
+    return value
+
+
+def describe(model: ModelFile, full: bool = False) -> list[str]:
+    """Human-readable lines describing ``model`` (what ``cryoseg info`` prints).
+
+    Loss histories are summarised (first / last / lowest, steps) unless ``full``.
+    """
     if getattr(model, "foreign", False):
         return _describe_foreign(model)
     summary = model.summary()
@@ -66,6 +98,8 @@ def describe(model: ModelFile) -> list[str]:
         "provenance:",
     ]
     provenance = summary["provenance"] or {}
+    if not full:
+        provenance = _summarised(provenance)
     lines += [f"  {key}: {_value(value)}" for key, value in provenance.items()]
     if not provenance:
         lines.append("  (none)")
@@ -98,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         }
         echo(json.dumps(data, indent=2, default=str))
         return 0
-    for line in describe(model):
+    for line in describe(model, full=args.full):
         echo(line)
     echo(f"devices: {devices}")
     return 0

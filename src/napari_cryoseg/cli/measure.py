@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +15,12 @@ from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.measure import (
     COLUMNS,
     FEATURE_COLUMNS,
+    MIN_OBJECT_PX,
     feature_matrix,
     measure_objects,
     n_rows,
 )
 from napari_cryoseg.io import read_image, read_labels_class_names, read_labels_tiff
-
-#: Default --min-size: measure_objects' own default (one source).
-MIN_SIZE = inspect.signature(measure_objects).parameters["min_size"].default
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -40,7 +37,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--image", default=None, type=path_text, metavar="IMAGE",
                         help="the intensity image (same shape) for intensity features")
     size = int_range(0, None, what="a number of pixels")
-    parser.add_argument("--min-size", type=size, default=MIN_SIZE, metavar="N",
+    parser.add_argument("--min-size", type=size, default=MIN_OBJECT_PX, metavar="N",
                         help="skip objects smaller than N pixels (default %(default)d)")
     parser.add_argument("--max-size", type=size, default=None, metavar="N",
                         help="skip objects larger than N pixels")

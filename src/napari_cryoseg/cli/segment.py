@@ -32,7 +32,6 @@ from napari_cryoseg.cli._common import (
     load_model_arg,
     tiling_from_args,
 )
-from napari_cryoseg.cli._memory import check_fits, inference_bytes
 from napari_cryoseg.cli._outputs import (
     LABELS_SUFFIX,
     PROBABILITIES_HEADER,
@@ -45,6 +44,7 @@ from napari_cryoseg.core.atomic import atomic_write
 from napari_cryoseg.core.errors import CryoSegError, InputError, OutputExistsError
 from napari_cryoseg.core.tiling import TileGrid, padded_shape_for, plan_tiles
 from napari_cryoseg.engine.events import drain
+from napari_cryoseg.engine.memory import check_fits, inference_bytes
 from napari_cryoseg.engine.predict import Segmenter, labels_dtype, segment
 from napari_cryoseg.io import labels_output_path, read_image, write_labels_tiff
 from napari_cryoseg.io.labels import usable_size_nm

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import device as torch_device
 
 from napari_cryoseg.cli._args import float_range, int_range, path_text, seed_value
 from napari_cryoseg.cli._common import (
@@ -23,13 +22,12 @@ from napari_cryoseg.cli._common import (
     echo,
     format_duration,
 )
-from napari_cryoseg.cli._memory import check_fits, training_bytes
 from napari_cryoseg.core.errors import InputError, ModelFileError
 from napari_cryoseg.core.temporal import BACKGROUND_MODES
-from napari_cryoseg.core.tiling import round_up
 from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.device import resolve_device
 from napari_cryoseg.engine.events import drain
+from napari_cryoseg.engine.memory import fit_training_patch
 from napari_cryoseg.engine.sampling import check_pair, check_series_pair
 from napari_cryoseg.engine.train import train
 from napari_cryoseg.engine.train_settings import CLASS_WEIGHTINGS, DEFAULT_STEPS, TrainConfig
@@ -392,35 +390,19 @@ def input_files(args: argparse.Namespace) -> list[tuple[str, Path | None]]:
 def fit_patch_to_memory(
     config: TrainConfig, images: list[np.ndarray], n_classes: int, device: Any
 ) -> TrainConfig:
-    """``config`` with ``patch`` at most the largest image, checked to fit in memory.
-
-    A patch larger than every image only adds padding (the sampler pads each image to
-    the patch): it is lowered, with a note. Then the memory of one training step and of
-    the padded images is estimated and a run that cannot fit is refused before it starts,
-    instead of being killed by the operating system without a message.
-    """
+    """``config`` with the patch of :func:`~napari_cryoseg.engine.memory.fit_training_patch`
+    (at most the largest image; a run that cannot fit is refused), with a note if lowered."""
     unet = preset(config.preset, n_classes=n_classes,
                   in_channels=2 * config.temporal_context + 1)
-    largest = max(max(image.shape[-2:]) for image in images)
-    cap = round_up(largest, unet.stride)
-    if config.patch > cap:
+    patch = fit_training_patch(
+        unet, config.patch, config.batch_size, [image.shape for image in images], device,
+        what=f"--batch-size {{batch}} with --patch {{patch}} ({config.preset} preset)",
+        advice="lower --batch-size or --patch")
+    if patch < config.patch:
+        largest = max(max(image.shape[-2:]) for image in images)
         echo(f"note: --patch {config.patch} is larger than the largest image ({largest} px); "
-             f"using {cap}", err=True)
-        config = replace(config, patch=cap)
-    patch = round_up(config.patch, unet.stride)
-    # Images are normalised to float32 and padded to the patch; targets are kept as int64.
-    frames = [image.shape[0] if image.ndim == 3 else 1 for image in images]
-    host = sum(n * max(image.shape[-2], patch) * max(image.shape[-1], patch) * 12
-               for n, image in zip(frames, images))
-    step = training_bytes(unet, config.batch_size, patch)
-    what = f"--batch-size {config.batch_size} with --patch {patch} ({config.preset} preset)"
-    advice = "lower --batch-size or --patch"
-    if device.type == "cuda":
-        check_fits(step, device, what, advice)
-        check_fits(host, torch_device("cpu"), "the training images", "use fewer images")
-    else:
-        check_fits(step + host, device, what, advice)
-    return config
+             f"using {patch}", err=True)
+    return replace(config, patch=patch)
 
 
 def refuse_diverged(model: ModelFile, lr_flag: str) -> None:

@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from napari_cryoseg.core.errors import InputError
+from napari_cryoseg.core.setting import check_bounds, setting
 
 
 @dataclass(frozen=True)
@@ -32,17 +32,22 @@ class TilingConfig:
         Tiles sent to the network at once; GPU memory scales with this, not the image.
     """
 
-    tile: int = 512
-    overlap: float = 0.125
-    batch_size: int = 4
+    tile: int = setting(
+        512, label="Tile:", flag="--tile", name="tile size",
+        what="a tile edge in pixels", min=16, max=65536, step=64,
+        help="Tile edge sent to the network, in pixels (rounded up to the model's stride)")
+    overlap: float = setting(
+        0.125, label="Overlap:", flag="--overlap", name="overlap",
+        what="an overlap fraction", min=0.0, max=0.5,
+        step=0.025, decimals=3,
+        help="Fraction of a tile shared with each neighbour, 0-0.5 (seams blend)")
+    batch_size: int = setting(
+        4, label="Batch size:", flag="--batch-size", name="batch size",
+        what="a batch size", min=1, max=65536,
+        help="Tiles per network call; lower it if the GPU runs out of memory")
 
     def __post_init__(self) -> None:
-        if self.tile < 16:
-            raise InputError(f"tile size {self.tile} is too small; use at least 16 pixels")
-        if not 0.0 <= self.overlap <= 0.5:
-            raise InputError(f"overlap {self.overlap} must be between 0 and 0.5 (a fraction)")
-        if self.batch_size < 1:
-            raise InputError(f"batch size {self.batch_size} must be at least 1")
+        check_bounds(self)
 
 
 def round_up(value: int, multiple: int) -> int:

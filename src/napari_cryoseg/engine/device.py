@@ -1,17 +1,12 @@
-"""Device choice (cuda -> mps -> cpu), mixed-precision dtype and the per-device lock."""
+"""Device choice (cuda -> mps -> cpu) and the mixed-precision dtype."""
 
 from __future__ import annotations
-
-import threading
 
 import torch
 
 from napari_cryoseg.core.errors import InputError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
-
-_locks: dict[str, threading.Lock] = {}
-_locks_guard = threading.Lock()
 
 
 def _mps_available() -> bool:
@@ -87,13 +82,3 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     if device.type == "cpu" and cpu_has_fast_bf16():
         return torch.bfloat16
     return None
-
-
-def device_lock(device: torch.device) -> threading.Lock:
-    """A lock per accelerator so segmentation and fine-tuning never run on it at once.
-
-    The CPU gets a lock too: two heavy jobs would only halve each other's speed.
-    """
-    key = device.type if device.index is None else f"{device.type}:{device.index}"
-    with _locks_guard:
-        return _locks.setdefault(key, threading.Lock())

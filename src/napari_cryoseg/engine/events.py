@@ -83,13 +83,14 @@ class Preview:
 
     ``labels`` is the class-index image of the preview region (see
     :class:`~napari_cryoseg.engine.fitting.PreviewRequest`); ``step`` the optimiser step
-    whose weights made it.
+    whose weights made it; ``final`` marks the one made with the weights training ended on.
     """
 
     step: int
     labels: Any
     elapsed_s: float = 0.0
     seconds: float = 0.0
+    final: bool = False
 
 
 Event = Progress | TrainStep | Validation | Message | Preview

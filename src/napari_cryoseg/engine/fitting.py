@@ -234,7 +234,7 @@ def fit(
             for module in frozen:
                 module.eval()
 
-    def run_preview(step: int) -> Preview:
+    def run_preview(step: int, final: bool = False) -> Preview:
         nonlocal preview_seconds, next_preview_s
         began = time.perf_counter()
         labels = eval_mode(preview)
@@ -243,7 +243,7 @@ def fit(
         now = time.perf_counter() - started
         # The next one after the interval, and late enough to keep previews in their share.
         next_preview_s = max(now + s.preview_every_s, preview_seconds / s.max_preview_share)
-        return Preview(step, labels, now, took)
+        return Preview(step, labels, now, took, final)
 
     def run_validation(step: int) -> Generator[Validation | Message, None, bool]:
         nonlocal stale, val_seconds, last_val_step
@@ -330,7 +330,7 @@ def fit(
     if validate is not None and (not state.validations or state.validations[-1]["step"] != step):
         yield from run_validation(step)
     if preview is not None and step > 0:
-        yield run_preview(step)  # the final weights, always shown
+        yield run_preview(step, final=True)  # the final weights, always sent
     state.elapsed_s = time.perf_counter() - started
     state.validation_s = val_seconds
     state.preview_s = preview_seconds

@@ -1,6 +1,6 @@
 """Multi-step jobs of the interactive loop, as engine generators (no napari, no Qt).
 
-The dock runs these in its job runner (``widgets/jobs.py``) exactly as it runs
+The dock runs these in its job runner (``widgets/job_runner.py``) exactly as it runs
 :func:`~napari_cryoseg.engine.predict.segment` or
 :func:`~napari_cryoseg.engine.finetune.finetune`:
 

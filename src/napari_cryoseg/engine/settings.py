@@ -14,7 +14,6 @@ from typing import Any
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine.device import resolve_device
-from napari_cryoseg.model.checkpoint import ModelFile
 
 #: Test-time augmentation copies the engine supports (1 = off).
 TTA_CHOICES = (1, 2, 4, 8)
@@ -57,12 +56,6 @@ class SegmentSettings:
             )
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:
             raise InputError(f"threshold {self.threshold} must be between 0 and 1")
-
-    def threshold_for(self, model: ModelFile) -> float:
-        """The threshold to use with ``model`` (this one, else the model file's)."""
-        if self.threshold is not None:
-            return float(self.threshold)
-        return float(model.threshold)
 
 
 def check_segmenter_options(

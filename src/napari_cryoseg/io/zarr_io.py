@@ -217,12 +217,6 @@ def read_zarr(
     return data, px, z_nm, axes
 
 
-def zarr_nbytes(path: str | os.PathLike[str]) -> int:
-    """Uncompressed size of the image :func:`read_zarr` would return (no pixels read)."""
-    data = read_zarr(path)[0]
-    return int(data.nbytes)
-
-
 def _first_label_image(group: Any, path: Path) -> Any:
     """The first label image of an NGFF ``labels`` group; other groups unchanged."""
     attrs = dict(group.attrs)

@@ -21,7 +21,6 @@ reproduce the test output). Reading packages back lives in
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import io
 import json
@@ -104,14 +103,6 @@ def standalone_unet_source() -> str:
     source = inspect.getsource(unet_module)
     body = source.split("from napari_cryoseg.model.config import UNetConfig", 1)[1]
     return _STANDALONE_HEADER + body.lstrip("\n") + _STANDALONE_FOOTER
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _normalise(image: np.ndarray, norm: NormalizationConfig) -> np.ndarray:

@@ -22,7 +22,6 @@ import numpy as np
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.classes import ClassMapping
-from napari_cryoseg.engine.device import resolve_device
 from napari_cryoseg.viewer import layers as L
 from napari_cryoseg.viewer.class_editor import ClassEditor
 from napari_cryoseg.viewer.session import Session, same_layer, unwrap
@@ -252,19 +251,14 @@ class AnnotationStore:
 
 
 def fit_to_memory(config: Any, annotations: Annotations, device: str) -> Any:
-    """``config`` with its patch at most the largest image; refused if it cannot fit.
-
-    The estimate is the command line's (:mod:`napari_cryoseg.cli._memory`): weights,
-    optimiser state and the activations of one step of ``batch_size`` patches.
-    """
-    from napari_cryoseg.cli._memory import check_fits, training_bytes
+    """``config`` with the patch of :func:`~napari_cryoseg.engine.memory.fit_training_patch`
+    (at most the largest image; refused if a step cannot fit) and the session's device."""
+    from napari_cryoseg.engine.memory import fit_training_patch
     from napari_cryoseg.model.config import preset
 
     unet = preset(config.preset, n_classes=annotations.mapping.n_classes)
-    patch = int(min(config.patch, max(annotations.largest_edge, 16)))
-    patch = -(-patch // unet.stride) * unet.stride
-    config = replace(config, patch=patch, device=device)
-    check_fits(training_bytes(unet, config.batch_size, patch), resolve_device(device),
-               f"the {config.preset} preset with {config.batch_size} patches of {patch} px",
-               "choose a smaller preset (or a GPU)")
-    return config
+    patch = fit_training_patch(
+        unet, config.patch, config.batch_size, [np.shape(i) for i in annotations.images],
+        device, what=f"the {config.preset} preset with {{batch}} patches of {{patch}} px",
+        advice="choose a smaller preset (or a GPU)")
+    return replace(config, patch=patch, device=device)

@@ -96,13 +96,3 @@ def show_box(viewer: Any, layer: Any, top_left: tuple[int, int], size: tuple[int
     camera.center = tuple(current)
     canvas_h, canvas_w = canvas_size(viewer)
     camera.zoom = margin * min(canvas_h / (height * scale[0]), canvas_w / (width * scale[1]))
-
-
-def go_to_point(viewer: Any, layer: Any, data_point: Any) -> None:
-    """Centre the camera on a data point of ``layer`` (and move the sliders to its plane)."""
-    world = data_to_world(layer, data_point)
-    camera = camera_of(viewer)
-    center = list(camera.center)
-    camera.center = (*center[:-2], float(world[-2]), float(world[-1]))
-    if len(world) == 3 and viewer.dims.ndim >= 3:
-        viewer.dims.set_point(viewer.dims.ndim - 3, float(world[0]))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QHBoxLayout,
@@ -22,10 +21,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_cryoseg.core.errors import CryoSegError
 from napari_cryoseg.viewer import layers as L
 from napari_cryoseg.viewer.review import CorrectionStore
 from napari_cryoseg.viewer.session import same_layer, unwrap
+from napari_cryoseg.widgets.buttons import RunCancel
 from napari_cryoseg.widgets.segmentation import LayerOutcome, segment_layers
 
 CORRECTED_NOTE = "corrected"
@@ -39,7 +38,6 @@ class BatchPanel(QWidget):
         self.viewer = viewer
         self.session = session
         self.store = CorrectionStore.for_session(session)
-        self.job: Any = None
         self.status_of: dict[int, str] = {}
         self._layers: list[Any] = []
         self._jobs: list[Any] = []
@@ -60,15 +58,17 @@ class BatchPanel(QWidget):
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Segment checked")
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
         layout.addLayout(buttons)
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         layout.addWidget(self.summary)
+        self.run_cancel = RunCancel(
+            self.run_button, self.cancel_button, self.summary.setText,
+            lambda message: self.summary.setText(f"Failed: {message}"))
         self.run_button.clicked.connect(lambda: self.run())
-        self.cancel_button.clicked.connect(lambda: self.cancel())
+        self.cancel_button.clicked.connect(lambda: self.run_cancel.cancel())
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed,
                       viewer.layers.events.moved):
             event.connect(self.refresh)
@@ -142,25 +142,21 @@ class BatchPanel(QWidget):
             self.summary.setText("Check at least one image layer.")
             return None
         self._jobs = layers
-        try:
-            self.job = segment_layers(
+        return self.run_cancel.start(
+            lambda: segment_layers(
                 self.viewer, self.session, layers, kind="batch",
                 desc=f"Batch: {len(layers)} images", on_item=self._on_item,
                 on_error=lambda message: self.summary.setText(f"Failed: {message}"),
-                on_finish=self._on_finish)
-        except CryoSegError as err:
-            show_error(f"CryoSeg: {err}")
-            self.summary.setText(f"Failed: {err}")
-            return None
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.summary.setText(f"Segmenting {len(layers)} images…")
-        return self.job
+                on_finish=self._on_finish),
+            lambda: f"Segmenting {len(layers)} images…")
+
+    @property
+    def job(self) -> Any:
+        """The running batch job, or None."""
+        return self.run_cancel.job
 
     def cancel(self) -> None:
-        if self.job is not None:
-            self.job.cancel()
-            self.summary.setText("Cancelling after the current tile batch…")
+        self.run_cancel.cancel()
 
     def _on_item(self, outcome: LayerOutcome) -> None:
         if outcome.status == "done":
@@ -173,8 +169,7 @@ class BatchPanel(QWidget):
             self._status(outcome.layer, outcome.status)
 
     def _on_finish(self, job: Any) -> None:
-        self.run_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
+        self.run_cancel.finished(job)
         layers = self._jobs
         if job.cancelled:
             for layer in layers:
@@ -185,5 +180,3 @@ class BatchPanel(QWidget):
         failed = sum(s.startswith("failed") for s in states)
         self.summary.setText(
             f"{done} done, {failed} failed" + (" (cancelled)" if job.cancelled else "") + ".")
-        if self.job is job:
-            self.job = None

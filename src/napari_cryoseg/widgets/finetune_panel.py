@@ -27,6 +27,7 @@ from qtpy.QtWidgets import QFileDialog, QGridLayout, QLabel, QVBoxLayout, QWidge
 from napari_cryoseg.core.errors import CryoSegError, OutputExistsError
 from napari_cryoseg.engine.events import Message, Progress
 from napari_cryoseg.engine.jobs import finetune_job
+from napari_cryoseg.engine.memory import fit_training_patch
 from napari_cryoseg.model.heads import add_classes
 from napari_cryoseg.model.provenance import Provenance
 from napari_cryoseg.viewer import layers as L
@@ -52,7 +53,7 @@ from napari_cryoseg.widgets.forms import (
     none_as_zero,
     zero_as_none,
 )
-from napari_cryoseg.widgets.jobs import JobRunner
+from napari_cryoseg.widgets.job_runner import JobRunner
 from napari_cryoseg.widgets.model_panel import remember_recent
 from napari_cryoseg.widgets.new_class_prompt import NewClassPrompt
 from napari_cryoseg.widgets.segmentation import segment_layers
@@ -118,7 +119,6 @@ class FinetunePanel(QWidget):
         self.store = CorrectionStore.for_session(session)
         self.runner = JobRunner.for_session(session)
         self.job: Any = None
-        self.last_result: Any = None
         self._own_model: Any = None  # the model this panel swapped in or reverted to
         self._pending_resegment = False
         self._added: dict[int, int] = {}  # label value -> class index of this run
@@ -186,12 +186,15 @@ class FinetunePanel(QWidget):
         self.save_btn.setEnabled(has_model and self.job is None)
 
     # --- fine-tuning -------------------------------------------------------------------
-    def finetune_config(self, images: list[Any]) -> Any:
-        """The session's fine-tune settings for this run (device; patch <= the images)."""
+    def finetune_config(self, images: list[Any], model: Any) -> Any:
+        """The session's fine-tune settings for this run: its device, and the patch of
+        :func:`~napari_cryoseg.engine.memory.fit_training_patch` (refused if it cannot fit)."""
         config = self.session.settings.finetune
-        largest = max(max(np.shape(i)[-2:]) for i in images) if images else config.patch
-        return dataclasses.replace(config, device=self.session.device,
-                                   patch=int(min(config.patch, max(largest, 16))))
+        patch = fit_training_patch(
+            model.config, config.patch, config.batch_size, [np.shape(i) for i in images],
+            self.session.device, what="fine-tuning {batch} patches of {patch} px",
+            advice="use fewer or smaller corrected images, or another device")
+        return dataclasses.replace(config, device=self.session.device, patch=patch)
 
     def refresh_new_labels(self) -> list[Any]:
         """Look for label values the model has no class for; show the prompt if any."""
@@ -226,7 +229,7 @@ class FinetunePanel(QWidget):
             model, value_map = self._grow(model, self.refresh_new_labels(), add_new_classes)
             if model is None:
                 return None
-            config = self.finetune_config([source.image for source in sources])
+            config = self.finetune_config([source.image for source in sources], model)
             if value_map:
                 # A new class needs BatchNorm statistics that include it and the full
                 # fine-tuned weights: averaging with the parent (which never predicts
@@ -309,7 +312,7 @@ class FinetunePanel(QWidget):
         self.status_label.setText(f"fine-tuning failed: {message}")
 
     def _on_result(self, result: Any, data: Any, parent: Any) -> None:
-        self.last_result = result
+        self.last_result = result  # the latest run (model, scores, change report) as reported
         self._set_pending(None)
         before = _dice(result.before)
         outcome = describe_outcome(result)

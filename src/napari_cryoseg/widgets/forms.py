@@ -19,6 +19,7 @@ from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QLabel
 
 from napari_cryoseg.core.errors import CryoSegError
+from napari_cryoseg.core.setting import about
 
 
 def _same(value: Any) -> Any:
@@ -70,6 +71,15 @@ class FieldSpec:
     from_widget: Callable[[Any], Any] = _same
     special_text: str = ""
     decimals: int = 0
+
+
+def described_field(key: str, cls: Any, name: str, widget: type[Widget]) -> FieldSpec:
+    """The form row of a self-describing setting: label, tooltip, bounds and step from
+    the field metadata of ``cls.name`` (:mod:`napari_cryoseg.core.setting`)."""
+    meta = about(cls, name)
+    options = {k: v for k, v in (("min", meta.min), ("max", meta.max), ("step", meta.step))
+               if v is not None}
+    return FieldSpec(key, meta.label, widget, meta.help, options, decimals=meta.decimals)
 
 
 class SettingsForm:

@@ -16,7 +16,7 @@ from napari_cryoseg.viewer.session import Session, unwrap
 from napari_cryoseg.widgets.batch_panel import BatchPanel
 from napari_cryoseg.widgets.export_panel import ExportPanel
 from napari_cryoseg.widgets.finetune_panel import FinetunePanel
-from napari_cryoseg.widgets.jobs import JobRunner
+from napari_cryoseg.widgets.job_runner import JobRunner
 from napari_cryoseg.widgets.measure_panel import MeasurePanel
 from napari_cryoseg.widgets.model_panel import ModelPanel
 from napari_cryoseg.widgets.review_panel import ReviewPanel

@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 
 from napari_cryoseg.core.classify import ObjectClassifier, fit_forest
 from napari_cryoseg.core.errors import CryoSegError
-from napari_cryoseg.core.measure import FEATURE_COLUMNS, feature_matrix
+from napari_cryoseg.core.measure import FEATURE_COLUMNS, MIN_OBJECT_PX, feature_matrix
 from napari_cryoseg.viewer import objects as O
 
 NO_IMAGE = "(no image: shape only)"
@@ -76,7 +76,7 @@ class MeasurePanel(QWidget):
         size_row = QHBoxLayout()
         self.min_size = QSpinBox()
         self.min_size.setRange(0, 10_000_000)
-        self.min_size.setValue(20)
+        self.min_size.setValue(MIN_OBJECT_PX)
         self.min_size.setSuffix(" px")
         self.min_size.setToolTip("Objects smaller than this are ignored / removed")
         self.remove_button = QPushButton("Remove smaller")

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from napari.utils.notifications import show_error
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -20,13 +19,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_cryoseg.core.errors import CryoSegError
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine.events import Progress
 from napari_cryoseg.engine.settings import TTA_CHOICES
 from napari_cryoseg.viewer import layers as L
 from napari_cryoseg.viewer.fit_warnings import on_fit_warning
 from napari_cryoseg.viewer.session import same_layer
+from napari_cryoseg.widgets.buttons import RunCancel
 from napari_cryoseg.widgets.forms import (
     CheckBox,
     ComboBox,
@@ -34,6 +33,7 @@ from napari_cryoseg.widgets.forms import (
     FloatSpinBox,
     SettingsForm,
     SpinBox,
+    described_field,
 )
 from napari_cryoseg.widgets.segmentation import LayerOutcome, segment_layers
 
@@ -86,15 +86,9 @@ class LayerCombo(QComboBox):
 def segment_fields(threshold_shown: Any) -> list[FieldSpec]:
     """The Segment form; ``threshold_shown(value)`` maps None to the model's threshold."""
     return [
-        FieldSpec("segment.tiling.tile", "Tile:", SpinBox,
-                  "Tile edge sent to the network (rounded up to the model's stride)",
-                  {"min": 64, "max": 4096, "step": 64}),
-        FieldSpec("segment.tiling.overlap", "Overlap:", FloatSpinBox,
-                  "Fraction of a tile shared with each neighbour (seams blend)",
-                  {"min": 0.0, "max": 0.5, "step": 0.025}, decimals=3),
-        FieldSpec("segment.tiling.batch_size", "Batch size:", SpinBox,
-                  "Tiles per network call; lower it if the GPU runs out of memory",
-                  {"min": 1, "max": 64}),
+        described_field("segment.tiling.tile", TilingConfig, "tile", SpinBox),
+        described_field("segment.tiling.overlap", TilingConfig, "overlap", FloatSpinBox),
+        described_field("segment.tiling.batch_size", TilingConfig, "batch_size", SpinBox),
         FieldSpec("segment.threshold", "Threshold:", FloatSpinBox,
                   "Foreground probability cut-off (binary models); the model's own, tuned "
                   "on its validation images, until you change it. Changing it re-labels "
@@ -115,12 +109,13 @@ def segment_fields(threshold_shown: Any) -> list[FieldSpec]:
 class SegmentPanel(QWidget):
     """Runs the model on one image layer and shows the result as a Labels layer."""
 
+    #: A threshold change re-labelled the last result (pixels changed); no job ran.
+    relabelled = Signal(int)
+
     def __init__(self, viewer: Any, session: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = viewer
         self.session = session
-        self.job: Any = None
-        self.relabel_count = 0
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         self.image = LayerCombo(viewer)
@@ -145,7 +140,6 @@ class SegmentPanel(QWidget):
         self.run_button = QPushButton("Run")
         self.run_button.setToolTip("Segment the chosen image with the current model")
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
         layout.addLayout(buttons)
@@ -157,13 +151,15 @@ class SegmentPanel(QWidget):
         self.fit_label.setStyleSheet("color: #e0a000")
         layout.addWidget(self.fit_label)
         on_fit_warning(session, lambda text, _layer: self.fit_label.setText(text))
+        self.run_cancel = RunCancel(self.run_button, self.cancel_button,
+                                    self.status.setText, self._fail)
 
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(THRESHOLD_DEBOUNCE_MS)
         self._debounce.timeout.connect(self.apply_threshold)
         self.run_button.clicked.connect(lambda: self.run())
-        self.cancel_button.clicked.connect(lambda: self.cancel())
+        self.cancel_button.clicked.connect(lambda: self.run_cancel.cancel())
         session.on_model_changed(lambda _m: self._model_changed())
         self._model_changed()
 
@@ -198,24 +194,20 @@ class SegmentPanel(QWidget):
         if layer is None:
             self.status.setText("Open or choose an image layer first.")
             return None
-        try:
-            self.job = segment_layers(
+        return self.run_cancel.start(
+            lambda: segment_layers(
                 self.viewer, self.session, [layer], desc=f"Segmenting {layer.name}",
                 on_item=self._on_item, on_progress=self._on_event, on_error=self._fail,
-                on_finish=self._on_finish)
-        except CryoSegError as err:
-            show_error(f"CryoSeg: {err}")
-            self._fail(str(err))
-            return None
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.status.setText(f"Segmenting '{layer.name}' with {self.session.model.name}…")
-        return self.job
+                on_finish=self._on_finish),
+            lambda: f"Segmenting '{layer.name}' with {self.session.model.name}…")
+
+    @property
+    def job(self) -> Any:
+        """The running segmentation job, or None."""
+        return self.run_cancel.job
 
     def cancel(self) -> None:
-        if self.job is not None:
-            self.job.cancel()
-            self.status.setText("Cancelling after the current tile batch…")
+        self.run_cancel.cancel()
 
     def _on_item(self, outcome: LayerOutcome) -> None:
         if outcome.status == "failed":
@@ -239,12 +231,9 @@ class SegmentPanel(QWidget):
             self.status.setText(f"Segmenting: {event.done}/{event.total} tiles{extra}")
 
     def _on_finish(self, job: Any) -> None:
-        self.run_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
+        self.run_cancel.finished(job)
         if job.cancelled:
             self.status.setText("Cancelled; existing layers were left as they were.")
-        if self.job is job:
-            self.job = None
 
     # --- threshold ---------------------------------------------------------------------
     def apply_threshold(self) -> int:
@@ -254,8 +243,8 @@ class SegmentPanel(QWidget):
             return 0
         threshold = self._threshold_shown(self.session.settings.segment.threshold)
         changed = L.apply_threshold(self.session, record.labels_layer, threshold)
-        self.relabel_count += 1
         self.status.setText(
             f"Re-labelled '{record.labels_layer.name}' at threshold "
             f"{threshold:.2f}: {changed} pixels changed (no re-run).")
+        self.relabelled.emit(changed)
         return changed

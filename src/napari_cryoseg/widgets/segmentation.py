@@ -2,7 +2,7 @@
 
 :func:`segment_layers` snapshots the layers on the main thread, runs
 :func:`~napari_cryoseg.engine.jobs.segment_many` through the session's
-:class:`~napari_cryoseg.widgets.jobs.JobRunner` with the session's segment settings and
+:class:`~napari_cryoseg.widgets.job_runner.JobRunner` with the session's segment settings and
 device, and shows each result as it arrives (:func:`~napari_cryoseg.viewer.layers.show_prediction`
 keeps the user's corrections and reviewed marks).
 """
@@ -19,7 +19,7 @@ from napari_cryoseg.core.errors import CryoSegError
 from napari_cryoseg.engine.jobs import BatchItem, segment_many, total_tiles
 from napari_cryoseg.viewer import layers as L
 from napari_cryoseg.viewer.fit_warnings import fit_warning
-from napari_cryoseg.widgets.jobs import Job, JobRunner
+from napari_cryoseg.widgets.job_runner import Job, JobRunner
 
 
 @dataclass

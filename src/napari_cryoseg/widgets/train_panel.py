@@ -44,7 +44,7 @@ from napari_cryoseg.widgets.forms import (
     none_as_zero,
     zero_as_none,
 )
-from napari_cryoseg.widgets.jobs import JobRunner
+from napari_cryoseg.widgets.job_runner import JobRunner
 from napari_cryoseg.widgets.segmentation import segment_layers
 from napari_cryoseg.widgets.training_events import show_training_event
 
@@ -107,7 +107,6 @@ class TrainPanel(QWidget):
         self.runner = JobRunner.for_session(session)
         self.job: Any = None
         self.preview: LivePreview | None = None
-        self.last_result: Any = None
         self._annotated: list[Any] = []
         self._pending_segment = False
         layout = QVBoxLayout(self)
@@ -276,7 +275,6 @@ class TrainPanel(QWidget):
                                   "unchanged)")
 
     def _on_result(self, result: Any, annotations: Any) -> None:
-        self.last_result = result
         model = result.best
         model.provenance = {**model.provenance, **annotations.provenance()}
         dice = (f"; Dice on held-out strokes {result.best_dice:.3f} (step {result.best_step})"

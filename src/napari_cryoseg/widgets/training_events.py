@@ -35,8 +35,8 @@ def show_training_event(event: Any, plot: Any, status_label: Any, preview: Any,
         plot.add_dice(event.step, event.dice)
         plot.update()
     elif isinstance(event, Preview):
-        if preview is not None:
-            preview.show(event.labels, event.step)
+        if preview is not None and preview.show(event.labels, event.step,
+                                                event.final) is not None:
             preview_shown.emit(int(event.step))
     else:
         return False

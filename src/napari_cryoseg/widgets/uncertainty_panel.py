@@ -23,7 +23,7 @@ from napari_cryoseg.viewer.layers import layer_units
 from napari_cryoseg.viewer.session import same_layer, unwrap
 from napari_cryoseg.widgets.buttons import button
 from napari_cryoseg.widgets.forms import FieldSpec, SettingsForm, SpinBox
-from napari_cryoseg.widgets.jobs import JobRunner
+from napari_cryoseg.widgets.job_runner import JobRunner
 
 UNCERTAINTY_SUFFIX = " uncertainty"
 

@@ -1,6 +1,6 @@
 """Screenshots of the dock's budget estimate, a run kept aside and a fit warning.
 
-    python docs/make_trust_screenshots.py
+    python bench/make_trust_screenshots.py
 
 A real napari window (under a virtual X display when there is no DISPLAY), the CryoSeg
 dock docked: **Train new model** measures this machine's step time and shows what its

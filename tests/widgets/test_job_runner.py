@@ -24,7 +24,7 @@ def test_workers_start_only_in_the_job_runner():
     found = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
                    if not p.is_relative_to(PACKAGE / "engine")
                    and starters.search(p.read_text(encoding="utf-8")))
-    assert found == ["widgets/jobs.py"], found
+    assert found == ["widgets/job_runner.py"], found
 
 
 def _training_like(steps: int, shape: tuple[int, int]):
@@ -74,10 +74,10 @@ def _fails():
 
 
 def test_one_error_relay_frees_the_session(make_napari_viewer, qtbot, monkeypatch):
-    from napari_cryoseg.widgets import jobs
+    from napari_cryoseg.widgets import job_runner
 
     shown: list[str] = []
-    monkeypatch.setattr(jobs, "show_error", shown.append)
+    monkeypatch.setattr(job_runner, "show_error", shown.append)
     viewer = make_napari_viewer()
     widget = open_dock(viewer, "menu")
     errors: list[str] = []

@@ -1,4 +1,4 @@
-"""Shared helpers of the docs/make_*screenshot*.py scripts (real napari windows -> PNGs)."""
+"""Shared helpers of the bench/make_*screenshot*.py scripts (real napari windows -> PNGs)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-IMAGES = Path(__file__).resolve().parent / "images"
+IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 
 
 @contextmanager

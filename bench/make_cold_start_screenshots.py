@@ -1,6 +1,6 @@
 """Regenerate the "Start from nothing" screenshots of docs/user-guide.md (one command).
 
-    python docs/make_cold_start_screenshots.py [--steps 150] [--preset tiny]
+    python bench/make_cold_start_screenshots.py [--steps 150] [--preset tiny]
 
 Opens a synthetic grid square in a real napari window with the CryoSeg dock, names two
 classes (cell, ice) in **Train new model**, paints strokes of each and of background

@@ -1,6 +1,6 @@
 """Regenerate docs/images/finetune.png: the interactive loop on a domain shift (one command).
 
-    python docs/make_finetune_screenshot.py [--budget 90]
+    python bench/make_finetune_screenshot.py [--budget 90]
 
 The bundled default model segments two grid squares of a new look (much stronger shot
 noise and charging than it was trained on). The first is corrected (here: replaced by

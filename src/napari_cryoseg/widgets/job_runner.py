@@ -30,8 +30,6 @@ from napari_cryoseg.core.errors import CryoSegError
 from napari_cryoseg.engine.events import Progress, TrainStep
 from napari_cryoseg.viewer.words import dock_words
 
-#: How many workers were started in this process, per job kind (tests count these).
-STARTS: dict[str, int] = {}
 #: Resolution of progress bars of training jobs (fractions of the step or time budget).
 _TRAIN_TICKS = 1000
 
@@ -239,7 +237,6 @@ class JobRunner(QObject):
         worker.returned.connect(returned)
         worker.errored.connect(errored)
         worker.finished.connect(finished)
-        STARTS[kind] = STARTS.get(kind, 0) + 1
         self.job = job
         self.started.emit(job)
         worker.start()

@@ -1,27 +1,34 @@
 """Up-front memory checks, so a too-large batch, patch or tile is refused with a message.
 
-Without them, ``cryoseg train --batch-size 100000`` (or a huge ``--patch``) asks the
-operating system for more memory than exists and the process is killed (SIGKILL, no
-message), possibly after the images were read. The training estimate is measured on
-the network's architecture: the activations autograd keeps for the backward pass are
-counted on a small input and scaled by the number of pixels, which is how they grow.
+:func:`fit_training_patch` is the one patch/memory policy of every training path (CLI
+``train`` and ``finetune``, the dock's Train new model and Fine-tune): cap the patch to
+the largest image, then check that a step and the padded images fit. Without it,
+``cryoseg train --batch-size 100000`` (or a huge ``--patch``) asks the operating system
+for more memory than exists and the process is killed (SIGKILL, no message), possibly
+after the images were read. The training estimate is measured on the network's
+architecture: the activations autograd keeps for the backward pass are counted on a small
+input and scaled by the number of pixels, which is how they grow.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from napari_cryoseg.core.errors import InputError
+from napari_cryoseg.core.tiling import round_up
 from napari_cryoseg.model.config import UNetConfig
 from napari_cryoseg.model.unet import UNet
 
 __all__ = [
     "available_bytes",
     "check_fits",
+    "fit_training_patch",
     "format_bytes",
     "inference_bytes",
     "saved_bytes_per_pixel",
@@ -155,3 +162,51 @@ def check_fits(need: int, device: torch.device, what: str, advice: str) -> None:
         f"{what} needs about {format_bytes(need)} of memory on {device.type} (estimated), "
         f"but only {format_bytes(free)} is available; {advice}"
     )
+
+
+#: Host bytes per padded image pixel while training: float32 image, int64 target.
+_HOST_BYTES_PER_PIXEL = 12
+
+
+def fit_training_patch(
+    unet: UNetConfig,
+    patch: int,
+    batch_size: int,
+    shapes: Sequence[Sequence[int]],
+    device: Any,
+    *,
+    what: str,
+    advice: str,
+) -> int:
+    """The patch to train ``unet`` with, checked to fit in memory (else :class:`InputError`).
+
+    A patch larger than every image only adds padding (the sampler pads each image to the
+    patch), so it is lowered to the largest image edge; both are rounded up to the
+    network's stride. Then one training step (weights, optimiser, activations of
+    ``batch_size`` patches) and the images padded to the patch are checked against the
+    memory left on ``device`` (on a GPU the images stay on the host).
+
+    Parameters
+    ----------
+    shapes : sequence of shapes
+        ``(Y, X)`` or ``(T, Y, X)`` of every training image.
+    what, advice : str
+        The refusal's wording, e.g. ``"--batch-size {batch} with --patch {patch}"`` and
+        ``"lower --batch-size or --patch"``; ``{batch}`` and ``{patch}`` are filled in.
+    """
+    from napari_cryoseg.engine.device import resolve_device
+
+    largest = max((max(int(s) for s in shape[-2:]) for shape in shapes), default=patch)
+    patch = round_up(min(int(patch), round_up(max(largest, 16), unet.stride)), unet.stride)
+    device = resolve_device(device)
+    frames = [int(shape[0]) if len(shape) == 3 else 1 for shape in shapes]
+    host = sum(n * max(int(shape[-2]), patch) * max(int(shape[-1]), patch)
+               for n, shape in zip(frames, shapes)) * _HOST_BYTES_PER_PIXEL
+    step = training_bytes(unet, batch_size, patch)
+    label = what.format(batch=batch_size, patch=patch)
+    if device.type == "cuda":
+        check_fits(step, device, label, advice)
+        check_fits(host, torch.device("cpu"), "the training images", "use fewer images")
+    else:
+        check_fits(step + host, device, label, advice)
+    return patch

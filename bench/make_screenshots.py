@@ -1,6 +1,6 @@
 """Regenerate the user-guide screenshots under docs/images/ (one command).
 
-    python docs/make_screenshots.py [--model FILE]
+    python bench/make_screenshots.py [--model FILE]
 
 Opens a real napari window (under a virtual X display when there is no DISPLAY: needs
 ``Xvfb``, which ``pytest-xvfb``'s PyVirtualDisplay drives), docks CryoSeg, segments the

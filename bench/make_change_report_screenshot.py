@@ -1,6 +1,6 @@
 """Regenerate docs/images/finetune_change_report.png: the change report after a fine-tune.
 
-    python docs/make_change_report_screenshot.py [--steps 20]
+    python bench/make_change_report_screenshot.py [--steps 20]
 
 The bundled default model segments three grid squares of a new look. On the first, the
 false positives of one class are erased in one corner only (a partial correction, nothing

@@ -1,6 +1,6 @@
 """Regenerate docs/images/objects.png: the Objects section of the CryoSeg dock.
 
-    python docs/make_objects_screenshot.py
+    python bench/make_objects_screenshot.py
 
 Opens a real napari window (under a virtual X display when there is no DISPLAY), adds a
 synthetic image of round vesicles (bright rim) and elongated objects with its labels,
