@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from napari_cryoseg.widgets.job_runner import JobRunner
 
 from napari_cryoseg.core.synthetic import SampleConfig, make_sample
 from napari_cryoseg.model.checkpoint import ModelFile
 from napari_cryoseg.model.config import preset
+from napari_cryoseg.widgets.job_runner import JobRunner
 
 from .conftest import open_dock
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from napari_cryoseg.widgets.job_runner import error_message
 
 from napari_cryoseg.model.checkpoint import ModelFile
 from napari_cryoseg.model.config import preset
 from napari_cryoseg.viewer.words import dock_words, finetuned_name
+from napari_cryoseg.widgets.job_runner import error_message
 
 from .conftest import open_dock
 
