@@ -75,7 +75,7 @@ def forest_from_strokes(target: dict, strokes: np.ndarray, seed: int) -> dict:
 
 def steps_made(log: Path) -> int | None:
     """Optimiser steps a ``cryoseg train`` run made, read from its log."""
-    found = re.findall(r"(\d+) steps", log.read_text())
+    found = re.findall(r"\((\d+) steps in", log.read_text())
     return int(found[-1]) if found else None
 
 

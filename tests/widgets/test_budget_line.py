@@ -48,6 +48,7 @@ def test_a_budget_too_short_proposes_one_that_is_enough(dock):
     session = widget.session
     panel = widget.train_panel
     line = panel.budget_line
+    session.settings.set("train.init", "random")  # from random weights: 60 steps needed
     # the step time this 2-core CPU measured for the default network (small, 8 x 256 px)
     st.record_step_time(step_request("train", session.settings, "cpu").key(), 3.9)
     line.refresh()
@@ -82,3 +83,17 @@ def test_finetune_section_estimates_for_the_current_model(dock):
     steps = int(text.split("≈ ")[1].split(" steps")[0])
     assert steps == st.steps_in(60.0, 0.5, overhead_s=15.0)
     assert "fine-tuning needs about 20 steps" in text
+
+
+def test_a_backbone_start_needs_fewer_steps(dock):
+    viewer, widget = dock
+    session = widget.session
+    line = widget.train_panel.budget_line
+    assert session.settings.train.init == "backbone"
+    st.record_step_time(step_request("train", session.settings, "cpu").key(), 3.9)
+    line.refresh()
+    text = line.label.text()
+    if step_request("train", session.settings, "cpu").pretrained:
+        assert "a useful new model needs about 20 steps" in text, text
+    else:  # a checkout without the bundled backbone starts from random weights
+        assert "a useful new model needs about 60 steps" in text, text
