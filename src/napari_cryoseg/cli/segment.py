@@ -7,6 +7,9 @@ runs the blocks on a dask.distributed cluster (``local:N`` or a scheduler addres
 of a dask-jobqueue SLURM/PBS cluster).
 """
 
+# Over 450 lines: one command's inputs (files, folders, stacks, zarr) and outputs, with the
+# output rule and cleanup on interrupt that belong to it.
+
 from __future__ import annotations
 
 import argparse

@@ -13,6 +13,9 @@ class?" prompt (:mod:`~napari_cryoseg.widgets.new_class_prompt`): accepting grow
 model's head (:func:`~napari_cryoseg.model.heads.add_classes`) and fine-tunes it.
 """
 
+# Over 450 lines: the run lifecycle, Apply / Discard of a flagged result and the add-class
+# prompt still live here; they move to a Qt-free controller in viewer/ next.
+
 from __future__ import annotations
 
 import dataclasses
