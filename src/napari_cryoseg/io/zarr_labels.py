@@ -148,10 +148,16 @@ class LabelsZarrWriter:
         self.chunks = tuple(chunks or default_chunks(shape))
         self.tmp = self.path.with_name(f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}")
         self.tmp.mkdir()
-        self.array = zarr.create_array(
-            str(self.tmp / "level0"), shape=shape, dtype=np.dtype(dtype), chunks=self.chunks,
-            fill_value=0, dimension_names=list(self.axes.lower()),
-        )
+        try:
+            self.array = zarr.create_array(
+                str(self.tmp / "level0"), shape=shape, dtype=np.dtype(dtype),
+                chunks=self.chunks, fill_value=0, dimension_names=list(self.axes.lower()),
+            )
+        except BaseException:
+            # Not yet inside a ``with``: an error or a signal (SIGTERM unwinds as an
+            # exception) here would otherwise leave the hidden store behind.
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
         self.committed = False
 
     @property
