@@ -75,6 +75,14 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated()
 
 
+def _remove_unfinished_outputs() -> None:
+    """Hidden output stores a signal left behind (it can land between a writer's
+    creation and its ``with``); only loaded when zarr output was in use."""
+    module = sys.modules.get("napari_cryoseg.io.zarr_labels")
+    if module is not None:
+        module.remove_unfinished_stores()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cryoseg`` script; returns the exit code."""
     from napari_cryoseg.core.errors import CryoSegError
@@ -109,10 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
               "smaller --batch-size, --patch or --tile)", file=sys.stderr)
         return 2
     except Terminated:
+        _remove_unfinished_outputs()
         print(f"{prefix}: terminated (SIGTERM); partial outputs were removed",
               file=sys.stderr)
         return 143
     except KeyboardInterrupt:
+        _remove_unfinished_outputs()
         print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - a bug: one line, traceback on request

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,42 @@ from napari_cryoseg.io.zarr_io import (
 
 #: Attribute of the labels group that marks a napari-cryoseg output.
 CRYOSEG_KEY = "cryoseg"
+
+
+#: How long a removed store must stay gone before it counts as removed, and the most
+#: time spent waiting for that (see :func:`remove_store`).
+_QUIET_S = 0.3
+_REMOVE_LIMIT_S = 30.0
+
+
+def remove_store(path: Path) -> None:
+    """Delete a hidden zarr store for good, even while zarr is still writing into it.
+
+    zarr writes chunks on its own event-loop thread. When the main thread is interrupted
+    (Ctrl-C, SIGTERM) while waiting for a write, that write carries on and recreates its
+    folders (``mkdir(parents=True)``) after a plain ``rmtree``. So the store is removed
+    again until it has stayed gone for a quiet moment.
+    """
+    deadline = time.monotonic() + _REMOVE_LIMIT_S
+    while True:
+        shutil.rmtree(path, ignore_errors=True)
+        quiet_until = time.monotonic() + _QUIET_S
+        while not path.exists() and time.monotonic() < quiet_until:
+            time.sleep(0.02)
+        if not path.exists() or time.monotonic() > deadline:
+            return
+
+
+#: Hidden stores of writers not yet committed or aborted, so an interrupted command
+#: can remove them even when the signal came between ``__init__`` and ``with``.
+_UNFINISHED: set[Path] = set()
+
+
+def remove_unfinished_stores() -> None:
+    """Remove every hidden store a writer of this process left unfinished."""
+    for path in list(_UNFINISHED):
+        remove_store(path)
+        _UNFINISHED.discard(path)
 
 
 def _rgba(color: str) -> list[int]:
@@ -147,6 +184,7 @@ class LabelsZarrWriter:
             or "labels"
         self.chunks = tuple(chunks or default_chunks(shape))
         self.tmp = self.path.with_name(f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}")
+        _UNFINISHED.add(self.tmp)
         self.tmp.mkdir()
         try:
             self.array = zarr.create_array(
@@ -156,7 +194,8 @@ class LabelsZarrWriter:
         except BaseException:
             # Not yet inside a ``with``: an error or a signal (SIGTERM unwinds as an
             # exception) here would otherwise leave the hidden store behind.
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            remove_store(self.tmp)
+            _UNFINISHED.discard(self.tmp)
             raise
         self.committed = False
 
@@ -219,6 +258,7 @@ class LabelsZarrWriter:
         else:
             os.replace(labels_dir, self.path)
         shutil.rmtree(self.tmp, ignore_errors=True)
+        _UNFINISHED.discard(self.tmp)
         self.committed = True
         return self.path
 
@@ -260,7 +300,8 @@ class LabelsZarrWriter:
 
     def abort(self) -> None:
         """Delete the temporary store (after an error or cancel)."""
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        remove_store(self.tmp)
+        _UNFINISHED.discard(self.tmp)
 
     def __enter__(self) -> LabelsZarrWriter:
         return self
