@@ -143,6 +143,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         type=float_range(0.0, 1.0, what="a share of patches"),
                         help="share of patches placed where the input model is wrong "
                         f"(default {DEFAULTS.focus_errors:g})")
+    parser.add_argument("--keep-elsewhere", default=DEFAULTS.keep_elsewhere, metavar="P",
+                        type=float_range(0.0, 1.0, high_open=True, what="a share of patches"),
+                        help="share of patches taken from pixels nobody corrected (--unlabelled "
+                        "images, unreviewed parts of the masks) with the input model's own "
+                        "labels as targets, so the new model changes only where the "
+                        f"corrections are (default {DEFAULTS.keep_elsewhere:g}; 0 = off)")
     parser.add_argument("--head-lr-factor", default=DEFAULTS.head_lr_factor, metavar="F",
                         type=float_range(0.0, 100.0, low_open=True, what="a factor"),
                         help="decoder and head learn F times faster than the encoder "
@@ -170,6 +176,7 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
                           adapt_batchnorm=args.adapt_batchnorm, adapt_below=args.adapt_below,
                           freeze_batchnorm=args.batchnorm_stats == "fixed",
                           focus_errors=args.focus_errors,
+                          keep_elsewhere=args.keep_elsewhere,
                           head_lr_factor=args.head_lr_factor,
                           **({"augment": AugmentConfig.none()} if args.no_augment else {}))
 

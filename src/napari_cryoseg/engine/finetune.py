@@ -40,6 +40,8 @@ import torch
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.adapt import adapt_batchnorm, blend_states, choose_blend
+from napari_cryoseg.engine.anchors import anchor_sampler, split_anchors
+from napari_cryoseg.engine.anchors import describe as describe_anchors
 from napari_cryoseg.engine.change_check import (
     ChangeReport,
     CheckSet,
@@ -324,6 +326,13 @@ def finetune(
         config.augment, valid_masks=train_valid, oversample_rare=config.oversample_rare,
         seed=config.seed, focus_masks=focus, focus=config.focus_errors,
     )
+    if check is not None and config.keep_elsewhere > 0:
+        anchors = split_anchors(check)
+        mixed = anchor_sampler(anchors, sampler, model.normalization, config.keep_elsewhere,
+                               config.seed)
+        if mixed is not None:
+            sampler = mixed
+            yield Message(describe_anchors(anchors, config.keep_elsewhere))
     frozen: list[torch.nn.Module] = []
     if config.freeze_encoder:
         for param in net.encoders.parameters():

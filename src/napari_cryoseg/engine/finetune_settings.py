@@ -100,6 +100,12 @@ class FinetuneConfig:
         :mod:`napari_cryoseg.engine.change_check`): re-estimated BatchNorm statistics and
         blends are kept only when the change they make there goes the way the
         corrections went, and the result carries the comparison (``change_report``).
+    keep_elsewhere : float
+        Share of the training patches taken from pixels nobody corrected (the check's
+        pixels, one colour of a checkerboard; the check keeps the other) with the
+        parent's own labels as targets (:mod:`napari_cryoseg.engine.anchors`): the
+        child changes where the corrections are and keeps the parent's answer
+        elsewhere. 0 trains on the corrections alone. Needs ``check_beyond``.
     seed : int
         Seeds the holdout, patch sampling, augmentation and dropout.
     device : str
@@ -132,6 +138,7 @@ class FinetuneConfig:
     blend_tolerance: float = 0.01
     dice_weight: float = 10.0
     check_beyond: bool = True
+    keep_elsewhere: float = 0.25
     seed: int = 0
     device: str = "auto"
     mixed_precision: bool = True
@@ -160,6 +167,8 @@ class FinetuneConfig:
             problems.append(f"parent blend {self.parent_blend} must be in (0, 1]")
         if not self.blend_tolerance >= 0:
             problems.append(f"blend tolerance {self.blend_tolerance} must be >= 0")
+        if not 0.0 <= self.keep_elsewhere < 1.0:
+            problems.append(f"keep_elsewhere {self.keep_elsewhere} must be in [0, 1)")
         if not 0.0 <= self.focus_errors <= 1.0:
             problems.append(f"focus on errors {self.focus_errors} must be in [0, 1]")
         if self.holdout_layout not in HOLDOUT_LAYOUTS:
