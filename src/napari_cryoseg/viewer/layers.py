@@ -373,6 +373,30 @@ def cryoseg_labels_layers(viewer: Any) -> list[Any]:
     ]
 
 
+def unusable_reason(layer: Any) -> str | None:
+    """Why an image layer cannot be segmented, in a few words with what to do; None if
+    it can (or it is not a user's image layer)."""
+    from napari.layers import Image
+
+    if not isinstance(layer, Image) or META_KEY in (layer.metadata or {}):
+        return None
+    if getattr(layer, "rgb", False):
+        return "RGB: split it to grayscale first (Layers > Convert > Split RGB)"
+    if layer.ndim not in (2, 3):
+        return f"{layer.ndim}D: split channels or extra axes first (2D, 3D or time series)"
+    return None
+
+
+def unusable_image_layers(viewer: Any) -> list[tuple[Any, str]]:
+    """The image layers CryoSeg cannot segment, each with :func:`unusable_reason`."""
+    out = []
+    for layer in viewer.layers:
+        reason = unusable_reason(layer)
+        if reason is not None:
+            out.append((layer, reason))
+    return out
+
+
 def segmentable_image_layers(viewer: Any) -> list[Any]:
     """Image layers CryoSeg can segment (not RGB, 2D/3D, not our probabilities)."""
     from napari.layers import Image

@@ -96,6 +96,12 @@ class BatchPanel(QWidget):
             item.setCheckState(self._chosen.get(id(layer), default))
             self.list.addItem(item)
             self._set_text(layer)
+        # listed after the usable ones (rows past ``self._layers``), greyed, with why
+        for layer, reason in L.unusable_image_layers(self.viewer):
+            item = QListWidgetItem(f"{layer.name}  —  {reason}")
+            item.setFlags(Qt.ItemFlag.NoItemFlags)
+            item.setToolTip(reason)
+            self.list.addItem(item)
         self.list.blockSignals(False)
 
     def _item_changed(self, item: QListWidgetItem) -> None:

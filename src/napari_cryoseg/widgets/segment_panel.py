@@ -67,6 +67,13 @@ class LayerCombo(QComboBox):
         for layer in layers:
             shape = "multiscale" if layer.multiscale else "×".join(map(str, layer.data.shape))
             self.addItem(f"{layer.name}  ({shape})")
+        # Layers that cannot be used are listed (greyed, not selectable) with the reason,
+        # so an open RGB image does not just go missing from the list.
+        for layer, reason in L.unusable_image_layers(self.viewer):
+            self.addItem(f"{layer.name}  —  {reason}")
+            item = self.model().item(self.count() - 1)
+            item.setEnabled(False)
+            item.setToolTip(reason)
         if current is not None and any(same_layer(lyr, current) for lyr in layers):
             self.setCurrentIndex(next(i for i, lyr in enumerate(layers)
                                       if same_layer(lyr, current)))

@@ -177,8 +177,16 @@ class TrainPanel(QWidget):
         """Annotation layers for the selected image layers (or the only image)."""
         images = L.segmentable_image_layers(self.viewer)
         selected = [layer for layer in images if layer in self.viewer.layers.selection]
-        if not selected and len(images) == 1:
+        unusable = [(layer, reason) for layer, reason in L.unusable_image_layers(self.viewer)
+                    if layer in self.viewer.layers.selection]
+        if not selected and len(images) == 1 and not unusable:
             selected = images
+        if not selected and unusable:
+            layer, reason = unusable[0]
+            message = f"layer '{layer.name}' cannot be annotated: {reason}"
+            show_warning(message)
+            self.status_label.setText(message)
+            return []
         if not selected:
             message = ("select the image layer(s) to annotate in the layer list" if images
                        else "open an image first: there is nothing to annotate")

@@ -1,0 +1,43 @@
+"""RGB and N-D image layers are listed with the reason they cannot be used, not dropped."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from .conftest import open_dock
+
+
+@pytest.fixture
+def dock(make_napari_viewer, monkeypatch, tmp_path):
+    monkeypatch.setenv("CRYOSEG_CONFIG_DIR", str(tmp_path / "config"))
+    viewer = make_napari_viewer()
+    widget = open_dock(viewer, "plugin")
+    return viewer, widget
+
+
+def test_rgb_and_4d_layers_say_why_they_cannot_be_used(dock):
+    viewer, widget = dock
+    viewer.add_image(np.zeros((64, 64), np.float32), name="em")
+    viewer.add_image(np.zeros((64, 64, 3), np.uint8), name="photo", rgb=True)
+    viewer.add_image(np.zeros((2, 2, 32, 32), np.float32), name="hyper")
+
+    combo = widget.segment_panel.image
+    texts = [combo.itemText(i) for i in range(combo.count())]
+    assert texts[0].startswith("em")
+    rgb_row = next(i for i, t in enumerate(texts) if t.startswith("photo"))
+    assert "RGB" in texts[rgb_row] and "Split RGB" in texts[rgb_row]
+    assert not combo.model().item(rgb_row).isEnabled()
+    assert any(t.startswith("hyper") and "4D" in t for t in texts)
+    combo.setCurrentIndex(rgb_row)  # even when forced there, it is no layer to segment
+    assert combo.layer() is None
+
+    batch = widget.batch_panel
+    rows = [batch.list.item(i).text() for i in range(batch.list.count())]
+    assert any(r.startswith("photo") and "RGB" in r for r in rows)
+    assert [lyr.name for lyr in batch.checked_layers()] == ["em"]
+
+    viewer.layers.selection = {viewer.layers["photo"]}
+    assert widget.train_panel.annotate_selected() == []
+    status = widget.train_panel.status_label.text()
+    assert "'photo' cannot be annotated" in status and "RGB" in status
