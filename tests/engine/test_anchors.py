@@ -99,3 +99,29 @@ def test_the_mixed_sampler_is_reproducible_from_its_seed():
     for a, b in zip(batches(3), batches(3)):
         np.testing.assert_array_equal(a, b)
 
+
+
+def test_only_pixels_the_parent_is_sure_of_become_anchors():
+    check = _check()
+    unsure = np.ones((256, 256), bool)
+    unsure[:64] = False  # the parent hesitates on the top rows
+    check.confident = [unsure, np.ones((256, 256), bool)]
+    anchors = split_anchors(check)
+    assert not anchors.masks[0][:64].any() and anchors.masks[0][64:].any()
+    # the check keeps its half wherever the parent is sure or not
+    assert check.masks[0][:64].any()
+
+
+def test_confidence_is_the_top_class_probability(tiny_model):
+    from napari_cryoseg.engine.change_check import CONFIDENT, labels_and_confidence
+
+    image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    labels, sure = labels_and_confidence(tiny_model, [image], "cpu")
+    assert labels[0].shape == sure[0].shape == (64, 64) and sure[0].dtype == bool
+    from napari_cryoseg.engine.events import drain
+    from napari_cryoseg.engine.predict import segment
+
+    prob = drain(segment(image, tiny_model, device="cpu", return_probabilities=True)
+                 ).probabilities
+    top = prob.max(axis=0) if prob.shape[0] > 1 else np.maximum(prob[0], 1 - prob[0])
+    np.testing.assert_array_equal(sure[0], top >= CONFIDENT)

@@ -141,3 +141,15 @@ def test_batchnorm_statistics_that_change_other_images_unasked_are_not_kept(trai
     kept = [t for t in runs[True] if "kept the parent's BatchNorm statistics: re-estimated" in t]
     assert kept and "disk -" in kept[0]  # says what they would have done
     assert not any(t.startswith("adapted BatchNorm statistics") for t in runs[True])
+
+
+def test_a_small_move_against_a_clear_trend_is_flagged_and_one_with_it_is_not():
+    parent = _blobs(n=12)
+    grown = np.maximum(parent, np.roll(parent, 1, axis=1))  # a few per cent more
+    change = grown.sum() / parent.sum() - 1
+    assert 0.05 < change < 0.10  # under the free change, over the change against a trend
+    against = compare_labels([parent], [grown], NAMES, np.array([0.0, -0.3]))
+    assert against.verdict == "ask" and "against" in against.reasons[0]
+    # the same growth is noise when the corrections grew the class or barely moved it
+    assert compare_labels([parent], [grown], NAMES, np.array([0.0, 0.3])).verdict == "ok"
+    assert compare_labels([parent], [grown], NAMES, np.array([0.0, -0.05])).verdict == "ok"

@@ -55,7 +55,8 @@ class AnchorSet:
 
 
 def split_anchors(check: CheckSet, block: int = ANCHOR_BLOCK) -> AnchorSet:
-    """Take one colour of a checkerboard of ``check``'s pixels as anchors.
+    """Take one colour of a checkerboard of ``check``'s pixels as anchors (where the
+    parent is confident, when ``check.confident`` says so).
 
     ``check.masks`` is narrowed in place to the other colour, so the check compares the
     child with its parent on pixels it did not train on.
@@ -70,6 +71,10 @@ def split_anchors(check: CheckSet, block: int = ANCHOR_BLOCK) -> AnchorSet:
             anchor = anchor & base
             kept = kept & base
         check.masks[i] = kept
+        if check.confident:
+            # Only where the parent is sure: where it hesitates, the corrections may be
+            # the only evidence, and a copied guess would fight them.
+            anchor = anchor & check.confident[i]
         if anchor.any():
             images.append(np.asarray(image))
             labels.append(np.asarray(label))

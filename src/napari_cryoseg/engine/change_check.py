@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["CONTEXT_PX", "ChangeReport", "CheckSet", "build_check", "check_model", "check_result",
-           "compare_labels", "correction_trend"]
+__all__ = ["CONFIDENT", "CONTEXT_PX", "ChangeReport", "CheckSet", "build_check",
+           "check_model", "check_result", "compare_labels", "correction_trend",
+           "labels_and_confidence"]
 
 #: Pixels around each correction taken as the region the user looked at when judging
 #: which way a class should move (the net change is relative to the parent's area there).
@@ -34,6 +35,10 @@ CONTEXT_PX = 64
 #: Relative area change of a class on the other pixels that needs no support (noise of
 #: a retrained network on unchanged images is a few per cent).
 FREE_CHANGE = 0.10
+#: Relative area change of a class against a clear trend of the corrections (they
+#: moved it by at least :data:`FREE_CHANGE` the other way) that needs no support: half
+#: the free change, since a move against the only evidence is the more suspicious one.
+AGAINST_CHANGE = 0.05
 #: A class area change may go this many times further than the corrections moved it.
 FOLLOW_FACTOR = 2.0
 #: A class keeps less than this share of its area: collapsed (unless erased by the user).
@@ -185,6 +190,11 @@ def compare_labels(
             severity = max(severity, 2)
             report.reasons.append(f"{name} grows {change:+.0%} though the corrections "
                                   f"changed it by {wanted:+.0%}")
+        elif (abs(change) > AGAINST_CHANGE and abs(wanted) >= FREE_CHANGE
+              and np.sign(change) != np.sign(wanted)):
+            severity = max(severity, 1)
+            report.reasons.append(f"{name} {change:+.0%} elsewhere, against the "
+                                  f"corrections' {wanted:+.0%}")
         elif abs(change) > FREE_CHANGE:
             opposite = np.sign(change) != np.sign(wanted) or abs(wanted) < FREE_CHANGE / 2
             # corrections that tripled the class (or erased most of it) near the edits
@@ -221,6 +231,9 @@ class CheckSet:
     trend: np.ndarray
     class_names: list[str]
     n_other: int = 0
+    #: Per image, where the parent is sure of its label (max class probability at least
+    #: :data:`CONFIDENT`); empty when not asked for (``build_check(confidence=True)``).
+    confident: list[np.ndarray] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.images)
@@ -232,12 +245,34 @@ def _central(image: np.ndarray, edge: int) -> np.ndarray:
     return image[..., y:y + edge, x:x + edge]
 
 
+#: A parent label counts as sure where its class probability is at least this.
+CONFIDENT = 0.9
+
+
 def model_labels(model: Any, images: Sequence[np.ndarray], device: Any) -> list[np.ndarray]:
     """Labels of ``model`` (a ModelFile) on each image."""
     from napari_cryoseg.engine.events import drain
     from napari_cryoseg.engine.predict import segment
 
     return [drain(segment(image, model, device=str(device))).labels for image in images]
+
+
+def labels_and_confidence(
+    model: Any, images: Sequence[np.ndarray], device: Any,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Labels of ``model`` on each image and where its top class probability is at
+    least :data:`CONFIDENT`."""
+    from napari_cryoseg.engine.events import drain
+    from napari_cryoseg.engine.predict import segment
+
+    labels, confident = [], []
+    for image in images:
+        result = drain(segment(image, model, device=str(device), return_probabilities=True))
+        prob = np.asarray(result.probabilities, np.float32)
+        top = np.maximum(prob[0], 1 - prob[0]) if prob.shape[0] == 1 else prob.max(axis=0)
+        labels.append(result.labels)
+        confident.append(top >= CONFIDENT)
+    return labels, confident
 
 
 def build_check(
@@ -248,28 +283,39 @@ def build_check(
     unlabelled: Sequence[np.ndarray],
     device: Any,
     parent_labels: Sequence[np.ndarray] | None = None,
+    confidence: bool = False,
 ) -> CheckSet:
     """The check's pixels: other open images (central crops) and unreviewed pixels.
 
-    ``parent_labels``: the parent's labels of ``images`` when already known.
+    ``parent_labels``: the parent's labels of ``images`` when already known (not used
+    with ``confidence``, which needs the probabilities too).
     """
-    corrected_labels = (list(parent_labels) if parent_labels is not None
-                        else model_labels(model, images, device))
+    corrected_sure: list[np.ndarray] = []
+    if confidence:
+        corrected_labels, corrected_sure = labels_and_confidence(model, images, device)
+    else:
+        corrected_labels = (list(parent_labels) if parent_labels is not None
+                            else model_labels(model, images, device))
     trend = correction_trend(corrected_labels, targets, valid, model.config.n_classes)
     others = [_central(np.asarray(image), CHECK_EDGE) for image in
               list(unlabelled)[:MAX_CHECK_IMAGES] if np.ndim(image) == 2]
     check_images: list[np.ndarray] = list(others)
     masks: list[np.ndarray | None] = [None] * len(others)
-    labels = model_labels(model, others, device)
+    if confidence:
+        labels, sure = labels_and_confidence(model, others, device)
+    else:
+        labels, sure = model_labels(model, others, device), []
     if valid is not None:  # unreviewed parts of the corrected images, away from the edits
-        for image, label, v in zip(images, corrected_labels, valid):
+        for i, (image, label, v) in enumerate(zip(images, corrected_labels, valid)):
             away = ~ndi.maximum_filter(np.asarray(v, bool), size=2 * CONTEXT_PX + 1)
             if away.mean() > 0.05:
                 check_images.append(image)
                 masks.append(away)
                 labels.append(label)
+                if confidence:
+                    sure.append(corrected_sure[i])
     return CheckSet(check_images, masks, labels, trend, list(model.class_names),
-                    n_other=len(others))
+                    n_other=len(others), confident=sure)
 
 
 def check_model(child: Any, check: CheckSet, device: Any) -> ChangeReport:

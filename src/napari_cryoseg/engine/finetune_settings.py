@@ -138,7 +138,7 @@ class FinetuneConfig:
     blend_tolerance: float = 0.01
     dice_weight: float = 10.0
     check_beyond: bool = True
-    keep_elsewhere: float = 0.25
+    keep_elsewhere: float = 0.5
     seed: int = 0
     device: str = "auto"
     mixed_precision: bool = True
