@@ -231,6 +231,8 @@ class CheckSet:
     trend: np.ndarray
     class_names: list[str]
     n_other: int = 0
+    #: Per class, the share of the parent's sure pixels near the edits the user changed.
+    sure_trend: np.ndarray | None = None
     #: Per image, where the parent is sure of its label (max class probability at least
     #: :data:`CONFIDENT`); empty when not asked for (``build_check(confidence=True)``).
     confident: list[np.ndarray] = field(default_factory=list)
@@ -297,6 +299,12 @@ def build_check(
         corrected_labels = (list(parent_labels) if parent_labels is not None
                             else model_labels(model, images, device))
     trend = correction_trend(corrected_labels, targets, valid, model.config.n_classes)
+    sure_trend = None
+    if confidence:
+        from napari_cryoseg.engine.sure_pixels import sure_changed_by_corrections
+
+        sure_trend = sure_changed_by_corrections(corrected_labels, targets, corrected_sure,
+                                                 valid, model.config.n_classes, CONTEXT_PX)
     others = [_central(np.asarray(image), CHECK_EDGE) for image in
               list(unlabelled)[:MAX_CHECK_IMAGES] if np.ndim(image) == 2]
     check_images: list[np.ndarray] = list(others)
@@ -315,7 +323,7 @@ def build_check(
                 if confidence:
                     sure.append(corrected_sure[i])
     return CheckSet(check_images, masks, labels, trend, list(model.class_names),
-                    n_other=len(others), confident=sure)
+                    n_other=len(others), confident=sure, sure_trend=sure_trend)
 
 
 def check_model(child: Any, check: CheckSet, device: Any) -> ChangeReport:
@@ -323,7 +331,32 @@ def check_model(child: Any, check: CheckSet, device: Any) -> ChangeReport:
     child_labels = model_labels(child, check.images, device)
     report = compare_labels(check.parent_labels, child_labels, check.class_names,
                             check.trend, check.masks)
+    if check.confident and check.sure_trend is not None:
+        _flag_lost_sure_pixels(report, check, child_labels)
     return report
+
+
+def _flag_lost_sure_pixels(report: ChangeReport, check: CheckSet,
+                           child_labels: Sequence[np.ndarray]) -> None:
+    """Ask when a class loses more of the parent's sure pixels than the corrections
+    changed of them (:mod:`napari_cryoseg.engine.sure_pixels`)."""
+    from napari_cryoseg.engine.sure_pixels import SURE_FREE, lost_sure_share
+
+    n_classes = len(check.class_names)
+    total, lost = lost_sure_share(check.parent_labels, child_labels, check.confident,
+                                  check.masks, n_classes)
+    for k in range(1, n_classes):
+        if total[k] < MIN_AREA_SHARE * max(report.pixels, 1):
+            continue
+        allowed = max(SURE_FREE, FOLLOW_FACTOR * float(check.sure_trend[k]))
+        if lost[k] > allowed:
+            name = check.class_names[k]
+            report.reasons.append(
+                f"{name}: {lost[k]:.0%} of the pixels the old model was sure of are "
+                f"labelled otherwise, the corrections changed {check.sure_trend[k]:.0%} "
+                "of them")
+            if report.verdict == "ok":
+                report.verdict = "ask"
 
 
 def check_result(

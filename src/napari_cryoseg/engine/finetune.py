@@ -259,7 +259,7 @@ def finetune(
                 lab.shape != np.shape(im)[-2:] for lab, im in zip(known, images))):
             known = None
         check = build_check(model, images, targets, valid, unlabelled, device, known,
-                            confidence=config.keep_elsewhere > 0) or None
+                            confidence=True) or None
         check_s = time.perf_counter() - began
     # model.build() copies the weights into a new network: the parent's tensors are
     # never handed to the optimiser.
