@@ -34,27 +34,19 @@ def test_checkerboard_splits_the_plane_in_two_disjoint_halves():
     assert a[0, 0] and not a[0, 64] and a[64, 64]
 
 
-def test_with_other_images_the_corrected_image_trains_and_the_others_check():
+def test_anchors_and_the_check_never_share_a_pixel():
     check = _check()
     whole_away = check.masks[1].copy()
     anchors = split_anchors(check)
-    assert len(anchors.images) == 1 and anchors.images[0] is check.images[1]
-    np.testing.assert_array_equal(anchors.masks[0], whole_away)  # every unreviewed pixel
-    assert check.masks[0] is None  # the other image stays whole in the check
-    assert not check.masks[1].any()  # the corrected image leaves the check
-    assert anchors.pixels == int(whole_away.sum())
-
-
-def test_without_other_images_anchors_and_the_check_share_no_pixel():
-    check = _check()
-    check.images, check.masks, check.parent_labels = (
-        check.images[1:], check.masks[1:], check.parent_labels[1:])
-    check.n_other = 0
-    whole_away = check.masks[0].copy()
-    anchors = split_anchors(check)
-    anchor, kept = anchors.masks[0], check.masks[0]
-    assert anchor.any() and kept.any() and not (anchor & kept).any()
-    np.testing.assert_array_equal(anchor | kept, whole_away)
+    assert len(anchors.images) == 2
+    for anchor, kept in zip(anchors.masks, check.masks):
+        assert anchor.any() and kept.any()
+        assert not (anchor & kept).any()
+    # the unreviewed mask still bounds both halves of the corrected image
+    assert not (anchors.masks[1] & ~whole_away).any()
+    assert not (check.masks[1] & ~whole_away).any()
+    assert (anchors.masks[1] | check.masks[1]).sum() == whole_away.sum()
+    assert anchors.pixels == sum(int(m.sum()) for m in anchors.masks)
 
 
 def _main_sampler(size=128, seed=0):
@@ -113,9 +105,11 @@ def test_only_pixels_the_parent_is_sure_of_become_anchors():
     check = _check()
     unsure = np.ones((256, 256), bool)
     unsure[:64] = False  # the parent hesitates on the top rows
-    check.confident = [np.ones((256, 256), bool), unsure]
+    check.confident = [unsure, np.ones((256, 256), bool)]
     anchors = split_anchors(check)
     assert not anchors.masks[0][:64].any() and anchors.masks[0][64:].any()
+    # the check keeps its half wherever the parent is sure or not
+    assert check.masks[0][:64].any()
 
 
 def test_confidence_is_the_top_class_probability(tiny_model):

@@ -7,13 +7,11 @@ positives erased in one corner). Trained on them alone, a network learns "predic
 comes from pixels nobody corrected, with the parent's labels as targets, so the child
 moves where the corrections are and stays where they are not.
 
-Those pixels are the unreviewed parts of the corrected images, away from the edits,
-whose parent labels the change check (:class:`~napari_cryoseg.engine.change_check.CheckSet`)
-has computed already. With other images open they all train and the check compares on
-those other images; with none, they are split into a checkerboard of blocks, training
-one colour and checking the other. The user's other open images are left to the check whole:
-a child taught to copy the parent on some blocks of an image copies it on the blocks
-next to them too, so those would show the check no change that unseen images show.
+Those pixels are the change check's (:class:`~napari_cryoseg.engine.change_check.CheckSet`:
+the user's other open images and unreviewed parts of corrected images, away from the
+edits), whose parent labels are already computed. They are split into a checkerboard of
+blocks: training sees one colour, the check the other, so the check still looks at
+pixels the child was not taught to copy.
 """
 
 from __future__ import annotations
@@ -57,29 +55,22 @@ class AnchorSet:
 
 
 def split_anchors(check: CheckSet, block: int = ANCHOR_BLOCK) -> AnchorSet:
-    """Take the unreviewed pixels of ``check``'s corrected images as anchors (where the
+    """Take one colour of a checkerboard of ``check``'s pixels as anchors (where the
     parent is confident, when ``check.confident`` says so).
 
-    ``check.masks`` is narrowed in place: with other images in the check, the corrected
-    images leave it and all their unreviewed pixels are anchors; without, one colour of
-    a checkerboard is anchors and the check keeps the other.
+    ``check.masks`` is narrowed in place to the other colour, so the check compares the
+    child with its parent on pixels it did not train on.
     """
     images, labels, masks = [], [], []
     for i, (image, label) in enumerate(zip(check.images, check.parent_labels)):
         base = check.masks[i]
-        if base is None:
-            # The user's other images stay whole in the check: blocks next to ones it
-            # was taught to copy are no test (measured on CDeep3M: the check saw -21 %
-            # of a class where unseen sections lost 63 %).
-            continue
-        if check.n_other:
-            # Other images to compare on: the corrected image leaves the check and all
-            # of its unreviewed pixels are anchors.
-            anchor = np.asarray(base, bool).copy()
-            check.masks[i] = np.zeros_like(anchor)
-        else:  # it is all the check has: half each
-            anchor = checkerboard(np.shape(label), block, 0) & base
-            check.masks[i] = base & ~anchor
+        shape = np.shape(label)
+        anchor = checkerboard(shape, block, 0)
+        kept = ~anchor
+        if base is not None:
+            anchor = anchor & base
+            kept = kept & base
+        check.masks[i] = kept
         if check.confident:
             # Only where the parent is sure: where it hesitates, the corrections may be
             # the only evidence, and a copied guess would fight them.
