@@ -145,10 +145,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         f"(default {DEFAULTS.focus_errors:g})")
     parser.add_argument("--keep-elsewhere", default=DEFAULTS.keep_elsewhere, metavar="P",
                         type=float_range(0.0, 1.0, high_open=True, what="a share of patches"),
-                        help="share of patches taken from pixels nobody corrected (--unlabelled "
-                        "images, unreviewed parts of the masks) with the input model's own "
-                        "labels as targets, so the new model changes only where the "
-                        f"corrections are (default {DEFAULTS.keep_elsewhere:g}; 0 = off)")
+                        help="share of patches taken from pixels nobody corrected "
+                        "(--unlabelled images, unreviewed parts of the masks) with the input "
+                        "model's own sure labels as targets, so the new model changes where "
+                        "the corrections are "
+                        f"(default {DEFAULTS.keep_elsewhere:g}; 0 = off)")
     parser.add_argument("--head-lr-factor", default=DEFAULTS.head_lr_factor, metavar="F",
                         type=float_range(0.0, 100.0, low_open=True, what="a factor"),
                         help="decoder and head learn F times faster than the encoder "

@@ -101,11 +101,13 @@ class FinetuneConfig:
         blends are kept only when the change they make there goes the way the
         corrections went, and the result carries the comparison (``change_report``).
     keep_elsewhere : float
-        Share of the training patches taken from pixels nobody corrected (the check's
-        pixels, one colour of a checkerboard; the check keeps the other) with the
-        parent's own labels as targets (:mod:`napari_cryoseg.engine.anchors`): the
-        child changes where the corrections are and keeps the parent's answer
-        elsewhere. 0 trains on the corrections alone. Needs ``check_beyond``.
+        Share of each batch taken from pixels nobody corrected (the user's other images
+        and the unreviewed parts of the corrected ones, more than 64 px from any edit)
+        with the parent's own labels as targets where it is sure of them
+        (:mod:`napari_cryoseg.engine.anchors`; one colour of a checkerboard, the change
+        check keeps the other): the child changes where the corrections are and keeps
+        the parent's answer elsewhere. 0 trains on the corrections alone. Needs
+        ``check_beyond``.
     seed : int
         Seeds the holdout, patch sampling, augmentation and dropout.
     device : str
