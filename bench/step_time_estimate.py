@@ -44,6 +44,7 @@ from napari_cryoseg.engine.events import drain  # noqa: E402
 from napari_cryoseg.engine.finetune import FinetuneConfig, finetune  # noqa: E402
 from napari_cryoseg.engine.predict import segment  # noqa: E402
 from napari_cryoseg.engine.train import TrainConfig, train  # noqa: E402
+from napari_cryoseg.engine.transfer import starts_pretrained  # noqa: E402
 from napari_cryoseg.engine.verdict import judge  # noqa: E402
 from napari_cryoseg.model.config import preset  # noqa: E402
 from napari_cryoseg.viewer.settings import DockSettings  # noqa: E402
@@ -103,10 +104,12 @@ def main() -> int:
     unet = preset(config.preset, n_classes=2)
     step_s = st.measure_step_time(unet, patch=config.patch, batch=config.batch_size,
                                   device="cpu", use_cache=False)
-    estimate = st.estimate(step_s, args.budget, kind="train")
+    # as the dock's budget line: a start from the EM backbone needs fewer steps
+    pretrained = starts_pretrained(config)
+    estimate = st.estimate(step_s, args.budget, kind="train", pretrained=pretrained)
     result["estimate"] = {"step_s": round(step_s, 3), "steps": estimate.steps,
                           "text": estimate.text(), "proposed_budget_s": estimate.proposed_s,
-                          "min_useful_steps": estimate.min_steps}
+                          "min_useful_steps": estimate.min_steps, "pretrained": pretrained}
     print(estimate.text(), flush=True)
     save()
     run = _train(config)
@@ -120,7 +123,8 @@ def main() -> int:
         "step_time_error": round(step_s / measured_step_s - 1, 3),
         "steps_error": round(estimate.steps / max(run.steps, 1) - 1, 3),
         "verdict": judge("train", run.steps, run.best.class_names,
-                         after=prov.get("metrics", {}).get("validation")).text(),
+                         after=prov.get("metrics", {}).get("validation"),
+                         pretrained=pretrained).text(),
     }
     print(json.dumps(result["measured"]), flush=True)
     save()
@@ -154,7 +158,8 @@ def main() -> int:
             "eval_dice_mean": round(float(np.mean(scores)), 4),
             "eval_dice": [round(float(s), 4) for s in scores],
             "verdict": judge("train", big.steps, big.best.class_names, after=big.best
-                             .provenance.get("metrics", {}).get("validation")).text()
+                             .provenance.get("metrics", {}).get("validation"),
+                             pretrained=pretrained).text()
             or "applied",
         }
         print(json.dumps(result["proposed_run"]), flush=True)
