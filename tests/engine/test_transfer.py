@@ -8,6 +8,7 @@ import torch
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.events import Message, drain
+from napari_cryoseg.engine.predict import segment
 from napari_cryoseg.engine.train import TrainConfig, train
 from napari_cryoseg.model.bundled import backbone_path, load_backbone
 from napari_cryoseg.model.checkpoint import ModelFile, save_model
@@ -57,13 +58,20 @@ def test_binary_head_keeps_the_pair_of_known_classes():
     assert made.provenance["parent"] == start.name
 
 
-def test_unknown_class_starts_below_background_and_input_is_untouched():
+def test_unknown_class_starts_level_with_background_and_input_is_untouched():
     start = _five_class_model()
     before = {k: v.clone() for k, v in start.state_dict.items()}
     made, source = transfer_head(start, ["background", "membrane", "ribosome"])
     assert source["ribosome"] is None and source["membrane"] == "membrane"
-    probs = _probabilities(made, torch.rand(1, 1, 32, 32))
-    assert (probs[:, 2] < probs[:, 0]).all()  # the new class never wins before training
+    x = torch.rand(1, 1, 32, 32)
+    probs = _probabilities(made, x)
+    # level with the background: learnable from the first step, and ties label background
+    assert torch.allclose(probs[:, 2], probs[:, 0])
+    labels = drain(segment(x[0, 0].numpy(), made, device="cpu")).labels
+    assert not (labels == 2).any()
+    binary, _ = transfer_head(start, ["background", "ribosome"])
+    assert torch.count_nonzero(binary.state_dict["head.bias"]) == 0
+    assert not drain(segment(x[0, 0].numpy(), binary, device="cpu")).labels.any()
     assert all(torch.equal(before[k], v) for k, v in start.state_dict.items())
     with pytest.raises(InputError, match="background and at least one class"):
         transfer_head(start, ["background"])
