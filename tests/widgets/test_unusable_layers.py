@@ -41,3 +41,21 @@ def test_rgb_and_4d_layers_say_why_they_cannot_be_used(dock):
     assert widget.train_panel.annotate_selected() == []
     status = widget.train_panel.status_label.text()
     assert "'photo' cannot be annotated" in status and "RGB" in status
+
+
+def test_the_dock_fits_its_area_with_every_section_open(dock, qtbot):
+    viewer, widget = dock
+    viewer.window._qt_window.resize(1500, 950)  # the dock's default share of the window
+    viewer.window.show()  # sizes are laid out only in a shown window
+    viewer.add_image(np.zeros((64, 64), np.float32), name="a" * 80)  # a long layer name
+    viewer.add_image(np.zeros((64, 64, 3), np.uint8), name="photo", rgb=True)
+    for title in widget.sections:
+        widget.show_section(title)
+    qtbot.wait(50)
+    from qtpy.QtWidgets import QScrollArea
+
+    scroll = widget.findChild(QScrollArea)
+    bar = scroll.horizontalScrollBar()
+    needed = scroll.widget().minimumSizeHint().width()
+    assert needed <= scroll.viewport().width() and bar.maximum() == 0, (
+        f"content needs {needed} px, the dock shows {scroll.viewport().width()}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QComboBox, QScrollArea, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from napari_cryoseg.viewer.session import Session, unwrap
@@ -71,9 +71,16 @@ class CryoSegWidget(QWidget):
             body_layout.addWidget(section)
             self.sections[title] = section
         body_layout.addStretch(1)
+        # A combo is as wide as its longest entry by default (a long layer name, or the
+        # reason an RGB layer cannot be used): the dock would outgrow its area.
+        for combo in body.findChildren(QComboBox):
+            combo.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(12)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(body)
+        self.scroll = scroll
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)

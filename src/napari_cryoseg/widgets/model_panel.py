@@ -15,7 +15,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
-    QHBoxLayout,
+    QGridLayout,
     QLabel,
     QPushButton,
     QVBoxLayout,
@@ -94,7 +94,7 @@ class ModelPanel(QWidget):
         self.summary.setTextFormat(Qt.TextFormat.RichText)
         layout.addWidget(self.summary)
 
-        buttons = QHBoxLayout()
+        buttons = QGridLayout()  # two rows: three buttons side by side overflow the dock
         self.default_button = QPushButton("Use bundled default")
         self.default_button.setToolTip(
             f"Load {BUNDLED_TITLES[DEFAULT_MODEL_NAME]}, shipped with CryoSeg")
@@ -104,9 +104,9 @@ class ModelPanel(QWidget):
             "(trained on non-commercial data: research use only); new models start from it")
         self.open_button = QPushButton("Open model file…")
         self.open_button.setToolTip("Load a .pt model saved by CryoSeg (cryoseg train/finetune)")
-        buttons.addWidget(self.default_button)
-        buttons.addWidget(self.em_button)
-        buttons.addWidget(self.open_button)
+        buttons.addWidget(self.default_button, 0, 0)
+        buttons.addWidget(self.em_button, 0, 1)
+        buttons.addWidget(self.open_button, 1, 0, 1, 2)
         layout.addLayout(buttons)
 
         form = QFormLayout()
