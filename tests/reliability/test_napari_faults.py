@@ -65,8 +65,10 @@ def test_bad_image_layer_gives_one_line_and_loses_nothing(dock, qtbot, errors, k
                          rgb=True)
     viewer.add_labels(np.ones((32, 32), np.uint8), name="my labels")
     before = _layer_state(viewer)
-    # The layer is not offered: Run says so in one line.
-    assert panel.image.count() == 0
+    # The layer is listed greyed with the reason, never offered: Run says so in one line.
+    assert panel.image.layer() is None
+    assert panel.image.count() == 1 and not panel.image.model().item(0).isEnabled()
+    assert panel.image.itemText(0).startswith("bad") and "first" in panel.image.itemText(0)
     assert panel.run() is None
     assert _one_line(panel.status.text()) and "image layer" in panel.status.text()
     # Even if it were chosen (e.g. a plugin changed it under us), the run is refused in

@@ -349,7 +349,10 @@ def finetune(
         blends = affordable_blends(blends, config.time_budget_s, scoring[0] + adapt_s,
                                    score_s)
     budget = None
-    val_share = 0.25
+    # Without a time budget the user asked for steps: every due check runs (its time is
+    # part of the elapsed time, so a share of 1 never skips one) and a seed gives the
+    # same run on any machine and load.
+    val_share = 1.0
     if config.time_budget_s is not None:
         # The whole run fits the budget: what is spent already, the final held-out check
         # and the blends scored at the end (one held-out scoring each) come off the
