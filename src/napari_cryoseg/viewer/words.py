@@ -10,7 +10,8 @@ import re
 import time
 from typing import Any
 
-__all__ = ["DOCK_WORDS", "bundled_model_available", "dock_words", "finetuned_name"]
+__all__ = ["DOCK_WORDS", "bundled_model_available", "dock_words", "finetuned_name",
+           "model_file_suggestion"]
 
 #: Command-line flag -> what the dock calls it.
 DOCK_WORDS = {
@@ -52,3 +53,15 @@ def bundled_model_available() -> bool:
     from napari_cryoseg.model.bundled import default_model_path
 
     return default_model_path().is_file()
+
+
+def model_file_suggestion(model: Any, folder: Any) -> Any:
+    """Where Save model… proposes to write ``model``: ``folder/<its name>.pt``, the name
+    made safe for a file name and never one that exists (`` (1)``, `` (2)``, ...)."""
+    from pathlib import Path
+
+    from napari_cryoseg.core.atomic import unique_path
+
+    name = str(getattr(model, "name", "") or "model")
+    stem = re.sub(r"[^A-Za-z0-9._ ()-]+", "-", name).strip(" .-") or "model"
+    return unique_path(Path(folder) / f"{stem[:100]}.pt")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,12 @@ from napari_cryoseg.viewer.review import CorrectionStore
 from napari_cryoseg.viewer.session import SegmentationRecord, same_layer
 from napari_cryoseg.viewer.settings import RESEGMENT_CHOICES
 from napari_cryoseg.viewer.training_data import build_training_data, unlabelled_images
-from napari_cryoseg.viewer.words import bundled_model_available, dock_words, finetuned_name
+from napari_cryoseg.viewer.words import (
+    bundled_model_available,
+    dock_words,
+    finetuned_name,
+    model_file_suggestion,
+)
 from napari_cryoseg.widgets._loss_plot import LossPlot
 from napari_cryoseg.widgets.budget_line import BudgetLine
 from napari_cryoseg.widgets.buttons import button
@@ -472,7 +478,13 @@ class FinetunePanel(QWidget):
         return written
 
     def save_model_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save model", "finetuned.pt",
+        model = self.session.model
+        # next to the autosaved corrections (the project folder) when it exists, named
+        # after the model ("cryoseg-default fine-tune 2 (14-05).pt"), never the cwd
+        folder = self.store.project_dir if self.store.project_dir.is_dir() else Path.home()
+        suggestion = model_file_suggestion(model, folder) if model is not None else \
+            Path.home() / "model.pt"
+        path, _ = QFileDialog.getSaveFileName(self, "Save model", str(suggestion),
                                               "CryoSeg model (*.pt)")
         if path:
             # The dialog itself asked before replacing an existing file.
