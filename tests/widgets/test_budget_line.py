@@ -55,6 +55,13 @@ def test_a_budget_too_short_proposes_one_that_is_enough(dock):
     text = line.label.text()
     assert text.startswith("60 s ≈ 10 steps here (3.9 s a step)"), text
     assert "a useful new model needs about 60 steps" in text
+    # a preview comes between two steps: the line says how often that can be here
+    assert "live previews come between steps: about every 4 s here" in text
+    session.settings.set("loop.preview", False)
+    line.refresh()
+    assert "previews" not in line.label.text()
+    session.settings.set("loop.preview", True)
+    line.refresh()
     assert line.use_btn.isVisibleTo(panel) and line.use_btn.text() == "Use 330 s"
     line.use_btn.click()
     assert session.settings.train.time_budget_s == 330.0

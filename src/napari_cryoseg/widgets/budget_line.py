@@ -61,7 +61,13 @@ class BudgetLine(QWidget):
             self.label.setText("How many steps this budget buys here is not known yet: "
                                "press Measure speed.")
         else:
-            self.label.setText(self.estimate.text())
+            text = self.estimate.text()
+            loop = self.session.settings.loop
+            # A preview is made between two steps: it cannot come sooner than a step.
+            if loop.preview and self.estimate.step_s > loop.preview_every_s:
+                text += (f"; live previews come between steps: about every "
+                         f"{self.estimate.step_s:.0f} s here")
+            self.label.setText(text)
             self.label.setStyleSheet("" if self.estimate.enough else "color: #e0a000")
         self._update_buttons()
 
