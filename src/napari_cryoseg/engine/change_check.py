@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_cryoseg.engine.sure_pixels import near_edits
+
 __all__ = ["CONFIDENT", "CONTEXT_PX", "ChangeReport", "CheckSet", "build_check",
            "check_model", "check_result", "compare_labels", "correction_trend",
            "labels_and_confidence"]
@@ -120,11 +122,7 @@ def correction_trend(
     after = np.zeros(n_classes, np.float64)
     for i, (pred, corr) in enumerate(zip(predicted, corrected)):
         pred, corr = np.asarray(pred), np.asarray(corr)
-        near = pred != corr
-        if near.any() and context_px > 0:
-            near = ndi.maximum_filter(near, size=2 * context_px + 1)
-        if valid is not None:
-            near = near | np.asarray(valid[i], bool)
+        near = near_edits(pred, corr, None if valid is None else valid[i], context_px)
         before += np.bincount(pred[near].ravel().astype(np.int64),
                               minlength=n_classes)[:n_classes]
         after += np.bincount(corr[near].ravel().astype(np.int64),

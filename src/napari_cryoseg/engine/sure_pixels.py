@@ -16,10 +16,22 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["SURE_FREE", "lost_sure_share", "sure_changed_by_corrections"]
+__all__ = ["SURE_FREE", "lost_sure_share", "near_edits", "sure_changed_by_corrections"]
 
 #: Share of a class's sure pixels a child may change without the corrections asking.
 SURE_FREE = 0.15
+
+
+def near_edits(predicted: np.ndarray, corrected: np.ndarray, valid: np.ndarray | None,
+               context_px: int) -> np.ndarray:
+    """The pixels the user changed grown by ``context_px``, and the reviewed ones: the
+    region the corrections speak for."""
+    near = np.asarray(predicted) != np.asarray(corrected)
+    if near.any() and context_px > 0:
+        near = ndi.maximum_filter(near, size=2 * context_px + 1)
+    if valid is not None:
+        near = near | np.asarray(valid, bool)
+    return near
 
 
 def sure_changed_by_corrections(
@@ -32,11 +44,7 @@ def sure_changed_by_corrections(
     changed = np.zeros(n_classes, np.float64)
     for i, (pred, corr, s) in enumerate(zip(predicted, corrected, sure)):
         pred, corr = np.asarray(pred), np.asarray(corr)
-        near = pred != corr
-        if near.any() and context_px > 0:
-            near = ndi.maximum_filter(near, size=2 * context_px + 1)
-        if valid is not None:
-            near = near | np.asarray(valid[i], bool)
+        near = near_edits(pred, corr, None if valid is None else valid[i], context_px)
         region = near & np.asarray(s, bool)
         classes = pred[region].ravel().astype(np.int64)
         total += np.bincount(classes, minlength=n_classes)[:n_classes]
