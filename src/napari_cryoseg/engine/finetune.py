@@ -254,11 +254,10 @@ def finetune(
     if config.check_beyond and (len(unlabelled) or valid is not None):
         yield Message("segmenting your other images with the parent (to compare the result)")
         began = time.perf_counter()
-        known = start_labels.get(id(parent_state))
-        if known is not None and (len(known) != len(images) or any(
-                lab.shape != np.shape(im)[-2:] for lab, im in zip(known, images))):
-            known = None
-        check = build_check(model, images, targets, valid, unlabelled, device, known,
+        # The parent's held-out labels are known, but not how sure it was of them: the
+        # corrected images are segmented again for the probabilities (keep_elsewhere and
+        # the check's sure-pixel rule use them).
+        check = build_check(model, images, targets, valid, unlabelled, device,
                             confidence=True) or None
         check_s = time.perf_counter() - began
     # model.build() copies the weights into a new network: the parent's tensors are
