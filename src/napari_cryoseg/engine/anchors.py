@@ -86,7 +86,7 @@ class MixedSampler:
     """Batches from the corrections with a share of patches from anchor pixels.
 
     Quacks like :class:`PatchSampler` for the training loop (``sample``, ``augment``,
-    ``rng``, ``n_classes``); augmentation and random draws come from the corrections'
+    ``rng``); augmentation and random draws come from the corrections'
     sampler, so a run stays reproducible from its seed.
     """
 
@@ -103,18 +103,6 @@ class MixedSampler:
     @property
     def rng(self) -> np.random.Generator:
         return self.main.rng
-
-    @property
-    def n_classes(self) -> int:
-        return self.main.n_classes
-
-    @property
-    def counts(self) -> np.ndarray:
-        return self.main.counts
-
-    @property
-    def patches_per_epoch(self) -> int:
-        return self.main.patches_per_epoch
 
     def _anchor_count(self, batch_size: int) -> int:
         """Anchor patches in a batch: ``share * batch_size`` with the fraction drawn at
