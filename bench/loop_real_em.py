@@ -109,7 +109,7 @@ def main() -> int:
         panel.start_finetune()
         training_started = time.perf_counter()
         deadline = time.monotonic() + args.budget + 600
-        while panel.job is not None and time.monotonic() < deadline:
+        while panel.round.running and time.monotonic() < deadline:
             app.processEvents()
             time.sleep(0.005)
         trained = time.perf_counter()

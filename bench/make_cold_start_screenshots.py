@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                 app.processEvents()
                 time.sleep(0.02)
 
-        wait(lambda: not dock.runner.busy and panel.job is None, 3600)
+        wait(lambda: not dock.runner.busy and not panel.round.running, 3600)
         wait(lambda: not dock.runner.busy, 300)  # the segmentation that follows
         annotations.visible = False
         settle()

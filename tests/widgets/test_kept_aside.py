@@ -42,7 +42,7 @@ def test_a_run_with_too_few_steps_is_kept_aside_until_applied(dock, qtbot):
     # not applied: the current model and the open images are as they were
     assert session.model is current
     assert "section labels" not in viewer.layers
-    assert panel.kept_aside is not None and panel.kept_aside.class_names[1] == "class 1"
+    assert panel.round.kept_aside is not None and panel.round.kept_aside.class_names[1] == "class 1"
     assert panel.warning_label.text().startswith(
         "kept aside, not applied: only 6 training steps were made")
     assert "Time budget" in panel.warning_label.text()
@@ -52,9 +52,9 @@ def test_a_run_with_too_few_steps_is_kept_aside_until_applied(dock, qtbot):
     # where the time went
     assert "training (6 steps)" in panel.metrics_label.text()
     # the user chooses to apply it: it becomes current and segments the open images
-    kept = panel.kept_aside
+    kept = panel.round.kept_aside
     with job_done(qtbot, widget, "segment", timeout=300_000):
         panel.apply_btn.click()
     assert session.model is kept
     assert "section labels" in viewer.layers
-    assert not panel.apply_btn.isVisibleTo(panel) and panel.kept_aside is None
+    assert not panel.apply_btn.isVisibleTo(panel) and panel.round.kept_aside is None

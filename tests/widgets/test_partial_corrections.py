@@ -92,8 +92,9 @@ def test_erasing_false_positives_in_one_region_costs_the_other_images_nothing(lo
     parent = session.model
     before = _other_dice(parent, others)
     with job_done(qtbot, widget, "finetune", timeout=300_000):
-        assert panel.start_finetune() is not None
-    result = panel.last_result
+        job = panel.start_finetune()
+        assert job is not None
+    result, _data = job.result
     qtbot.waitUntil(lambda: not widget.runner.busy, timeout=300_000)  # a re-segmentation
     in_use = session.model
     after = _other_dice(in_use, others)
@@ -120,20 +121,22 @@ def test_a_flagged_model_waits_for_apply_or_discard(loop, qtbot, monkeypatch):
     parent = session.model
     for answer in ("discard", "apply"):
         with job_done(qtbot, widget, "finetune", timeout=300_000):
-            assert panel.start_finetune() is not None
-        result = panel.last_result
+            job = panel.start_finetune()
+            assert job is not None
+        result, _data = job.result
+        assert panel.round.kept_aside is not None and panel.round.kept_aside.result is result
         assert result.improved and result.flagged, result.message
         assert session.model is parent  # kept aside, not swapped in
         assert panel.apply_btn.isVisibleTo(panel) and panel.discard_btn.isVisibleTo(panel)
         assert "not applied" in panel.status_label.text()
         assert "changes" in panel.metrics_label.text()
         if answer == "discard":
-            panel.discard_pending()
+            panel.discard_btn.click()
             assert session.model is parent and "discarded" in panel.status_label.text()
             assert not panel.apply_btn.isVisibleTo(panel)
         else:
             with job_done(qtbot, widget, "resegment", timeout=300_000):
-                panel.apply_pending()
+                panel.apply_btn.click()
             assert session.model is result.model
             assert session.previous_models[-1] is parent
             assert not torch.equal(session.model.state_dict["head.bias"],

@@ -53,9 +53,9 @@ def test_train_starts_from_the_backbone_and_names_the_classes(make_napari_viewer
         assert panel.start_training() is not None
     # A handful of steps is below what the dock applies by itself: the model waits
     # beside the current one until the user applies it (then it segments the images).
-    qtbot.waitUntil(lambda: panel.kept_aside is not None or session.busy == "segment"
+    qtbot.waitUntil(lambda: panel.round.kept_aside is not None or session.busy == "segment"
                     or "section labels" in viewer.layers, timeout=60_000)
-    if panel.kept_aside is not None:
+    if panel.round.kept_aside is not None:
         assert panel.apply_btn.isVisibleTo(panel)
         with job_done(qtbot, widget, "segment", timeout=600_000):
             panel.apply_kept_aside()

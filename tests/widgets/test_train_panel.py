@@ -76,7 +76,7 @@ def test_bad_input_gives_one_line_and_starts_nothing(dock):
     assert panel.status_label.text().startswith("only 'class 1' is painted")
     for text in (panel.status_label.text(),):
         assert "\n" not in text and "Traceback" not in text
-    assert panel.job is None and widget.session.busy is None
+    assert not panel.round.running and widget.session.busy is None
     # a class with strokes cannot be removed (strokes are never deleted by the dock)
     panel.class_list.remove(disk)
     assert [spec.value for spec in panel.store.classes.classes] == [background, disk]

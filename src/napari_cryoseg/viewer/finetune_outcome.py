@@ -23,14 +23,15 @@ class Outcome:
     ask: bool  # ... only once the user applies it
 
 
-def _dice(metrics: Any) -> float | None:
+def held_out_dice(metrics: Any) -> float | None:
+    """The Dice of a result's ``before`` / ``after`` scores, or None."""
     value = metrics.get("dice") if isinstance(metrics, dict) else None
     return float(value) if isinstance(value, int | float) else None
 
 
 def describe_outcome(result: Any) -> Outcome:
     """:class:`Outcome` of a :class:`~napari_cryoseg.engine.finetune.FinetuneResult`."""
-    before, after = _dice(result.before), _dice(result.after)
+    before, after = held_out_dice(result.before), held_out_dice(result.after)
     metrics = f"{result.steps} steps"
     if before is not None and after is not None:
         metrics = (f"held-out Dice: before {before:.3f} → after {after:.3f} "

@@ -8,10 +8,13 @@ worker runs without stalling napari's event loop.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from qtpy.QtCore import QPointF, QRectF, QSize, Qt
 from qtpy.QtGui import QColor, QFont, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
+
+from napari_cryoseg.engine.events import TrainStep, Validation
 
 LOSS_COLOR = QColor("#4da6ff")
 DICE_COLOR = QColor("#ffa64d")
@@ -63,6 +66,23 @@ class LossPlot(QWidget):
     def add_dice(self, step: int, dice: float) -> None:
         if math.isfinite(dice):
             self.dice.append((int(step), float(dice)))
+
+    def show(self, event: Any) -> None:
+        """Draw a training run's loss (:class:`TrainStep`) or held-out Dice
+        (:class:`Validation`) event; other events are not the plot's."""
+        if isinstance(event, TrainStep):
+            self.add_loss(event.step, event.loss)
+        elif isinstance(event, Validation):
+            self.add_dice(event.step, event.dice)
+        else:
+            return
+        self.update()
+
+    def start_at(self, dice: float | None) -> None:
+        """The parent's held-out Dice as the curve's step-0 point."""
+        if dice is not None:
+            self.dice.insert(0, (0, float(dice)))
+            self.update()
 
     # --- painting ----------------------------------------------------------------------
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt API
