@@ -207,18 +207,24 @@ def test_heartbeat_stays_smooth_during_finetune(setup, qtbot):
     started = time.perf_counter()
     with job_done(qtbot, widget, "finetune"):
         panel.finetune_btn.click()  # torch warm-up runs in the worker, not here
+        click_s = time.perf_counter() - started
     timer.stop()
-    click_s = ticks[0] - started if ticks else float("inf")
+    first_tick_s = ticks[0] - started if ticks else float("inf")
     gaps_ms = np.diff([t for t in ticks if t >= started + 0.5]) * 1000
     # >= 3 s of run after the first 0.5 s: fewer than 20 gaps means a blocked main thread
     assert len(gaps_ms) >= 20, len(gaps_ms)
     assert len(panel.plot.loss) >= 1
     median = statistics.median(gaps_ms)
     p95 = float(np.percentile(gaps_ms, 95))
+    late = [t for t in ticks if t >= started + 0.5]
+    # the result, the model swap and the preview's removal happen in the last second
+    end_gap_ms = max(np.diff([t for t in late if t >= late[-1] - 1.0]) * 1000, default=0.0)
+    worst = int(np.argmax(gaps_ms))
     print(f"\nheartbeat during fine-tune: {len(gaps_ms)} gaps, median {median:.1f} ms, "
-          f"p95 {p95:.1f} ms, max {gaps_ms.max():.1f} ms; first tick {click_s * 1000:.0f} ms "
-          f"after the click; {len(panel.plot.loss)} steps; torch threads "
-          f"{torch.get_num_threads()}")
+          f"p95 {p95:.1f} ms, max {gaps_ms.max():.1f} ms ({late[-1] - late[worst + 1]:.2f} s "
+          f"before the end); the click took {click_s * 1000:.0f} ms, first tick {first_tick_s * 1000:.0f} ms after it; "
+          f"{len(panel.plot.loss)} steps; torch threads {torch.get_num_threads()}; "
+          f"largest gap of the last second (result, swap) {end_gap_ms:.0f} ms")
     assert click_s < 0.5  # the click returns at once
     # median: the timer mostly fires on time; p95 within ten intervals: no step, event or
     # result handling holds the main thread (a shared 2-core machine at load 7-8 gave
