@@ -11,7 +11,7 @@ QT_MODULES = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari._qt", "nap
               "magicgui", "superqt")
 
 
-@pytest.mark.parametrize("module", ["objects_state", "uncertainty_state"])
+@pytest.mark.parametrize("module", ["objects_state", "uncertainty_state", "autosave"])
 def test_controller_imports_no_qt(module):
     code = (f"import sys, napari_cryoseg.viewer.{module}\n"
             f"loaded = [m for m in {QT_MODULES!r} if m in sys.modules]\n"
