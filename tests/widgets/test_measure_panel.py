@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from napari_cryoseg.widgets.measure_panel import TAG_COL
+
 _spec = importlib.util.spec_from_file_location(
     "_measure_data", Path(__file__).parents[1] / "core" / "test_measure.py")
 _data = importlib.util.module_from_spec(_spec)
@@ -58,25 +60,30 @@ def test_objects_section(dock, tmp_path):
     lab.undo()
     assert lab.data[1:3, 1:3].max() == 1
 
-    # Tags on a few rows -> classifier -> predictions for every object.
+    # Tags chosen in the table's cells -> classifier -> predictions for every object.
     pytest.importorskip("sklearn")
-    table = panel.result.table
+    state = panel.state
+    panel.tags.setText("round, long")
+    panel.tags.editingFinished.emit()
+    assert state.settings.tags == ("round", "long")
+    table = state.result.table
     truth = kinds_by_row(table, kinds, centres)
     for kind in ("round", "long"):
         for row in [i for i, t in enumerate(truth) if t == kind][:4]:
-            panel.set_tag(row, kind)
-    assert len(panel.row_tags()) == 8
+            panel.table.cellWidget(row, TAG_COL).setCurrentText(kind)
+    assert sorted(state.tags.values()) == ["long"] * 4 + ["round"] * 4
+    assert "8 object(s) tagged" in panel.status.text()
     clf = panel.train_classifier()
     assert clf is not None
-    predicted = panel.result.extra["predicted class"]
+    predicted = state.result.extra["predicted class"]
     assert np.mean([p == t for p, t in zip(predicted, truth)]) >= 0.9
     assert panel.table.item(0, 2).text() == predicted[0]
     assert "predicted class" in objects.features.columns
 
     saved = panel.save_classifier(str(tmp_path / "clf.npz"))
-    panel.classifier = None
+    state.classifier = None
     panel.load_classifier(str(saved))
-    assert panel.result.extra["predicted class"] == predicted
+    assert state.result.extra["predicted class"] == predicted
 
     first = panel.export_csv(str(tmp_path))
     second = panel.export_csv(str(tmp_path))

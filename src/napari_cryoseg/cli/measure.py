@@ -15,11 +15,12 @@ from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.measure import (
     COLUMNS,
     FEATURE_COLUMNS,
-    MIN_OBJECT_PX,
     feature_matrix,
     measure_objects,
     n_rows,
 )
+from napari_cryoseg.core.object_settings import ObjectSettings
+from napari_cryoseg.core.setting import about
 from napari_cryoseg.io import read_image, read_labels_class_names, read_labels_tiff
 
 
@@ -37,8 +38,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--image", default=None, type=path_text, metavar="IMAGE",
                         help="the intensity image (same shape) for intensity features")
     size = int_range(0, None, what="a number of pixels")
-    parser.add_argument("--min-size", type=size, default=MIN_OBJECT_PX, metavar="N",
-                        help="skip objects smaller than N pixels (default %(default)d)")
+    min_size = about(ObjectSettings, "min_size")  # the dock's Objects section shares it
+    parser.add_argument(min_size.flag, type=int_range(int(min_size.min), None,
+                                                      what=min_size.what),
+                        default=ObjectSettings().min_size, metavar="N",
+                        help=f"{min_size.help} (default %(default)d)")
     parser.add_argument("--max-size", type=size, default=None, metavar="N",
                         help="skip objects larger than N pixels")
     parser.add_argument("--pixel-size", default=None, metavar="NM",

@@ -119,12 +119,6 @@ def _radial_rings(coords: np.ndarray, values: np.ndarray, centroid: np.ndarray) 
     return centre, middle, edge
 
 
-#: Default minimum object size of the dock's Objects section and ``cryoseg measure
-#: --min-size`` (pixels): smaller regions of a semantic segmentation are mostly speckle.
-#: :func:`measure_objects` itself keeps every object unless given ``min_size``.
-MIN_OBJECT_PX = 20
-
-
 def measure_objects(
     labels: np.ndarray,
     image: np.ndarray | None = None,

@@ -9,6 +9,7 @@ written once.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,8 @@ def check_bounds(obj: Any) -> None:
         value = getattr(obj, f.name)
         if meta is None or value is None:
             continue
+        if meta.min is None and meta.max is None and not isinstance(value, numbers.Real):
+            continue  # an unbounded text or tuple setting: nothing to compare
         low = -float("inf") if meta.min is None else meta.min
         high = float("inf") if meta.max is None else meta.max
         if not low <= value <= high:  # NaN fails too

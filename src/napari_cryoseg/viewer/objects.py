@@ -1,9 +1,10 @@
 """napari glue for object measurements and object classes (no Qt).
 
-The Objects section of the dock calls these helpers: measure a labels layer (connected
-components per class) into an instance labels layer with a features table, select and
-centre one object, remove small objects (undoable), colour objects by predicted class,
-and export the table as CSV without overwriting anything.
+:class:`~napari_cryoseg.viewer.objects_state.ObjectsState` calls these helpers: measure
+a labels layer (connected components per class) into an instance labels layer with a
+features table, select and centre one object, remove small objects (undoable), colour
+objects by predicted class (or one colour per object again), and export the table as
+CSV without overwriting anything.
 """
 
 from __future__ import annotations
@@ -173,6 +174,14 @@ def color_by_class(result: ObjectsResult, predicted: list[str], classes: list[st
     for label, cls in zip(result.table["label"], predicted):
         colors[int(label)] = CLASS_PALETTE[classes.index(cls) % len(CLASS_PALETTE)]
     result.layer.colormap = DirectLabelColormap(color_dict=colors)
+
+
+def plain_colors(result: ObjectsResult) -> None:
+    """Give the objects layer napari's usual label colours (one per object) again."""
+    from napari.utils.colormaps import label_colormap
+
+    if result.layer is not None:
+        result.layer.colormap = label_colormap()
 
 
 def class_color(classes: list[str], name: str) -> str:

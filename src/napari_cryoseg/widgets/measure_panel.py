@@ -1,10 +1,16 @@
-"""Objects section: measure objects, browse them in a table, tag, classify, export CSV."""
+"""Objects section: measure objects, browse them in a table, tag, classify, export CSV.
+
+A view of the session's :class:`~napari_cryoseg.viewer.objects_state.ObjectsState`:
+the table shows its objects, tags and predictions, the settings widgets edit its
+:class:`~napari_cryoseg.core.object_settings.ObjectSettings`, and each button calls one
+of its methods. The panel keeps only which layers its combo boxes list.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from napari.utils.notifications import show_error, show_info
@@ -28,11 +34,18 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_cryoseg.core.classify import ObjectClassifier, fit_forest
+from napari_cryoseg.core.classify import ObjectClassifier
 from napari_cryoseg.core.errors import CryoSegError
-from napari_cryoseg.core.measure import FEATURE_COLUMNS, MIN_OBJECT_PX, feature_matrix
-from napari_cryoseg.viewer import objects as O
+from napari_cryoseg.core.object_settings import ObjectSettings, tags_from_text, tags_text
+from napari_cryoseg.core.setting import about
+from napari_cryoseg.viewer.objects import ObjectsResult
+from napari_cryoseg.viewer.objects_state import (
+    ObjectsState,
+    measurable_layers,
+    source_image_name,
+)
 
+T = TypeVar("T")
 NO_IMAGE = "(no image: shape only)"
 #: (table header, measurement column, format); shown after label, tag and predicted.
 SHOWN = (
@@ -43,6 +56,18 @@ SHOWN = (
 )  # fmt: skip
 TAG_HEADER, PREDICTED_HEADER = "tag", "predicted"
 LABEL_COL, TAG_COL, PRED_COL, FIRST_COL = 0, 1, 2, 3
+RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+#: QSpinBox holds a C int: the ceiling of a setting without a maximum.
+SPIN_MAX = 2**31 - 1
+
+
+def _cell_text(value: Any, fmt: str) -> str:
+    if isinstance(value, float) and not np.isfinite(value):
+        return ""
+    try:
+        return fmt.format(int(value) if "d" in fmt else value)
+    except (TypeError, ValueError):
+        return ""
 
 
 class MeasurePanel(QWidget):
@@ -58,9 +83,8 @@ class MeasurePanel(QWidget):
         super().__init__(parent)
         self.viewer = viewer
         self.session = session
+        self.state = ObjectsState.for_session(session)
         self._folder = folder or (lambda: str(Path.home()))
-        self.result: O.ObjectsResult | None = None
-        self.classifier: ObjectClassifier | None = None
         self._labels_layers: list[Any] = []
         self._image_layers: list[Any] = []
         layout = QVBoxLayout(self)
@@ -74,17 +98,17 @@ class MeasurePanel(QWidget):
         self.image_combo.setToolTip("Image for intensity features (mean, rings, contrast)")
         form.addRow("Image:", self.image_combo)
         size_row = QHBoxLayout()
+        min_size = about(ObjectSettings, "min_size")
         self.min_size = QSpinBox()
-        self.min_size.setRange(0, 10_000_000)
-        self.min_size.setValue(MIN_OBJECT_PX)
+        self.min_size.setRange(int(min_size.min or 0), int(min_size.max or SPIN_MAX))
         self.min_size.setSuffix(" px")
-        self.min_size.setToolTip("Objects smaller than this are ignored / removed")
+        self.min_size.setToolTip(min_size.help)
         self.remove_button = QPushButton("Remove smaller")
         self.remove_button.setToolTip("Delete objects below the minimum size from the labels "
                                       "layer (Ctrl+Z on the layer undoes it)")
         size_row.addWidget(self.min_size)
         size_row.addWidget(self.remove_button)
-        form.addRow("Min size:", size_row)
+        form.addRow(min_size.label, size_row)
         layout.addLayout(form)
         self.measure_button = QPushButton("Measure")
         self.measure_button.setToolTip("Find objects, add an '<labels> objects' layer and "
@@ -104,17 +128,19 @@ class MeasurePanel(QWidget):
         layout.addWidget(self.table)
 
         tag_row = QHBoxLayout()
-        tag_row.addWidget(QLabel("Tags:"))
-        self.tags = QLineEdit("type A, type B")
-        self.tags.setToolTip("Comma-separated object classes offered in the 'tag' column")
+        tags = about(ObjectSettings, "tags")
+        tag_row.addWidget(QLabel(tags.label))
+        self.tags = QLineEdit()
+        self.tags.setToolTip(tags.help)
         tag_row.addWidget(self.tags)
         layout.addLayout(tag_row)
         clf_row = QHBoxLayout()
         self.train_button = QPushButton("Train classifier")
         self.train_button.setToolTip("Random forest on the tagged objects' features; predicts "
                                      "a class for every object (needs scikit-learn)")
-        self.color_check = QCheckBox("Colour by class")
-        self.color_check.setChecked(True)
+        colour = about(ObjectSettings, "color_by_class")
+        self.color_check = QCheckBox(colour.label)
+        self.color_check.setToolTip(colour.help)
         clf_row.addWidget(self.train_button)
         clf_row.addWidget(self.color_check)
         layout.addLayout(clf_row)
@@ -131,30 +157,29 @@ class MeasurePanel(QWidget):
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
 
-        self.measure_button.clicked.connect(self.measure)
-        self.remove_button.clicked.connect(self.remove_small)
+        self._show_settings()
+        self.min_size.valueChanged.connect(lambda value: self._set(min_size=int(value)))
+        self.tags.editingFinished.connect(
+            lambda: self._set(tags=tags_from_text(self.tags.text())))
+        self.color_check.toggled.connect(lambda on: self._set(color_by_class=bool(on)))
+        self.measure_button.clicked.connect(lambda: self.measure())
+        self.remove_button.clicked.connect(lambda: self.remove_small())
         self.table.cellClicked.connect(lambda row, _col: self.select_row(row))
-        self.tags.editingFinished.connect(self._refresh_tag_combos)
-        self.train_button.clicked.connect(self.train_classifier)
+        self.train_button.clicked.connect(lambda: self.train_classifier())
         self.save_clf_button.clicked.connect(lambda: self.save_classifier())
         self.load_clf_button.clicked.connect(lambda: self.load_classifier())
         self.export_button.clicked.connect(lambda: self.export_csv())
+        self.state.on_change(self._on_state_change)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed,
                       viewer.layers.events.moved):
             event.connect(self.refresh)
         self.refresh()
+        self._fill_table()
 
     # ------------------------------------------------------------------ layer combos
     def refresh(self, *_: Any) -> None:
-        from napari.layers import Image, Labels
-
         labels_text, image_text = self.labels_combo.currentText(), self.image_combo.currentText()
-        self._labels_layers = [
-            lyr for lyr in self.viewer.layers
-            if isinstance(lyr, Labels) and not lyr.name.endswith(O.OBJECTS_SUFFIX)
-        ]
-        self._image_layers = [lyr for lyr in self.viewer.layers
-                              if isinstance(lyr, Image) and not getattr(lyr, "rgb", False)]
+        self._labels_layers, self._image_layers = measurable_layers(self.viewer)
         for combo, names, text in (
             (self.labels_combo, [lyr.name for lyr in self._labels_layers], labels_text),
             (self.image_combo, [NO_IMAGE] + [lyr.name for lyr in self._image_layers],
@@ -163,19 +188,12 @@ class MeasurePanel(QWidget):
             combo.blockSignals(True)
             combo.clear()
             combo.addItems(names)
-            index = combo.findText(text)
-            combo.setCurrentIndex(max(index, 0) if index >= 0 else 0)
+            combo.setCurrentIndex(max(combo.findText(text), 0))
             combo.blockSignals(False)
         if self.image_combo.currentText() == NO_IMAGE and self._labels_layers:
-            self._guess_image()
-
-    def _guess_image(self) -> None:
-        layer = self.labels_layer()
-        source = ((layer.metadata or {}).get("cryoseg", {}) or {}).get("source") if layer else None
-        if source:
-            index = self.image_combo.findText(str(source))
-            if index > 0:
-                self.image_combo.setCurrentIndex(index)
+            source = source_image_name(self.labels_layer())
+            if source and self.image_combo.findText(source) > 0:
+                self.image_combo.setCurrentIndex(self.image_combo.findText(source))
 
     def labels_layer(self) -> Any:
         i = self.labels_combo.currentIndex()
@@ -190,190 +208,138 @@ class MeasurePanel(QWidget):
         if image is not None:
             self.image_combo.setCurrentIndex(max(self.image_combo.findText(image.name), 0))
 
+    # ------------------------------------------------------------------ state -> widgets
+    def _on_state_change(self, what: str) -> None:
+        if what == "settings":
+            self._show_settings()
+        elif what == "result":
+            self._fill_table()
+        elif what == "tags":
+            self._fill_tag_cells()
+        elif what == "predictions":
+            self._fill_predictions()
+
+    def _show_settings(self) -> None:
+        settings = self.state.settings
+        for widget, show in ((self.min_size, lambda: self.min_size.setValue(settings.min_size)),
+                             (self.tags, lambda: self.tags.setText(tags_text(settings.tags))),
+                             (self.color_check,
+                              lambda: self.color_check.setChecked(settings.color_by_class))):
+            widget.blockSignals(True)
+            show()
+            widget.blockSignals(False)
+
+    def _fill_table(self) -> None:
+        result = self.state.result
+        self.table.setRowCount(0 if result is None else result.n_objects)
+        if result is None:
+            return
+        for row, label in enumerate(self.state.labels()):
+            item = QTableWidgetItem(str(label))
+            item.setTextAlignment(RIGHT)
+            self.table.setItem(row, LABEL_COL, item)
+            for col, (_, key, fmt) in enumerate(SHOWN, start=FIRST_COL):
+                item = QTableWidgetItem(_cell_text(result.table[key][row], fmt))
+                if key != "class_name":
+                    item.setTextAlignment(RIGHT)
+                self.table.setItem(row, col, item)
+            combo = QComboBox()
+            combo.currentTextChanged.connect(lambda text, r=row: self._tag_chosen(r, text))
+            self.table.setCellWidget(row, TAG_COL, combo)
+        self._fill_tag_cells()
+        self._fill_predictions()
+
+    def _fill_tag_cells(self) -> None:
+        vocabulary = list(self.state.settings.tags)
+        for row, tag in enumerate(self.state.tag_column()):
+            combo = self.table.cellWidget(row, TAG_COL)
+            if combo is None:
+                continue
+            combo.blockSignals(True)
+            combo.clear()
+            # a tag dropped from the vocabulary stays on the objects that have it
+            combo.addItems([""] + vocabulary + ([tag] if tag not in vocabulary else []))
+            combo.setCurrentIndex(max(combo.findText(tag), 0))
+            combo.blockSignals(False)
+
+    def _fill_predictions(self) -> None:
+        for row, name in enumerate(self.state.predicted()):
+            item = QTableWidgetItem(name)
+            colour = self.state.class_colour(name)
+            if colour is not None:
+                item.setForeground(QColor(colour))
+            self.table.setItem(row, PRED_COL, item)
+
     # ------------------------------------------------------------------ actions
     def _fail(self, err: Exception) -> None:
         show_error(f"CryoSeg: {err}")
         self.status.setText(f"Failed: {err}")
 
-    def measure(self) -> O.ObjectsResult | None:
-        """Measure the chosen labels layer; fills the table."""
-        layer = self.labels_layer()
-        if layer is None:
-            self.status.setText("No labels layer: segment an image first.")
-            return None
+    def _do(self, action: Callable[[], T], done: Callable[[T], str]) -> T | None:
+        """Run ``action``; show ``done(value)``, or the one-line error and return None."""
         try:
-            self.result = O.measure_layer(self.viewer, layer, self.image_layer(),
-                                          min_size=self.min_size.value())
-        except CryoSegError as err:
+            value = action()
+        except (CryoSegError, OSError) as err:
             self._fail(err)
             return None
-        self._fill_table()
-        n = self.result.n_objects
-        self.status.setText(
-            f"{n} object(s) in '{layer.name}' (≥ {self.min_size.value()} px). Click a row to "
-            "go to an object; tag a few per class, then Train classifier.")
-        return self.result
+        self.status.setText(done(value))
+        return value
 
-    def _fill_table(self) -> None:
-        result = self.result
-        self.table.setRowCount(0 if result is None else result.n_objects)
-        if result is None:
-            return
-        predicted = result.extra.get("predicted class")
-        for row in range(result.n_objects):
-            item = QTableWidgetItem(str(int(result.table["label"][row])))
-            item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
-            self.table.setItem(row, LABEL_COL, item)
-            for col, (_, key, fmt) in enumerate(SHOWN, start=FIRST_COL):
-                value = result.table[key][row]
-                try:
-                    text = fmt.format(int(value) if "d" in fmt else value)
-                except (TypeError, ValueError):
-                    text = ""
-                if isinstance(value, float) and not np.isfinite(value):
-                    text = ""
-                item = QTableWidgetItem(text)
-                if key != "class_name":
-                    item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight
-                                              | Qt.AlignmentFlag.AlignVCenter))
-                self.table.setItem(row, col, item)
-            combo = QComboBox()
-            combo.addItems([""] + self.tag_names())
-            combo.currentIndexChanged.connect(lambda _i, r=row: self._tag_changed(r))
-            self.table.setCellWidget(row, TAG_COL, combo)
-            self.table.setItem(row, PRED_COL,
-                               QTableWidgetItem(predicted[row] if predicted else ""))
-        self._color_predicted()
+    def _set(self, **changes: Any) -> None:
+        try:
+            self.state.update_settings(**changes)
+        except CryoSegError as err:
+            self._fail(err)
+            self._show_settings()  # the refused value is not kept
 
-    def tag_names(self) -> list[str]:
-        return [t.strip() for t in self.tags.text().split(",") if t.strip()]
+    def _tag_chosen(self, row: int, tag: str) -> None:
+        labels = self.state.labels()
+        if 0 <= row < len(labels):
+            self._do(lambda: self.state.set_tag(labels[row], tag),
+                     lambda _: f"{len(self.state.tags)} object(s) tagged.")
 
-    def _refresh_tag_combos(self) -> None:
-        names = self.tag_names()
-        for row in range(self.table.rowCount()):
-            combo = self.table.cellWidget(row, TAG_COL)
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems([""] + names)
-            combo.setCurrentIndex(max(combo.findText(current), 0))
-            combo.blockSignals(False)
-
-    def _tag_changed(self, row: int) -> None:
-        n = len(self.row_tags())
-        self.status.setText(f"{n} object(s) tagged.")
-
-    def set_tag(self, row: int, tag: str) -> None:
-        """Tag the object of ``row`` (adds ``tag`` to the tag list when new)."""
-        if tag and tag not in self.tag_names():
-            self.tags.setText(", ".join(self.tag_names() + [tag]))
-            self._refresh_tag_combos()
-        combo = self.table.cellWidget(row, TAG_COL)
-        combo.setCurrentIndex(max(combo.findText(tag), 0))
-
-    def row_tags(self) -> dict[int, str]:
-        """``{row: tag}`` of the tagged rows."""
-        tags = {}
-        for row in range(self.table.rowCount()):
-            text = self.table.cellWidget(row, TAG_COL).currentText()
-            if text:
-                tags[row] = text
-        return tags
+    def measure(self) -> ObjectsResult | None:
+        """Measure the chosen labels layer; fills the table."""
+        layer = self.labels_layer()
+        return self._do(
+            lambda: self.state.measure(layer, self.image_layer()),
+            lambda result: f"{result.n_objects} object(s) in '{layer.name}' (≥ "
+            f"{self.state.settings.min_size} px). Click a row to go to an object; tag a few "
+            "per class, then Train classifier.")
 
     def select_row(self, row: int) -> None:
         """Select the object of ``row`` in the objects layer and centre on it."""
-        if self.result is None:
+        if self.state.result is None:
             return
-        try:
-            label = O.select_object(self.viewer, self.result, row)
-        except CryoSegError as err:
-            self._fail(err)
-            return
-        self.table.selectRow(row)
-        self.status.setText(f"Object {label} selected.")
+        if self._do(lambda: self.state.select(row),
+                    lambda label: f"Object {label} selected.") is not None:
+            self.table.selectRow(row)
 
     def remove_small(self) -> int:
         """Remove objects below the minimum size (undoable per layer)."""
-        if self.result is None and self.measure() is None:
+        if self.state.result is None and self.measure() is None:
             return 0
-        try:
-            removed = O.remove_small(self.result, self.min_size.value())
-        except CryoSegError as err:
-            self._fail(err)
-            return 0
-        self._fill_table()
-        self.status.setText(f"Removed {removed} object(s) smaller than {self.min_size.value()} "
-                            f"px from '{self.result.source.name}' (Ctrl+Z on the layer undoes).")
-        return removed
+        removed = self._do(
+            self.state.remove_smaller,
+            lambda n: f"Removed {n} object(s) smaller than {self.state.settings.min_size} px "
+            f"from '{self.state.result.source.name}' (Ctrl+Z on the layer undoes).")
+        return removed or 0
 
     def train_classifier(self) -> ObjectClassifier | None:
-        """Fit a random forest on the tagged rows and predict every object."""
-        if self.result is None:
-            self.status.setText("Measure objects first.")
-            return None
-        tags = self.row_tags()
-        if len(set(tags.values())) < 2:
-            self.status.setText("Tag objects of at least two classes first (column 'tag').")
-            return None
-        features = feature_matrix(self.result.table)
-        rows = sorted(tags)
-        try:
-            self.classifier = fit_forest(features[rows], [tags[r] for r in rows],
-                                         FEATURE_COLUMNS)
-        except CryoSegError as err:
-            self._fail(err)
-            return None
-        self.apply_classifier()
-        self.status.setText(f"Classifier trained on {len(rows)} tagged object(s); "
-                            f"predicted {self.result.n_objects}.")
-        return self.classifier
-
-    def apply_classifier(self) -> list[str]:
-        """Predict every measured object with the current classifier."""
-        if self.result is None or self.classifier is None:
-            return []
-        clf = self.classifier
-        predicted = clf.predict(feature_matrix(self.result.table, clf.feature_names))
-        self.result.extra["predicted class"] = predicted
-        O.refresh_features(self.result)
-        self._fill_table_predictions(predicted)
-        return predicted
-
-    def _fill_table_predictions(self, predicted: list[str]) -> None:
-        for row, name in enumerate(predicted):
-            self.table.setItem(row, PRED_COL, QTableWidgetItem(name))
-        self._color_predicted()
-
-    def _color_predicted(self) -> None:
-        if self.result is None or self.classifier is None:
-            return
-        predicted = self.result.extra.get("predicted class")
-        if not predicted:
-            return
-        classes = list(self.classifier.classes)
-        for row, name in enumerate(predicted):
-            item = self.table.item(row, PRED_COL)
-            if item is not None and name in classes:
-                item.setForeground(QColor(O.class_color(classes, name)))
-        if self.color_check.isChecked():
-            O.color_by_class(self.result, list(predicted), classes)
+        """Fit a random forest on the tagged objects and predict every object."""
+        return self._do(
+            self.state.train_classifier,
+            lambda _clf: f"Classifier trained on {len(self.state.tags)} tagged object(s); "
+            f"predicted {len(self.state.predicted())}.")
 
     def save_classifier(self, path: str | None = None) -> Path | None:
-        if self.classifier is None:
-            self.status.setText("Train a classifier first.")
-            return None
-        if path is None:
+        if self.state.classifier is not None and path is None:
             path, _ = QFileDialog.getSaveFileName(self, "Save object classifier",
                                                   self._folder(), "Classifier (*.npz)")
             if not path:
                 return None
-        try:
-            written = self.classifier.save(path)
-        except CryoSegError as err:
-            self._fail(err)
-            return None
-        self.status.setText(f"Saved classifier to {written}")
-        return written
+        return self._do(lambda: self.state.save_classifier(path),
+                        lambda written: f"Saved classifier to {written}")
 
     def load_classifier(self, path: str | None = None) -> ObjectClassifier | None:
         if path is None:
@@ -381,28 +347,13 @@ class MeasurePanel(QWidget):
                                                   self._folder(), "Classifier (*.npz)")
             if not path:
                 return None
-        try:
-            self.classifier = ObjectClassifier.load(path)
-        except CryoSegError as err:
-            self._fail(err)
-            return None
-        self.apply_classifier()
-        self.status.setText(f"Loaded classifier ({', '.join(self.classifier.classes)}).")
-        return self.classifier
+        return self._do(lambda: self.state.load_classifier(path),
+                        lambda clf: f"Loaded classifier ({', '.join(clf.classes)}).")
 
     def export_csv(self, folder: str | None = None) -> Path | None:
         """Write the table as CSV (beside the labels file, else in the Export folder)."""
-        if self.result is None:
-            self.status.setText("Measure objects first.")
-            return None
-        tags = self.row_tags()
-        if tags:
-            self.result.extra["tag"] = [tags.get(r, "") for r in range(self.result.n_objects)]
-        try:
-            path = O.export_csv(self.result, folder or self._folder())
-        except CryoSegError as err:
-            self._fail(err)
-            return None
-        self.status.setText(f"Wrote {path}")
-        show_info(f"CryoSeg: wrote {path.name}")
+        path = self._do(lambda: self.state.export_csv(folder or self._folder()),
+                        lambda written: f"Wrote {written}")
+        if path is not None:
+            show_info(f"CryoSeg: wrote {path.name}")
         return path

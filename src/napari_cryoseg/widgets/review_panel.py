@@ -4,12 +4,12 @@ The user corrects a CryoSeg labels layer with napari's label tools; this section
 per layer how many pixels were edited or marked reviewed, marks the visible region or
 the whole layer as reviewed (undoable), saves the corrections to the project folder
 (debounced autosave) and restores a project. All state lives in the session's
-:class:`~napari_cryoseg.viewer.review.CorrectionStore`.
+:class:`~napari_cryoseg.viewer.review.CorrectionStore`; when to autosave and what came
+of it is :class:`~napari_cryoseg.viewer.autosave.Autosave`'s, whose Qt timer is here.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from napari.utils.notifications import show_error, show_warning
@@ -17,6 +17,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog, QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from napari_cryoseg.core.errors import CryoSegError
+from napari_cryoseg.viewer.autosave import Autosave, AutosaveOutcome
 from napari_cryoseg.viewer.review import CorrectionStore, restore
 from napari_cryoseg.viewer.session import SegmentationRecord, same_layer
 from napari_cryoseg.widgets.buttons import button
@@ -32,6 +33,7 @@ class ReviewPanel(QWidget):
         self.viewer = viewer
         self.session = session
         self.store = CorrectionStore.for_session(session)
+        self.saver = Autosave.for_store(self.store)
         self._n_records = -1
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -70,8 +72,8 @@ class ReviewPanel(QWidget):
         # debounced refresh of counts, debounced autosave, cheap periodic sync
         self._refresh_timer = QTimer(self, singleShot=True, interval=300)
         self._refresh_timer.timeout.connect(self.refresh_counts)
-        self._autosave_timer = QTimer(self, singleShot=True, interval=2000)
-        self._autosave_timer.timeout.connect(self.autosave)
+        self._autosave_timer = QTimer(self, singleShot=True)
+        self._autosave_timer.timeout.connect(lambda: self._show_saved(self.saver.tick()))
         self._sync_timer = QTimer(self, interval=1000)
         self._sync_timer.timeout.connect(self._sync)
         self._sync_timer.start()
@@ -83,7 +85,13 @@ class ReviewPanel(QWidget):
     # --- counts ------------------------------------------------------------------------
     def _on_dirty(self, layer: Any) -> None:
         self._schedule_refresh()
-        self._autosave_timer.start()
+        self._arm_autosave()
+
+    def _arm_autosave(self) -> None:
+        """(Re)start the autosave timer for as long as the saver says to wait."""
+        wait = self.saver.wait_s()
+        if wait is not None:
+            self._autosave_timer.start(max(1, round(wait * 1000)))
 
     def _schedule_refresh(self, *args: Any) -> None:
         self._refresh_timer.start()
@@ -92,8 +100,8 @@ class ReviewPanel(QWidget):
         records = self.store.watch_all()
         if len(records) != self._n_records:
             self.refresh_counts()
-        if self.store.has_unsaved and not self._autosave_timer.isActive():
-            self._autosave_timer.start()
+        if not self._autosave_timer.isActive():
+            self._arm_autosave()
 
     def refresh_counts(self) -> None:
         """Recompute the correction summary of each CryoSeg labels layer."""
@@ -148,15 +156,17 @@ class ReviewPanel(QWidget):
 
     # --- project folder ----------------------------------------------------------------
     def autosave(self) -> Any:
-        try:
-            folder = self.store.autosave()
-        except (CryoSegError, OSError) as err:
-            show_error(f"autosave failed: {err}")
-            return None
-        if folder is not None:
-            self.project_label.setText(f"corrections saved in {folder} "
-                                       f"({time.strftime('%H:%M:%S')})")
-        return folder
+        """Save the corrections now; the folder written, or None."""
+        return self._show_saved(self.saver.save_now())
+
+    def _show_saved(self, outcome: AutosaveOutcome) -> Any:
+        if outcome.wait_s is not None:  # the timer fired early
+            self._arm_autosave()
+        elif outcome.error is not None:
+            show_error(outcome.error)
+        elif outcome.folder is not None:
+            self.project_label.setText(outcome.message)
+        return outcome.folder
 
     def restore_project(self, folder: Any) -> list[SegmentationRecord]:
         records = restore(self.viewer, folder)
@@ -175,6 +185,5 @@ class ReviewPanel(QWidget):
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         self._sync_timer.stop()
-        if self.store.has_unsaved:
-            self.autosave()
+        self._show_saved(self.saver.flush())  # what changed since the last save
         super().closeEvent(event)
