@@ -123,9 +123,10 @@ def test_bad_setting_is_refused_in_one_line(make_napari_viewer):
     widget = open_dock(viewer, "plugin")
     settings = widget.session.settings
     before = settings.finetune
-    with pytest.raises(InputError, match="learning rate -1.0 must be > 0") as err:
+    with pytest.raises(InputError, match=r"learning rate -1.0 must be in \(0, 1\]") as err:
         settings.set("finetune.lr", -1.0)
     assert "\n" not in str(err.value)
     assert settings.finetune == before
     assert "finetune.lr" not in settings.edited
     np.testing.assert_equal(widget.finetune_panel.form["finetune.lr"].value, before.lr)
+
