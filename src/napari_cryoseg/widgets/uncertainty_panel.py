@@ -21,8 +21,9 @@ from napari_cryoseg.engine.uncertainty import most_uncertain_tile, tta_uncertain
 from napari_cryoseg.viewer import camera
 from napari_cryoseg.viewer.layers import layer_units
 from napari_cryoseg.viewer.session import same_layer, unwrap
+from napari_cryoseg.viewer.settings import LoopSettings
 from napari_cryoseg.widgets.buttons import button
-from napari_cryoseg.widgets.forms import FieldSpec, SettingsForm, SpinBox
+from napari_cryoseg.widgets.forms import SettingsForm, SpinBox, described_field
 from napari_cryoseg.widgets.job_runner import JobRunner
 
 UNCERTAINTY_SUFFIX = " uncertainty"
@@ -40,10 +41,8 @@ class UncertaintyPanel(QWidget):
         self.maps: dict[int, np.ndarray] = {}  # id(image layer) -> uncertainty map
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        self.form = SettingsForm(session.settings, [FieldSpec(
-            "loop.uncertain_tile", "Tile:", SpinBox,
-            "Size of the region 'Go to uncertain tile' looks for and zooms to",
-            {"min": 16, "max": 2048, "step": 16})])
+        self.form = SettingsForm(session.settings, [described_field(
+            "loop.uncertain_tile", LoopSettings, "uncertain_tile", SpinBox)])
         layout.addWidget(self.form.native)
         row = QHBoxLayout()
         self.compute_btn = button(
