@@ -34,9 +34,10 @@ from napari_cryoseg.core.synthetic import SampleConfig, make_sample
 from napari_cryoseg.engine.augment import AugmentConfig
 from napari_cryoseg.engine.device import autocast_dtype, cpu_has_fast_bf16, resolve_device
 from napari_cryoseg.engine.events import TrainStep, drain
-from napari_cryoseg.engine.fitting import FitSettings, fit, lr_factor
+from napari_cryoseg.engine.fitting import fit, lr_factor
 from napari_cryoseg.engine.losses import segmentation_loss
 from napari_cryoseg.engine.sampling import PatchSampler
+from napari_cryoseg.engine.train_settings import TrainConfig
 from napari_cryoseg.model.config import preset
 from napari_cryoseg.model.unet import UNet
 
@@ -116,8 +117,8 @@ def main() -> None:
     naive_loop(fresh_net(), sampler(), args.warmup, args.batch, args.lr, device)
     naive_losses, naive_s = naive_loop(fresh_net(), sampler(), args.steps, args.batch, args.lr,
                                        device)
-    settings = FitSettings(batch_size=args.batch, lr=args.lr, total_steps=args.steps,
-                           schedule="onecycle", warmup_fraction=0.1)
+    settings = TrainConfig(batch_size=args.batch, lr=args.lr, schedule="onecycle",
+                           warmup_fraction=0.1).fit_settings(args.steps)
     drain(fit(fresh_net(), sampler(), settings.with_(total_steps=args.warmup), device=device))
     events: list[TrainStep] = []
     started = time.perf_counter()

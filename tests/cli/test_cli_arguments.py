@@ -154,7 +154,7 @@ CASES = [
     ("train-time-budget-nan", "train --images {images} --masks {masks} --out {tmp}/m.pt "
      "--time-budget nan", "not a finite number"),
     ("train-time-budget-negative", "train --images {images} --masks {masks} --out "
-     "{tmp}/m.pt --time-budget -1", "time in seconds > 0"),
+     "{tmp}/m.pt --time-budget -1", "time in seconds in (0, 604800]"),
     ("train-steps-and-epochs", _train("--epochs 2"), "not allowed with argument --steps"),
     ("train-val-fraction-1", _train("--val-fraction 1"), "fraction in [0, 1)"),
     ("train-val-fraction-nan", _train("--val-fraction nan"), "not a finite number"),

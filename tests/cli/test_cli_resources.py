@@ -41,17 +41,17 @@ def test_train_flags_not_given_are_train_config_defaults(capsys):
     assert main(["train", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     defaults = TrainConfig()
-    for shown in (f"architecture (default: {defaults.preset})",
-                  f"patches per step (default {defaults.batch_size})",
-                  f"patch edge in pixels (default {defaults.patch};",
+    for shown in (f"costs more (default {defaults.preset})",
+                  f"patches per optimiser step (default {defaults.batch_size})",
+                  f"network stride; default {defaults.patch})",
                   f"peak learning rate (default {defaults.lr:g})",
                   f"random seed (default {defaults.seed})",
-                  f"(the last block) for validation (default {defaults.val_fraction:g})",
+                  f"held out for validation (default {defaults.val_fraction:g})",
                   f"class weights (default {defaults.class_weighting})",
                   f"rarest class (default {defaults.oversample_rare:g})",
                   f"default {defaults.augment.elastic:g} = off)",
                   f"is smoother (default {defaults.augment.elastic_spacing})"):
-        assert shown in text, shown
+        assert shown.lower() in text.lower(), shown
 
 
 def test_finetune_flags_not_given_are_finetune_config_defaults(capsys):
@@ -63,7 +63,7 @@ def test_finetune_flags_not_given_are_finetune_config_defaults(capsys):
     assert main(["finetune", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert f"random seed (default {FinetuneConfig().seed})" in text
-    assert f"peak learning rate (default {FinetuneConfig().lr:g})" in text
+    assert f"peak learning rate (of the encoder; default {FinetuneConfig().lr:g})" in text
 
 
 # --------------------------------------------------------------------------- memory

@@ -14,8 +14,9 @@ from napari_cryoseg.engine.adapt import adapt_batchnorm, batchnorm_layers, choos
 from napari_cryoseg.engine.augment import AugmentConfig
 from napari_cryoseg.engine.events import TrainStep, Validation, drain
 from napari_cryoseg.engine.finetune import FinetuneConfig, finetune
-from napari_cryoseg.engine.fitting import FitSettings, fit
+from napari_cryoseg.engine.fitting import fit
 from napari_cryoseg.engine.sampling import PatchSampler, normalize_image
+from napari_cryoseg.engine.train_settings import TrainConfig
 from napari_cryoseg.model.checkpoint import ModelFile
 from napari_cryoseg.model.config import preset
 from napari_cryoseg.model.unet import UNet
@@ -115,8 +116,8 @@ def test_head_learns_faster_than_the_encoder():
     torch.manual_seed(0)
     net = UNet(preset("tiny"))
     start = {k: v.clone() for k, v in net.state_dict().items()}
-    settings = FitSettings(batch_size=2, lr=1e-3, total_steps=1, head_lr_factor=10.0,
-                           warmup_fraction=0.0, schedule="cosine", mixed_precision=False)
+    settings = TrainConfig(batch_size=2, lr=1e-3, warmup_fraction=0.0, schedule="cosine",
+                           mixed_precision=False).fit_settings(1).with_(head_lr_factor=10.0)
     drain(fit(net, sampler, settings, device=DEVICE))
     # One AdamW step moves each weight by about its learning rate (sign of the gradient).
     enc = (net.state_dict()["encoders.0.conv.0.weight"]
@@ -138,7 +139,8 @@ def test_slow_validation_takes_at_most_its_share_of_the_time():
         return 0.5, 0.1, {}
 
     events = []
-    settings = FitSettings(batch_size=2, time_budget_s=3.0, val_every=1, max_val_share=0.1)
+    settings = TrainConfig(batch_size=2, time_budget_s=3.0, val_every=1).fit_settings(
+        None).with_(max_val_share=0.1)
     drain(fit(net, sampler, settings, device=DEVICE, validate=slow_validate), events.append)
     steps = [e.step for e in events if isinstance(e, TrainStep)]
     validations = [e.step for e in events if isinstance(e, Validation)]

@@ -222,7 +222,8 @@ def test_heartbeat_stays_smooth_during_finetune(setup, qtbot):
     worst = int(np.argmax(gaps_ms))
     print(f"\nheartbeat during fine-tune: {len(gaps_ms)} gaps, median {median:.1f} ms, "
           f"p95 {p95:.1f} ms, max {gaps_ms.max():.1f} ms ({late[-1] - late[worst + 1]:.2f} s "
-          f"before the end); the click took {click_s * 1000:.0f} ms, first tick {first_tick_s * 1000:.0f} ms after it; "
+          f"before the end); the click took {click_s * 1000:.0f} ms, first tick "
+          f"{first_tick_s * 1000:.0f} ms after it; "
           f"{len(panel.plot.loss)} steps; torch threads {torch.get_num_threads()}; "
           f"largest gap of the last second (result, swap) {end_gap_ms:.0f} ms")
     assert click_s < 0.5  # the click returns at once

@@ -123,9 +123,30 @@ def test_bad_setting_is_refused_in_one_line(make_napari_viewer):
     widget = open_dock(viewer, "plugin")
     settings = widget.session.settings
     before = settings.finetune
-    with pytest.raises(InputError, match="learning rate -1.0 must be > 0") as err:
+    with pytest.raises(InputError, match=r"learning rate -1.0 must be in \(0, 1\]") as err:
         settings.set("finetune.lr", -1.0)
     assert "\n" not in str(err.value)
     assert settings.finetune == before
     assert "finetune.lr" not in settings.edited
     np.testing.assert_equal(widget.finetune_panel.form["finetune.lr"].value, before.lr)
+
+
+def test_dock_rows_take_their_bounds_and_help_from_the_settings(make_napari_viewer):
+    """The spin boxes the user sees carry the dataclass's bounds (core/setting.py)."""
+    from napari_cryoseg.core.setting import about
+    from napari_cryoseg.engine.finetune_settings import FinetuneConfig
+    from napari_cryoseg.engine.train_settings import TrainConfig
+    from napari_cryoseg.viewer.settings import LoopSettings
+
+    viewer = make_napari_viewer()
+    widget = open_dock(viewer, "plugin")
+    tile = widget.uncertainty_panel.form["loop.uncertain_tile"]
+    meta = about(LoopSettings, "uncertain_tile")
+    assert (tile.min, tile.max, tile.step) == (meta.min, meta.max, meta.step)
+    assert tile.tooltip == meta.help
+    lr = widget.finetune_panel.form["finetune.lr"]
+    meta = about(FinetuneConfig, "lr")
+    assert lr.max == meta.max and lr.min == pytest.approx(10.0 ** -meta.decimals)
+    budget = widget.train_panel.form["train.time_budget_s"]
+    assert (budget.min, budget.max) == (0, about(TrainConfig, "time_budget_s").max)
+    assert budget.native.specialValueText() == "no limit"

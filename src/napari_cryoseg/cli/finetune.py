@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import math
 from pathlib import Path
 from typing import Any
 
-from napari_cryoseg.cli._args import float_range, int_range, path_text, seed_value
+from napari_cryoseg.cli._args import path_text, seed_value
 from napari_cryoseg.cli._common import (
     ProgressBar,
     add_device_argument,
@@ -16,11 +14,16 @@ from napari_cryoseg.cli._common import (
     format_duration,
     load_model_arg,
 )
+from napari_cryoseg.cli._settings_flags import (
+    add_setting_flag,
+    add_setting_flags,
+    setting_values,
+)
 from napari_cryoseg.cli.train import (
-    MAX_STEPS,
     add_classes_arguments,
     check_output,
     input_files,
+    note_patch,
     print_metrics,
     read_pairs,
     refuse_diverged,
@@ -31,15 +34,20 @@ from napari_cryoseg.engine.augment import AugmentConfig
 from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.events import drain
 from napari_cryoseg.engine.finetune import finetune
-from napari_cryoseg.engine.finetune_settings import ADAPT_MODES, FinetuneConfig
-from napari_cryoseg.engine.holdout import HOLDOUT_LAYOUTS
-from napari_cryoseg.engine.memory import fit_training_patch
+from napari_cryoseg.engine.finetune_settings import FinetuneConfig
+from napari_cryoseg.engine.memory import fit_patch_to_memory
 from napari_cryoseg.io import list_images, read_image
 from napari_cryoseg.model.checkpoint import check_savable, save_model
 from napari_cryoseg.model.heads import add_classes
 
 #: The engine's defaults, shown in --help and used when a flag is not given.
 DEFAULTS = FinetuneConfig()
+#: Flags generated from the fields' own description (name, help, default, bounds).
+_DESCRIBED = ("freeze_encoder", "lr", "holdout_fraction", "holdout_layout",
+              "adapt_batchnorm", "adapt_below", "focus_errors", "keep_elsewhere",
+              "head_lr_factor")
+_METAVARS = {"adapt_below": "DICE", "focus_errors": "P", "keep_elsewhere": "P"}
+_ALL_DESCRIBED = ("steps", "time_budget_s", *_DESCRIBED, "parent_blend")
 
 
 def _added_class(text: str, default_value: int) -> tuple[str, int]:
@@ -58,19 +66,6 @@ def _added_class(text: str, default_value: int) -> tuple[str, int]:
     if number < 1:
         raise InputError(f"--add-class {text!r}: the mask value must be >= 1 (0 is background)")
     return name, number
-
-
-def _blend(text: str) -> float | None:
-    """``--parent-blend``: 'auto' (None) or a weight in (0, 1]."""
-    if text.strip().lower() == "auto":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0.0 < value <= 1.0:  # NaN too
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a weight in (0, 1], got {text!r}")
-    return value
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -94,43 +89,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, type=path_text, metavar="MODEL2",
                         help="model file to write (a new file: never the --model itself)")
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--steps", default=DEFAULTS.steps, metavar="N",
-                        type=int_range(1, MAX_STEPS, what="a number of steps"),
-                        help="optimiser steps (default 200 when no time budget is given)")
-    length.add_argument("--time-budget", default=DEFAULTS.time_budget_s, metavar="S",
-                        type=float_range(0.0, None, low_open=True,
-                                         what="a time in seconds"),
-                        help="fine-tune for this many seconds")
+    add_setting_flags(length, FinetuneConfig, ("steps", "time_budget_s"),
+                      {"time_budget_s": "S"})
     add_classes_arguments(parser, names=False)
     add_device_argument(parser)
-    parser.add_argument("--freeze-encoder", action="store_true",
-                        default=DEFAULTS.freeze_encoder,
-                        help="train only the decoder (less forgetting with few corrections)")
-    parser.add_argument("--lr", default=DEFAULTS.lr, metavar="F",
-                        type=float_range(0.0, 1.0, low_open=True, what="a learning rate"),
-                        help=f"peak learning rate (default {DEFAULTS.lr:g})")
-    parser.add_argument("--holdout-fraction", default=DEFAULTS.holdout_fraction, metavar="F",
-                        type=float_range(0.0, 1.0, high_open=True, what="a fraction"),
-                        help="share of the corrections held out to check the new model "
-                        f"(default {DEFAULTS.holdout_fraction:g}; 0 = no check)")
-    parser.add_argument("--holdout-layout", choices=HOLDOUT_LAYOUTS,
-                        default=DEFAULTS.holdout_layout,
-                        help="with 1-3 images, hold out scattered 64-px blocks (default) or "
-                        "the bottom rows of each image")
-    parser.add_argument("--parent-blend", type=_blend, default=DEFAULTS.parent_blend,
-                        metavar="W", help="return start + W * (fine-tuned - start): 'auto' "
-                        "chooses W on the held-out corrections (default), a number in (0, 1] "
-                        "fixes it (1 = no averaging)")
-    parser.add_argument("--adapt-batchnorm", choices=ADAPT_MODES,
-                        default=DEFAULTS.adapt_batchnorm,
-                        help="re-estimate BatchNorm statistics on your images first: 'auto' "
-                        "does when the model scores under --adapt-below on the held-out "
-                        "corrections and keeps them when those say so (default "
-                        f"{DEFAULTS.adapt_batchnorm})")
-    parser.add_argument("--adapt-below", default=DEFAULTS.adapt_below, metavar="DICE",
-                        type=float_range(0.0, 1.0, what="a Dice"),
-                        help="held-out Dice of the model under which 'auto' re-estimates "
-                        "BatchNorm statistics (default %(default)g)")
+    add_setting_flags(parser, FinetuneConfig, _DESCRIBED, _METAVARS)
+    add_setting_flag(parser, FinetuneConfig, "parent_blend", metavar="W",
+                     words={"auto": None})
     parser.add_argument("--unlabelled", default=None, type=path_text, metavar="DIR",
                         help="folder of more images of the same kind, without masks: used to "
                         "re-estimate the BatchNorm statistics and to compare the new model "
@@ -139,21 +104,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         default="fixed" if DEFAULTS.freeze_batchnorm else "update",
                         help="while the weights train, keep the BatchNorm statistics fixed or "
                         "update them from each batch (default %(default)s)")
-    parser.add_argument("--focus-errors", default=DEFAULTS.focus_errors, metavar="P",
-                        type=float_range(0.0, 1.0, what="a share of patches"),
-                        help="share of patches placed where the input model is wrong "
-                        f"(default {DEFAULTS.focus_errors:g})")
-    parser.add_argument("--keep-elsewhere", default=DEFAULTS.keep_elsewhere, metavar="P",
-                        type=float_range(0.0, 1.0, high_open=True, what="a share of patches"),
-                        help="share of patches taken from pixels nobody corrected "
-                        "(--unlabelled images, unreviewed parts of the masks) with the input "
-                        "model's own sure labels as targets, so the new model changes where "
-                        "the corrections are "
-                        f"(default {DEFAULTS.keep_elsewhere:g}; 0 = off)")
-    parser.add_argument("--head-lr-factor", default=DEFAULTS.head_lr_factor, metavar="F",
-                        type=float_range(0.0, 100.0, low_open=True, what="a factor"),
-                        help="decoder and head learn F times faster than the encoder "
-                        f"(default {DEFAULTS.head_lr_factor:g})")
     parser.add_argument("--no-augment", action="store_true",
                         help="no flips/rotations of the training patches")
     parser.add_argument("--add-class", action="append", default=[], metavar="NAME[=VALUE]",
@@ -169,16 +119,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
     """The :class:`FinetuneConfig` the flags describe (flags not given: its defaults)."""
-    return FinetuneConfig(steps=args.steps, time_budget_s=args.time_budget,
-                          freeze_encoder=args.freeze_encoder, device=args.device,
-                          lr=args.lr, holdout_fraction=args.holdout_fraction,
-                          holdout_layout=args.holdout_layout, seed=args.seed,
-                          parent_blend=args.parent_blend,
-                          adapt_batchnorm=args.adapt_batchnorm, adapt_below=args.adapt_below,
-                          freeze_batchnorm=args.batchnorm_stats == "fixed",
-                          focus_errors=args.focus_errors,
-                          keep_elsewhere=args.keep_elsewhere,
-                          head_lr_factor=args.head_lr_factor,
+    return FinetuneConfig(**setting_values(args, _ALL_DESCRIBED), device=args.device,
+                          seed=args.seed, freeze_batchnorm=args.batchnorm_stats == "fixed",
                           **({"augment": AugmentConfig.none()} if args.no_augment else {}))
 
 
@@ -210,10 +152,12 @@ def run(args: argparse.Namespace) -> int:
     mapping = ClassMapping.parse(",".join(classes), None) if classes else None
     if mapping is not None and mapping.n_classes == model.config.n_classes:
         mapping = ClassMapping(mapping.values, tuple(model.class_names))
-    config = dataclasses.replace(config, patch=fit_training_patch(
-        model.config, config.patch, config.batch_size, [image.shape for image in images],
-        config.device, what="fine-tuning {batch} patches of {patch} px",
-        advice="use fewer or smaller images, or another --device"))
+    shapes = [image.shape for image in images]
+    fitted = fit_patch_to_memory(config, model.config, shapes,
+                                 what="fine-tuning {batch} patches of {patch} px",
+                                 advice="use fewer or smaller images, or another --device")
+    note_patch(config.patch, fitted.patch, shapes, "the fine-tuning patch")
+    config = fitted
     unlabelled = [read_image(p).data for p in list_images(args.unlabelled)] if (
         args.unlabelled) else []
     bar = ProgressBar("finetune", unit="steps")

@@ -13,7 +13,6 @@ import numpy as np
 
 from napari_cryoseg.cli._args import float_range, int_range, path_text, seed_value
 from napari_cryoseg.cli._common import (
-    MAX_BATCH,
     MAX_TILE,
     ProgressBar,
     add_device_argument,
@@ -22,15 +21,19 @@ from napari_cryoseg.cli._common import (
     echo,
     format_duration,
 )
+from napari_cryoseg.cli._settings_flags import (
+    add_setting_flag,
+    add_setting_flags,
+    setting_values,
+)
 from napari_cryoseg.core.errors import InputError, ModelFileError
-from napari_cryoseg.core.temporal import BACKGROUND_MODES
 from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.device import resolve_device
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.memory import fit_training_patch
+from napari_cryoseg.engine.memory import fit_patch_to_memory
 from napari_cryoseg.engine.sampling import check_pair, check_series_pair
 from napari_cryoseg.engine.train import train
-from napari_cryoseg.engine.train_settings import CLASS_WEIGHTINGS, DEFAULT_STEPS, TrainConfig
+from napari_cryoseg.engine.train_settings import TrainConfig
 from napari_cryoseg.io import list_images, read_image, read_labels_tiff
 from napari_cryoseg.io.pairing import pair_by_stem
 from napari_cryoseg.model.checkpoint import (
@@ -39,8 +42,7 @@ from napari_cryoseg.model.checkpoint import (
     read_payload,
     save_model,
 )
-from napari_cryoseg.model.config import PRESETS, preset
-from napari_cryoseg.model.file_checks import MAX_TEMPORAL_CONTEXT, check_weights, class_names_field
+from napari_cryoseg.model.file_checks import check_weights, class_names_field
 
 _TIFF = (".tif", ".tiff")
 
@@ -164,8 +166,12 @@ def print_metrics(metrics: dict[str, float], title: str) -> None:
 #: The engine's defaults, shown in --help and used when a flag is not given (one source:
 #: changing TrainConfig changes the CLI).
 DEFAULTS = TrainConfig()
-#: Largest --steps accepted.
-MAX_STEPS = 10**9
+#: Flags generated from the fields' own description (name, help, default, bounds).
+_DESCRIBED = ("batch_size", "patch", "lr", "class_weighting", "oversample_rare",
+              "temporal_context", "background_subtraction")
+_METAVARS = {"oversample_rare": "P", "temporal_context": "K"}
+_ALL_DESCRIBED = ("preset", "init", "epochs", "steps", "time_budget_s", "val_fraction",
+                  *_DESCRIBED, "tune_threshold")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -183,58 +189,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="folder of integer masks with the same file names")
     parser.add_argument("--out", required=True, type=path_text, metavar="MODEL",
                         help="model file to write (.pt)")
-    parser.add_argument("--preset", default=DEFAULTS.preset, choices=list(PRESETS),
-                        help="architecture (default: %(default)s)")
-    parser.add_argument("--init", default=DEFAULTS.init, metavar="backbone|random|MODEL",
-                        help="starting weights: the bundled EM backbone with a new head for "
-                             "your classes (used with --preset small on single images), "
-                             "random weights, or a model file (default: %(default)s)")
+    add_setting_flags(parser, TrainConfig, ("preset",))
+    add_setting_flag(parser, TrainConfig, "init", metavar="backbone|random|MODEL")
     add_classes_arguments(parser)
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--epochs", default=DEFAULTS.epochs, metavar="N",
-                        type=float_range(0.0, 1e6, low_open=True, what="a number of epochs"),
-                        help="passes over the training pixels")
-    length.add_argument("--steps", default=DEFAULTS.steps, metavar="N",
-                        type=int_range(1, MAX_STEPS, what="a number of steps"),
-                        help=f"optimiser steps (default {DEFAULT_STEPS} when no length is "
-                        "given)")
-    length.add_argument("--time-budget", default=DEFAULTS.time_budget_s, metavar="S",
-                        type=float_range(0.0, None, low_open=True,
-                                         what="a time in seconds"),
-                        help="train for this many seconds")
-    parser.add_argument("--val-fraction", default=DEFAULTS.val_fraction, metavar="F",
-                        type=float_range(0.0, 1.0, high_open=True, what="a fraction"),
-                        help="fraction of files (the last block) for validation "
-                        "(default %(default)g)")
+    add_setting_flags(length, TrainConfig, ("epochs", "steps", "time_budget_s"),
+                      {"time_budget_s": "S"})
+    add_setting_flags(parser, TrainConfig, ("val_fraction",))
     parser.add_argument("--seed", type=seed_value, default=DEFAULTS.seed, metavar="N",
                         help="random seed (default %(default)d)")
     add_device_argument(parser)
-    parser.add_argument("--batch-size", default=DEFAULTS.batch_size, metavar="N",
-                        type=int_range(1, MAX_BATCH, what="a batch size"),
-                        help="patches per step (default %(default)d)")
-    parser.add_argument("--patch", default=DEFAULTS.patch, metavar="N",
-                        type=int_range(16, MAX_TILE, what="a patch edge in pixels"),
-                        help="patch edge in pixels (default %(default)d; at most the largest "
-                        "image, rounded up to the network stride)")
-    parser.add_argument("--lr", default=DEFAULTS.lr, metavar="F",
-                        type=float_range(0.0, 1.0, low_open=True, what="a learning rate"),
-                        help="peak learning rate (default %(default)g)")
-    parser.add_argument("--class-weighting", default=DEFAULTS.class_weighting,
-                        choices=list(CLASS_WEIGHTINGS),
-                        help="cross-entropy class weights (default %(default)s)")
-    parser.add_argument("--oversample-rare", default=DEFAULTS.oversample_rare, metavar="P",
-                        type=float_range(0.0, 1.0, what="a probability"),
-                        help="probability of centring a patch on the rarest class "
-                        "(default %(default)g)")
-    parser.add_argument("--temporal-context", default=DEFAULTS.temporal_context, metavar="K",
-                        type=int_range(0, MAX_TEMPORAL_CONTEXT, what="a number of frames"),
-                        help="time-lapse training: images and masks are (T, Y, X) stacks and "
-                        "frames t-K..t+K are the 2K+1 input channels (default %(default)d = "
-                        "2D images)")
-    parser.add_argument("--background-subtraction", default=DEFAULTS.background_subtraction,
-                        choices=list(BACKGROUND_MODES),
-                        help="time-lapse only: subtract the per-pixel temporal median of each "
-                        "stack before normalisation (stored in the model; default %(default)s)")
+    add_setting_flags(parser, TrainConfig, _DESCRIBED, _METAVARS)
     augment = DEFAULTS.augment
     parser.add_argument("--elastic", default=augment.elastic, metavar="PIXELS",
                         type=float_range(0.0, 1000.0, what="a displacement in pixels"),
@@ -250,10 +215,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="the masks are sparse annotations (painted strokes): 0 = not "
                         "annotated (unknown, not learned from); annotated values not listed "
                         "in --classes are background")
-    parser.add_argument("--tune-threshold", action="store_true",
-                        default=DEFAULTS.tune_threshold,
-                        help="binary models: store the foreground threshold with the best "
-                        "validation Dice (0.3-0.7) in the model instead of 0.5")
+    add_setting_flags(parser, TrainConfig, ("tune_threshold",))
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --out (and <out>-last.pt)")
     parser.set_defaults(func=run)
@@ -264,15 +226,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The :class:`TrainConfig` the flags describe (flags not given: its defaults)."""
     augment = replace(DEFAULTS.augment, elastic=args.elastic,
                       elastic_spacing=args.elastic_spacing)
-    return replace(
-        DEFAULTS, preset=args.preset, init=args.init, steps=args.steps, epochs=args.epochs,
-        time_budget_s=args.time_budget, batch_size=args.batch_size, patch=args.patch,
-        lr=args.lr, val_fraction=args.val_fraction, seed=args.seed, device=args.device,
-        class_weighting=args.class_weighting, oversample_rare=args.oversample_rare,
-        temporal_context=args.temporal_context,
-        background_subtraction=args.background_subtraction, augment=augment,
-        tune_threshold=args.tune_threshold,
-    )
+    return replace(DEFAULTS, **setting_values(args, _ALL_DESCRIBED), seed=args.seed,
+                   device=args.device, augment=augment)
 
 
 def read_series_pairs(
@@ -313,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
     if last_out.exists():  # not named by the user: replaced only if it is an earlier model
         check_is_model_file(last_out)
     config = config_from_args(args)  # validated here, before any image is read
-    device = resolve_device(config.device)
+    resolve_device(config.device)  # an unavailable device is refused before reading images
     if config.temporal_context or config.background_subtraction != "none":
         names, images, masks, pixel_size = read_series_pairs(args.images, args.masks)
     else:
@@ -330,7 +285,13 @@ def run(args: argparse.Namespace) -> int:
     if sparse and 0 in mapping.values:
         raise InputError("--classes 0 with --sparse: mask value 0 marks unpainted pixels, so "
                          "it cannot be a class; give the mask values of painted classes (>= 1)")
-    config = fit_patch_to_memory(config, images, mapping.n_classes, device)
+    shapes = [image.shape for image in images]
+    fitted = fit_patch_to_memory(
+        config, config.architecture(mapping.n_classes), shapes,
+        what=f"--batch-size {{batch}} with --patch {{patch}} ({config.preset} preset)",
+        advice="lower --batch-size or --patch")
+    note_patch(config.patch, fitted.patch, shapes, "--patch")
+    config = fitted
     echo(f"training on {len(images)} image(s): classes {', '.join(mapping.names)}", err=True)
     bar = ProgressBar("train", unit="steps")
     try:
@@ -387,22 +348,12 @@ def input_files(args: argparse.Namespace) -> list[tuple[str, Path | None]]:
     return found
 
 
-def fit_patch_to_memory(
-    config: TrainConfig, images: list[np.ndarray], n_classes: int, device: Any
-) -> TrainConfig:
-    """``config`` with the patch of :func:`~napari_cryoseg.engine.memory.fit_training_patch`
-    (at most the largest image; a run that cannot fit is refused), with a note if lowered."""
-    unet = preset(config.preset, n_classes=n_classes,
-                  in_channels=2 * config.temporal_context + 1)
-    patch = fit_training_patch(
-        unet, config.patch, config.batch_size, [image.shape for image in images], device,
-        what=f"--batch-size {{batch}} with --patch {{patch}} ({config.preset} preset)",
-        advice="lower --batch-size or --patch")
-    if patch < config.patch:
-        largest = max(max(image.shape[-2:]) for image in images)
-        echo(f"note: --patch {config.patch} is larger than the largest image ({largest} px); "
+def note_patch(asked: int, patch: int, shapes: list[tuple[int, ...]], flag: str) -> None:
+    """Tell the user when the memory/patch policy lowered the patch to the largest image."""
+    if patch < asked:
+        largest = max(max(shape[-2:]) for shape in shapes)
+        echo(f"note: {flag} {asked} is larger than the largest image ({largest} px); "
              f"using {patch}", err=True)
-    return replace(config, patch=patch)
 
 
 def refuse_diverged(model: ModelFile, lr_flag: str) -> None:

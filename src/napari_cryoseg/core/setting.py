@@ -9,7 +9,6 @@ written once.
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,18 +24,53 @@ class Setting:
     ``label`` and ``help`` are the dock's row label and tooltip (``help`` is also the CLI
     flag's help), ``name`` names the value in errors ("tile size 8 must be ..."), ``what``
     describes an accepted value for the flag's error ("give a tile edge in pixels from
-    16 to ...").
+    16 to ..."). ``min_open`` / ``max_open`` exclude the bound itself (a learning rate
+    must be above 0). ``choices``: the accepted values of a text setting.
     """
 
     label: str
     help: str
     name: str
-    what: str
+    what: str = ""
     flag: str | None = None
     min: float | None = None
     max: float | None = None
+    min_open: bool = False
+    max_open: bool = False
     step: float | None = None
     decimals: int = 0
+    choices: tuple[str, ...] | None = None
+
+    def accepts(self, value: Any) -> bool:
+        """True when ``value`` is within the bounds and choices (None: always)."""
+        if value is None:
+            return True
+        if self.choices is not None:
+            return value in self.choices
+        if self.min is not None and not (value > self.min if self.min_open
+                                         else value >= self.min):
+            return False
+        if self.max is not None and not (value < self.max if self.max_open
+                                         else value <= self.max):
+            return False
+        return value == value  # NaN is in no range
+
+    def accepted(self) -> str:
+        """What :meth:`accepts` lets through, for an error: ``"between 16 and 65536"``."""
+        if self.choices is not None:
+            return "one of " + ", ".join(self.choices)
+        if self.min_open or self.max_open:  # the command line's interval notation
+            if self.max is None:
+                return f"> {self.min:g}" if self.min_open else f">= {self.min:g}"
+            if self.min is None:
+                return f"< {self.max:g}" if self.max_open else f"<= {self.max:g}"
+            return (f"in {'(' if self.min_open else '['}{self.min:g}, {self.max:g}"
+                    f"{')' if self.max_open else ']'}")
+        if self.max is None:
+            return f"at least {self.min:g}"
+        if self.min is None:
+            return f"at most {self.max:g}"
+        return f"between {self.min:g} and {self.max:g}"
 
 
 def setting(default: Any, **about: Any) -> Any:
@@ -52,19 +86,35 @@ def about(cls: Any, name: str) -> Setting:
     raise KeyError(f"{getattr(cls, '__name__', cls)}.{name} is not a described setting")
 
 
-def check_bounds(obj: Any) -> None:
-    """Raise :class:`InputError` (one line) for a described field outside its bounds."""
+def described(cls: Any) -> list[str]:
+    """Names of the described fields of dataclass ``cls``, in declaration order."""
+    return [f.name for f in dataclasses.fields(cls) if _KEY in f.metadata]
+
+
+def default_of(cls: Any, name: str) -> Any:
+    """The declared default of field ``name`` of dataclass ``cls``."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.default
+    raise KeyError(f"{getattr(cls, '__name__', cls)} has no field {name}")
+
+
+def bound_problems(obj: Any) -> list[str]:
+    """One phrase per described field of ``obj`` outside its bounds or choices."""
+    problems = []
     for f in dataclasses.fields(obj):
         meta = f.metadata.get(_KEY)
         value = getattr(obj, f.name)
-        if meta is None or value is None:
+        if meta is None or (meta.min is None and meta.max is None and meta.choices is None):
             continue
-        if meta.min is None and meta.max is None and not isinstance(value, numbers.Real):
-            continue  # an unbounded text or tuple setting: nothing to compare
-        low = -float("inf") if meta.min is None else meta.min
-        high = float("inf") if meta.max is None else meta.max
-        if not low <= value <= high:  # NaN fails too
-            if meta.max is None:
-                raise InputError(f"{meta.name} {value} must be at least {meta.min:g}")
-            raise InputError(
-                f"{meta.name} {value} must be between {meta.min:g} and {meta.max:g}")
+        if not meta.accepts(value):
+            shown = repr(value) if isinstance(value, str) else value
+            problems.append(f"{meta.name} {shown} must be {meta.accepted()}")
+    return problems
+
+
+def check_bounds(obj: Any) -> None:
+    """Raise :class:`InputError` (one line) for a described field outside its bounds."""
+    problems = bound_problems(obj)
+    if problems:
+        raise InputError(problems[0])

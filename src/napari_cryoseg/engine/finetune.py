@@ -55,13 +55,10 @@ from napari_cryoseg.engine.events import Message, Preview, TrainStep, Validation
 from napari_cryoseg.engine.finetune_settings import (
     ADAPT_MODES,
     BLEND_CANDIDATES,
-    DEFAULT_STEPS,
-    EARLY_VALIDATION_STEPS,
     FinetuneConfig,
     FinetuneResult,
 )
 from napari_cryoseg.engine.fitting import (
-    FitSettings,
     FitState,
     cpu_state,
     fit,
@@ -340,9 +337,7 @@ def finetune(
         frozen = [net.encoders]  # also keep their BatchNorm statistics fixed
     if config.freeze_batchnorm:
         frozen += [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    total_steps = config.steps
-    if total_steps is None and config.time_budget_s is None:
-        total_steps = DEFAULT_STEPS
+    total_steps = config.total_steps
     blends = (BLEND_CANDIDATES if config.parent_blend is None else (config.parent_blend,))
     if config.parent_blend is None and holdout:
         blends = affordable_blends(blends, config.time_budget_s, scoring[0] + adapt_s,
@@ -368,16 +363,9 @@ def finetune(
                 model.class_names)
             return metrics["dice"], metrics.get("loss", float("nan")), metrics
 
-    settings = FitSettings(
-        batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
-        schedule=config.schedule, warmup_fraction=config.warmup_fraction,
-        total_steps=total_steps, time_budget_s=budget,
-        val_every=config.val_every or (max(5, total_steps // 5) if total_steps else None),
-        mixed_precision=config.mixed_precision, dice_weight=config.dice_weight,
-        early_val_steps=EARLY_VALIDATION_STEPS, head_lr_factor=config.head_lr_factor,
-        max_val_share=val_share,
-        **({"preview_every_s": preview.every_s} if preview is not None else {}),
-    )
+    settings = config.fit_settings(budget, val_share)
+    if preview is not None:
+        settings = settings.with_(preview_every_s=preview.every_s)
     state = FitState()
     yield Message(
         f"fine-tuning {model.name} on {n_corrected:,} corrected pixels in {len(images)} "

@@ -10,8 +10,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from napari_cryoseg.core.errors import InputError
+from napari_cryoseg.core.setting import bound_problems, setting
 from napari_cryoseg.engine.augment import AugmentConfig
-from napari_cryoseg.engine.fitting import SCHEDULES
+from napari_cryoseg.engine.fitting import (
+    SCHEDULES,
+    FitSettings,
+    lr_setting,
+    steps_setting,
+    time_budget_setting,
+)
 from napari_cryoseg.engine.holdout import HOLDOUT_LAYOUTS
 from napari_cryoseg.model.checkpoint import ModelFile
 
@@ -116,73 +123,108 @@ class FinetuneConfig:
         bf16 (or fp16) autocast where the device runs it fast.
     """
 
-    steps: int | None = None
-    time_budget_s: float | None = None
-    lr: float = 5e-4
-    head_lr_factor: float = 1.0
+    steps: int | None = steps_setting(DEFAULT_STEPS)
+    time_budget_s: float | None = time_budget_setting()
+    lr: float = lr_setting(5e-4, help="AdamW peak learning rate (of the encoder)")
+    head_lr_factor: float = setting(
+        1.0, label="Head learning rate:", flag="--head-lr-factor",
+        name="head learning-rate factor", what="a factor", min=0.0, min_open=True,
+        max=100.0, help="The decoder and head learn this many times faster than the encoder")
     weight_decay: float = 1e-4
     schedule: str = "cosine"
     warmup_fraction: float = 0.05
-    freeze_encoder: bool = False
+    freeze_encoder: bool = setting(
+        False, label="Freeze encoder", flag="--freeze-encoder", name="freeze encoder",
+        help="Train only the decoder and head: faster, and less forgetting with few "
+        "corrections")
     freeze_batchnorm: bool = False
-    adapt_batchnorm: str = "auto"
-    adapt_below: float = 0.5
+    adapt_batchnorm: str = setting(
+        "auto", label="Adapt BatchNorm:", flag="--adapt-batchnorm", name="adapt_batchnorm",
+        choices=ADAPT_MODES,
+        help="Re-estimate the BatchNorm statistics on your images first: 'auto' does when "
+        "the model scores under the adapt-below Dice on the held-out corrections, and keeps "
+        "them when those say so")
+    adapt_below: float = setting(
+        0.5, label="Adapt below:", flag="--adapt-below", name="adapt_below", what="a Dice",
+        min=0.0, max=1.0,
+        help="Held-out Dice of the model under which 'auto' re-estimates the BatchNorm "
+        "statistics")
     batch_size: int = 4
     patch: int = 256
-    holdout_fraction: float = 0.25
-    holdout_layout: str = "blocks"
+    holdout_fraction: float = setting(
+        0.25, label="Held out:", flag="--holdout-fraction", name="holdout fraction",
+        what="a fraction", min=0.0, max=1.0, max_open=True,
+        help="Share of the corrections held out to check the new model (0 = no check)")
+    holdout_layout: str = setting(
+        "blocks", label="Holdout layout:", flag="--holdout-layout", name="holdout layout",
+        choices=HOLDOUT_LAYOUTS,
+        help="With 1-3 images, hold out scattered 64-px blocks or the bottom rows of each "
+        "image")
     val_every: int | None = None
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(
         brightness=0.0, contrast=0.0, gamma=0.0, noise=0.0))
     oversample_rare: float = 0.0
-    focus_errors: float = 0.5
-    parent_blend: float | None = None
+    focus_errors: float = setting(
+        0.5, label="Focus on errors:", flag="--focus-errors", name="focus on errors",
+        what="a share of patches", min=0.0, max=1.0,
+        help="Share of patches placed where the input model is wrong")
+    parent_blend: float | None = setting(
+        None, label="Parent blend:", flag="--parent-blend", name="parent blend",
+        what="'auto' or a weight", min=0.0, min_open=True, max=1.0,
+        help="Return start + W * (fine-tuned - start): 'auto' (the default) chooses W on the "
+        "held-out corrections, a number fixes it (1 = no averaging)")
     blend_tolerance: float = 0.01
     dice_weight: float = 10.0
     check_beyond: bool = True
-    keep_elsewhere: float = 0.5
+    keep_elsewhere: float = setting(
+        0.5, label="Keep elsewhere:", flag="--keep-elsewhere", name="keep_elsewhere",
+        what="a share of patches", min=0.0, max=1.0, max_open=True,
+        help="Share of patches taken from pixels nobody corrected (other images, "
+        "unreviewed parts) with the input model's own sure labels as targets, so the new "
+        "model changes where the corrections are (0 = off)")
     seed: int = 0
     device: str = "auto"
     mixed_precision: bool = True
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.steps is not None and self.steps < 1:
-            problems.append(f"steps {self.steps} must be >= 1")
-        if self.time_budget_s is not None and not self.time_budget_s > 0:
-            problems.append(f"time budget {self.time_budget_s} s must be > 0")
-        if not self.lr > 0:
-            problems.append(f"learning rate {self.lr} must be > 0")
-        if not self.head_lr_factor > 0:
-            problems.append(f"head learning-rate factor {self.head_lr_factor} must be > 0")
+        problems = bound_problems(self)
         if self.batch_size < 1:
             problems.append(f"batch size {self.batch_size} must be >= 1")
         if self.patch < 16:
             problems.append(f"patch {self.patch} must be >= 16 pixels")
         if not self.dice_weight >= 0:
             problems.append(f"dice weight {self.dice_weight} must be >= 0")
-        if not 0.0 <= self.holdout_fraction < 1.0:
-            problems.append(f"holdout fraction {self.holdout_fraction} must be in [0, 1)")
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule {self.schedule!r} must be one of {', '.join(SCHEDULES)}")
-        if self.parent_blend is not None and not 0.0 < self.parent_blend <= 1.0:
-            problems.append(f"parent blend {self.parent_blend} must be in (0, 1]")
         if not self.blend_tolerance >= 0:
             problems.append(f"blend tolerance {self.blend_tolerance} must be >= 0")
-        if not 0.0 <= self.keep_elsewhere < 1.0:
-            problems.append(f"keep_elsewhere {self.keep_elsewhere} must be in [0, 1)")
-        if not 0.0 <= self.focus_errors <= 1.0:
-            problems.append(f"focus on errors {self.focus_errors} must be in [0, 1]")
-        if self.holdout_layout not in HOLDOUT_LAYOUTS:
-            problems.append(f"holdout layout {self.holdout_layout!r} must be one of "
-                            f"{', '.join(HOLDOUT_LAYOUTS)}")
-        if not 0.0 <= self.adapt_below <= 1.0:
-            problems.append(f"adapt_below {self.adapt_below} must be in [0, 1]")
-        if self.adapt_batchnorm not in ADAPT_MODES:
-            problems.append(f"adapt_batchnorm {self.adapt_batchnorm!r} must be one of "
-                            f"{', '.join(ADAPT_MODES)}")
         if problems:
             raise InputError("invalid fine-tuning settings: " + "; ".join(problems))
+
+    @property
+    def total_steps(self) -> int | None:
+        """The step limit of the run: ``steps``, or :data:`DEFAULT_STEPS` when neither
+        steps nor a time budget is given (None: the time budget alone)."""
+        if self.steps is None and self.time_budget_s is None:
+            return DEFAULT_STEPS
+        return self.steps
+
+    def fit_settings(self, time_budget_s: float | None, max_val_share: float) -> FitSettings:
+        """The optimisation settings of this recipe.
+
+        ``time_budget_s`` is the training loop's share of the run's budget (the held-out
+        checks and blends come off it) and ``max_val_share`` the share of it validation
+        may take (see :func:`~napari_cryoseg.engine.overheads.validation_share`).
+        """
+        total = self.total_steps
+        return FitSettings(
+            batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
+            schedule=self.schedule, warmup_fraction=self.warmup_fraction,
+            mixed_precision=self.mixed_precision, dice_weight=self.dice_weight,
+            total_steps=total, time_budget_s=time_budget_s,
+            val_every=self.val_every or (max(5, total // 5) if total else None),
+            early_val_steps=EARLY_VALIDATION_STEPS, head_lr_factor=self.head_lr_factor,
+            max_val_share=max_val_share)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (the recipe stored in the model file)."""

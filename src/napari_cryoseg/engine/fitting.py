@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from napari_cryoseg.core.errors import InputError
+from napari_cryoseg.core.setting import setting
 from napari_cryoseg.engine.augment import elastic_deform
 from napari_cryoseg.engine.device import autocast_dtype
 from napari_cryoseg.engine.events import Message, Preview, TrainStep, Validation
@@ -28,7 +29,10 @@ from napari_cryoseg.model.checkpoint import ModelFile
 from napari_cryoseg.model.unet import UNet
 
 SCHEDULES = ("onecycle", "cosine")
-DEFAULT_STEPS = 1000  # when neither steps nor a time budget is given
+#: Longest time budget of a run, a week: the dock's box and ``--time-budget`` stop there.
+MAX_TIME_BUDGET_S = 7 * 24 * 3600
+#: Most optimiser steps a run accepts: far beyond any useful run, it only refuses typos.
+MAX_STEPS = 10**9
 _HISTORY_POINTS = 200  # loss history stored in the model file is sub-sampled to this
 
 
@@ -59,6 +63,35 @@ def subsample_history(history: list[tuple[int, float]], points: int = _HISTORY_P
     ]
 
 
+def steps_setting(default_steps: int) -> Any:
+    """A recipe's ``steps`` field (None: the time budget decides, or ``default_steps``).
+
+    Training and fine-tuning describe their run length the same way; each passes its own
+    default step count.
+    """
+    return setting(
+        None, label="Steps:", flag="--steps", name="steps", what="a number of steps",
+        min=1, max=MAX_STEPS, step=50,
+        help="Optimiser steps; with a time budget too, the run ends at whichever comes "
+        f"first (neither given: {default_steps} steps)")
+
+
+def time_budget_setting() -> Any:
+    """A recipe's ``time_budget_s`` field (None: no time limit)."""
+    return setting(
+        None, label="Time budget:", flag="--time-budget", name="time budget",
+        what="a time in seconds", min=0.0, min_open=True, max=MAX_TIME_BUDGET_S, step=10,
+        help="Stop after this many seconds (whichever of time and steps ends first)")
+
+
+def lr_setting(default: float, help: str) -> Any:
+    """A recipe's peak learning rate: above 0, at most 1 (AdamW diverges long before)."""
+    return setting(
+        default, label="Learning rate:", flag="--lr", name="learning rate",
+        what="a learning rate", min=0.0, min_open=True, max=1.0, step=1e-5, decimals=6,
+        help=help)
+
+
 @dataclass
 class FitState:
     """Outcome of :func:`fit`."""
@@ -80,13 +113,15 @@ def cpu_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FitSettings:
     """How :func:`fit` optimises: the knobs shared by training and fine-tuning.
 
-    The recipes (:class:`~napari_cryoseg.engine.train.TrainConfig`,
-    :class:`~napari_cryoseg.engine.finetune.FinetuneConfig`) build one of these from their
-    own fields; it is not stored in model files itself.
+    The recipes build one of these from their own fields
+    (:meth:`~napari_cryoseg.engine.train_settings.TrainConfig.fit_settings`,
+    :meth:`~napari_cryoseg.engine.finetune_settings.FinetuneConfig.fit_settings`), so the
+    recipe's knobs have no defaults here: a recipe declares them once. It is not stored in
+    model files itself.
 
     Attributes
     ----------
@@ -97,21 +132,21 @@ class FitSettings:
     schedule, warmup_fraction : str, float
         Learning-rate schedule (:data:`SCHEDULES`, see :func:`lr_factor`); progress is
         the larger of the step and the time fraction.
+    mixed_precision : bool
+        bf16/fp16 autocast where the device runs it fast (CUDA; CPUs with AMX or
+        AVX512-BF16); losses stay fp32.
+    dice_weight : float
+        Weight of the soft Dice term next to the cross-entropy.
     total_steps, time_budget_s : optional
-        Stop after this many steps or wall seconds, whichever comes first (both None:
-        :data:`DEFAULT_STEPS`).
+        Stop after this many steps or wall seconds, whichever comes first; at least one
+        is given (the recipe supplies its default step count).
     val_every : int, optional
         Steps between validations (default: about 10 per run).
     patience : int, optional
         Stop after this many validations without a better Dice.
-    mixed_precision : bool
-        bf16/fp16 autocast where the device runs it fast (CUDA; CPUs with AMX or
-        AVX512-BF16); losses stay fp32.
     channels_last : bool
         Train in the channels-last memory layout, which oneDNN (CPU) and cuDNN convolve
         faster (bench/bench_training.py).
-    dice_weight : float
-        Weight of the soft Dice term next to the cross-entropy.
     early_val_steps : tuple of int
         Extra validations at these steps (fine-tuning peaks within tens of steps).
     max_val_share : float
@@ -127,18 +162,18 @@ class FitSettings:
         Previews may take at most this share of the wall time (as ``max_val_share``).
     """
 
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    schedule: str = "onecycle"
-    warmup_fraction: float = 0.1
+    batch_size: int
+    lr: float
+    weight_decay: float
+    schedule: str
+    warmup_fraction: float
+    mixed_precision: bool
+    dice_weight: float
     total_steps: int | None = None
     time_budget_s: float | None = None
     val_every: int | None = None
     patience: int | None = None
-    mixed_precision: bool = True
     channels_last: bool = True
-    dice_weight: float = 1.0
     early_val_steps: tuple[int, ...] = ()
     max_val_share: float = 0.1
     head_lr_factor: float = 1.0
@@ -146,6 +181,11 @@ class FitSettings:
     max_preview_share: float = 0.1
     #: A pretrained start already segments: show it before the first step.
     preview_at_start: bool = False
+
+    def __post_init__(self) -> None:
+        if self.total_steps is None and self.time_budget_s is None:
+            # a programming error, not a user's: the recipes always give a length
+            raise ValueError("FitSettings needs total_steps or time_budget_s")
 
     def with_(self, **changes: Any) -> FitSettings:
         """A copy with some fields changed."""
@@ -204,8 +244,6 @@ def fit(
     if class_weights is not None:
         class_weights = class_weights.to(device)
     total_steps = s.total_steps
-    if total_steps is None and s.time_budget_s is None:
-        total_steps = DEFAULT_STEPS
     # About 10 validations per run: by steps, or by time when only a time budget is known.
     every = s.val_every or (max(10, total_steps // 10) if total_steps else None)
     every_s = s.time_budget_s / 10 if every is None and s.time_budget_s else None

@@ -2,7 +2,8 @@
 
 :func:`fit_training_patch` is the one patch/memory policy of every training path (CLI
 ``train`` and ``finetune``, the dock's Train new model and Fine-tune): cap the patch to
-the largest image, then check that a step and the padded images fit. Without it,
+the largest image, then check that a step and the padded images fit
+(:func:`fit_patch_to_memory` applies it to a recipe). Without it,
 ``cryoseg train --batch-size 100000`` (or a huge ``--patch``) asks the operating system
 for more memory than exists and the process is killed (SIGKILL, no message), possibly
 after the images were read. The training estimate is measured on the network's
@@ -12,6 +13,7 @@ input and scaled by the number of pixels, which is how they grow.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Sequence
@@ -28,6 +30,7 @@ from napari_cryoseg.model.unet import UNet
 __all__ = [
     "available_bytes",
     "check_fits",
+    "fit_patch_to_memory",
     "fit_training_patch",
     "format_bytes",
     "inference_bytes",
@@ -210,3 +213,16 @@ def fit_training_patch(
     else:
         check_fits(step + host, device, label, advice)
     return patch
+
+
+def fit_patch_to_memory(config: Any, unet: UNetConfig, shapes: Sequence[Sequence[int]], *,
+                        what: str, advice: str) -> Any:
+    """``config`` (a ``TrainConfig`` or ``FinetuneConfig``) with the patch of
+    :func:`fit_training_patch` for ``unet`` on images of ``shapes`` and ``config.device``.
+
+    Refused (:class:`InputError`) when a step cannot fit; the caller compares the
+    patches to tell the user when it was lowered.
+    """
+    patch = fit_training_patch(unet, config.patch, config.batch_size, shapes, config.device,
+                               what=what, advice=advice)
+    return dataclasses.replace(config, patch=patch)

@@ -49,7 +49,6 @@ from napari_cryoseg.engine.train_settings import (
 from napari_cryoseg.engine.transfer import start_weights
 from napari_cryoseg.engine.verdict import choose_selection
 from napari_cryoseg.model.checkpoint import ModelFile, now_iso
-from napari_cryoseg.model.config import preset
 from napari_cryoseg.model.unet import UNet
 
 #: A run whose best validation Dice stays below this learned (next to) nothing.
@@ -238,8 +237,7 @@ def train(
         (check_series_pair if series_mode else check_pair)(image, mask, name)
     mapping = class_mapping or ClassMapping.from_masks(masks)
     n_classes = mapping.n_classes
-    unet = (config.unet or preset(config.preset)).with_(
-        n_classes=n_classes, in_channels=2 * context + 1)
+    unet = config.architecture(n_classes)
     device = resolve_device(config.device)
     patch = -(-config.patch // unet.stride) * unet.stride
     targets = [mapping.apply(m) for m in masks]

@@ -11,16 +11,28 @@ from typing import Any
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.normalization import NormalizationConfig
+from napari_cryoseg.core.setting import about, bound_problems, setting
 from napari_cryoseg.core.temporal import BACKGROUND_MODES
+from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine.augment import AugmentConfig
-from napari_cryoseg.engine.fitting import SCHEDULES, FitSettings
+from napari_cryoseg.engine.fitting import (
+    SCHEDULES,
+    FitSettings,
+    lr_setting,
+    steps_setting,
+    time_budget_setting,
+)
 from napari_cryoseg.model.checkpoint import ModelFile
-from napari_cryoseg.model.config import UNetConfig
+from napari_cryoseg.model.config import PRESETS, UNetConfig, preset
+from napari_cryoseg.model.file_checks import MAX_TEMPORAL_CONTEXT
 
 __all__ = ["CLASS_WEIGHTINGS", "DEFAULT_STEPS", "TrainConfig", "TrainResult"]
 
 CLASS_WEIGHTINGS = ("none", "median_frequency")
 DEFAULT_STEPS = 1000  # when neither steps, epochs nor a time budget is given
+#: A training patch and batch are bounded like an inference tile and batch.
+_MAX_PATCH = about(TilingConfig, "tile").max
+_MAX_BATCH = about(TilingConfig, "batch_size").max
 
 
 @dataclass(frozen=True)
@@ -98,19 +110,38 @@ class TrainConfig:
         validation images are representative of the images to segment.
     """
 
-    preset: str = "small"
+    preset: str = setting(
+        "small", label="Size:", flag="--preset", name="preset", choices=tuple(PRESETS),
+        help="Network size (architecture preset): bigger learns more but each step costs "
+        "more")
     unet: UNetConfig | None = None
-    init: str = "backbone"
-    steps: int | None = None
-    epochs: float | None = None
-    time_budget_s: float | None = None
-    batch_size: int = 8
-    patch: int = 256
-    lr: float = 1e-3
+    init: str = setting(
+        "backbone", label="Start from:", flag="--init", name="init",
+        help="Where the weights start: the bundled EM backbone (pretrained on real EM: "
+        "membranes, mitochondria, glia, synapses; it learns your classes from a few "
+        "strokes, with the small preset on single-channel images) with a new head for "
+        "your classes, random weights (many more steps), or a model file")
+    steps: int | None = steps_setting(DEFAULT_STEPS)
+    epochs: float | None = setting(
+        None, label="Epochs:", flag="--epochs", name="epochs", what="a number of epochs",
+        min=0.0, min_open=True, max=1e6, help="Passes over the training pixels")
+    time_budget_s: float | None = time_budget_setting()
+    batch_size: int = setting(
+        8, label="Batch size:", flag="--batch-size", name="batch size", what="a batch size",
+        min=1, max=_MAX_BATCH, help="Patches per optimiser step")
+    patch: int = setting(
+        256, label="Patch:", flag="--patch", name="patch", what="a patch edge in pixels",
+        min=16, max=_MAX_PATCH,
+        help="Patch edge in pixels (at most the largest image, rounded up to the network "
+        "stride)")
+    lr: float = lr_setting(1e-3, help="AdamW peak learning rate")
     weight_decay: float = 1e-4
     schedule: str = "onecycle"
     warmup_fraction: float = 0.1
-    val_fraction: float = 0.2
+    val_fraction: float = setting(
+        0.2, label="Validation:", flag="--val-fraction", name="validation fraction",
+        what="a fraction", min=0.0, max=1.0, max_open=True,
+        help="Fraction of the files (the last block) held out for validation")
     val_block: str = "last"
     val_every: int | None = None
     val_crop: int = 1024
@@ -118,58 +149,57 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     mixed_precision: bool = True
-    class_weighting: str = "none"
-    oversample_rare: float = 0.0
+    class_weighting: str = setting(
+        "none", label="Class weights:", flag="--class-weighting", name="class weighting",
+        choices=CLASS_WEIGHTINGS, help="Cross-entropy class weights")
+    oversample_rare: float = setting(
+        0.0, label="Rare classes:", flag="--oversample-rare", name="oversample_rare",
+        what="a probability", min=0.0, max=1.0,
+        help="Probability of centring a patch on the rarest class")
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
     dice_weight: float = 1.0
-    temporal_context: int = 0
-    background_subtraction: str = "none"
-    tune_threshold: bool = False
+    temporal_context: int = setting(
+        0, label="Temporal context:", flag="--temporal-context", name="temporal context",
+        what="a number of frames", min=0, max=MAX_TEMPORAL_CONTEXT,
+        help="Time-lapse training: images and masks are (T, Y, X) stacks and frames "
+        "t-K..t+K are the 2K+1 input channels (0 = 2D images)")
+    background_subtraction: str = setting(
+        "none", label="Background:", flag="--background-subtraction",
+        name="background subtraction", choices=BACKGROUND_MODES,
+        help="Time-lapse only: subtract the per-pixel temporal median of each stack before "
+        "normalisation (stored in the model)")
+    tune_threshold: bool = setting(
+        False, label="Tune threshold", flag="--tune-threshold", name="tune threshold",
+        help="Binary models: store the foreground threshold with the best validation Dice "
+        "(0.3-0.7) in the model instead of 0.5")
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.temporal_context < 0:
-            problems.append(f"temporal context {self.temporal_context} must be >= 0")
-        if self.background_subtraction not in BACKGROUND_MODES:
-            problems.append(f"background subtraction {self.background_subtraction!r} must be "
-                            f"one of {', '.join(BACKGROUND_MODES)}")
-        if self.steps is not None and self.steps < 1:
-            problems.append(f"steps {self.steps} must be >= 1")
-        if self.epochs is not None and self.epochs <= 0:
-            problems.append(f"epochs {self.epochs} must be > 0")
-        if self.time_budget_s is not None and self.time_budget_s <= 0:
-            problems.append(f"time budget {self.time_budget_s} s must be > 0")
-        if self.batch_size < 1:
-            problems.append(f"batch size {self.batch_size} must be >= 1")
-        if self.patch < 16:
-            problems.append(f"patch {self.patch} must be >= 16 pixels")
-        if not self.lr > 0:
-            problems.append(f"learning rate {self.lr} must be > 0")
+        problems = bound_problems(self)
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule {self.schedule!r} must be one of {', '.join(SCHEDULES)}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            problems.append(f"validation fraction {self.val_fraction} must be in [0, 1)")
         if self.val_block not in ("last", "first"):
             problems.append(f"val_block {self.val_block!r} must be 'last' or 'first'")
-        if self.class_weighting not in CLASS_WEIGHTINGS:
-            problems.append(
-                f"class weighting {self.class_weighting!r} must be one of "
-                f"{', '.join(CLASS_WEIGHTINGS)}"
-            )
-        if not 0.0 <= self.oversample_rare <= 1.0:
-            problems.append(f"oversample_rare {self.oversample_rare} must be in [0, 1]")
         if not self.init or not str(self.init).strip():
             problems.append("init must be 'backbone', 'random' or a model file")
         if problems:
             raise InputError("invalid training settings: " + "; ".join(problems))
+
+    def architecture(self, n_classes: int) -> UNetConfig:
+        """The network this recipe trains for ``n_classes`` classes (``unet`` or the
+        preset; one input channel per frame of the temporal context)."""
+        return (self.unet or preset(self.preset)).with_(
+            n_classes=n_classes, in_channels=2 * self.temporal_context + 1)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (the recipe stored in the model file)."""
         return asdict(self)
 
     def fit_settings(self, total_steps: int | None) -> FitSettings:
-        """The optimisation settings of this recipe (``total_steps`` from steps/epochs)."""
+        """The optimisation settings of this recipe (``total_steps`` from steps/epochs;
+        None and no time budget: :data:`DEFAULT_STEPS`)."""
+        if total_steps is None and self.time_budget_s is None:
+            total_steps = DEFAULT_STEPS
         return FitSettings(
             batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
             schedule=self.schedule, warmup_fraction=self.warmup_fraction,

@@ -251,14 +251,14 @@ class AnnotationStore:
 
 
 def fit_to_memory(config: Any, annotations: Annotations, device: str) -> Any:
-    """``config`` with the patch of :func:`~napari_cryoseg.engine.memory.fit_training_patch`
-    (at most the largest image; refused if a step cannot fit) and the session's device."""
-    from napari_cryoseg.engine.memory import fit_training_patch
-    from napari_cryoseg.model.config import preset
+    """``config`` with the session's device and the patch of
+    :func:`~napari_cryoseg.engine.memory.fit_patch_to_memory` (at most the largest image;
+    refused if a step cannot fit)."""
+    from napari_cryoseg.engine.memory import fit_patch_to_memory
 
-    unet = preset(config.preset, n_classes=annotations.mapping.n_classes)
-    patch = fit_training_patch(
-        unet, config.patch, config.batch_size, [np.shape(i) for i in annotations.images],
-        device, what=f"the {config.preset} preset with {{batch}} patches of {{patch}} px",
+    config = replace(config, device=device)
+    return fit_patch_to_memory(
+        config, config.architecture(annotations.mapping.n_classes),
+        [np.shape(i) for i in annotations.images],
+        what=f"the {config.preset} preset with {{batch}} patches of {{patch}} px",
         advice="choose a smaller preset (or a GPU)")
-    return replace(config, patch=patch, device=device)

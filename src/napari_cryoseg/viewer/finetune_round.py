@@ -18,7 +18,7 @@ import numpy as np
 
 from napari_cryoseg.core.errors import CryoSegError
 from napari_cryoseg.engine.jobs import finetune_job
-from napari_cryoseg.engine.memory import fit_training_patch
+from napari_cryoseg.engine.memory import fit_patch_to_memory
 from napari_cryoseg.model.heads import add_classes
 from napari_cryoseg.model.provenance import Provenance
 from napari_cryoseg.viewer import layers as L
@@ -82,14 +82,14 @@ class FinetuneRound(TrainingRound):
         return self.unknown_labels
 
     def config_for(self, images: list[Any], model: Any) -> Any:
-        """The session's fine-tune settings for this run: its device, and the patch of
-        :func:`~napari_cryoseg.engine.memory.fit_training_patch` (refused if it cannot fit)."""
-        config = self.session.settings.finetune
-        patch = fit_training_patch(
-            model.config, config.patch, config.batch_size, [np.shape(i) for i in images],
-            self.session.device, what="fine-tuning {batch} patches of {patch} px",
+        """The session's fine-tune settings for this run on its device, with the patch of
+        the one memory policy (:func:`~napari_cryoseg.engine.memory.fit_patch_to_memory`:
+        at most the largest image; refused if a step cannot fit)."""
+        config = dataclasses.replace(self.session.settings.finetune, device=self.session.device)
+        return fit_patch_to_memory(
+            config, model.config, [np.shape(i) for i in images],
+            what="fine-tuning {batch} patches of {patch} px",
             advice="use fewer or smaller corrected images, or another device")
-        return dataclasses.replace(config, device=self.session.device, patch=patch)
 
     def prepare(self, viewer: Any, new_class_names: dict[int, str] | None = None
                 ) -> tuple[RoundStart, Any]:

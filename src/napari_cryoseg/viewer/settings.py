@@ -27,11 +27,12 @@ from typing import Any
 import numpy as np
 
 from napari_cryoseg.core.errors import InputError
+from napari_cryoseg.core.setting import about, check_bounds, setting
 from napari_cryoseg.engine.finetune_settings import FinetuneConfig
 from napari_cryoseg.engine.preview import MAX_PREVIEW_EDGE, PreviewRequest
 from napari_cryoseg.engine.settings import SegmentSettings
 from napari_cryoseg.engine.train_settings import TrainConfig
-from napari_cryoseg.model.config import PRESETS, UNetConfig, preset
+from napari_cryoseg.model.config import UNetConfig, preset
 
 #: What to segment again after fine-tuning (corrections are kept in every case).
 RESEGMENT_CHOICES = ("uncorrected layers", "all", "none")
@@ -71,26 +72,36 @@ class LoopSettings:
         Longest edge in pixels of the preview region; a larger view is downsampled.
     """
 
-    resegment: str = RESEGMENT_CHOICES[0]
-    uncertain_tile: int = 128
-    preview: bool = True
-    preview_every_s: float = PreviewRequest.every_s
-    preview_edge: int = DOCK_PREVIEW_EDGE
+    resegment: str = setting(
+        RESEGMENT_CHOICES[0], label="Then segment:", name="re-segment",
+        choices=RESEGMENT_CHOICES,
+        help="Layers to segment again with the new model; corrected and reviewed pixels "
+        "keep their labels in every case")
+    uncertain_tile: int = setting(
+        128, label="Tile:", name="uncertain tile", what="a tile edge in pixels",
+        min=16, max=2048, step=16,
+        help="Size of the region 'Go to uncertain tile' looks for and zooms to")
+    preview: bool = setting(
+        True, label="Live preview", name="live preview",
+        help="While training or fine-tuning, show now and then what the model of the "
+        "moment makes of the region in view (Train new model and Fine-tune share it)")
+    preview_every_s: float = setting(
+        PreviewRequest.every_s, label="Preview every:", name="preview interval",
+        what="a time in seconds", min=0.1, max=600.0, step=0.5, decimals=1,
+        help="Seconds between previews, at least; they are spaced further when predicting "
+        "would take more than a tenth of the training time")
+    preview_edge: int = setting(
+        DOCK_PREVIEW_EDGE, label="Preview edge:", name="preview edge",
+        what="an edge in pixels", min=16, max=MAX_PREVIEW_EDGE,
+        help="Longest edge in pixels of the preview region; a larger view is downsampled")
 
     def __post_init__(self) -> None:
-        if self.resegment not in RESEGMENT_CHOICES:
-            raise InputError(f"re-segment {self.resegment!r} must be one of "
-                             f"{', '.join(RESEGMENT_CHOICES)}")
-        if not isinstance(self.uncertain_tile, int) or isinstance(self.uncertain_tile, bool) \
-                or self.uncertain_tile < 8:
-            raise InputError(f"uncertain tile {self.uncertain_tile!r} must be a whole number "
-                             "of pixels >= 8")
-        if not self.preview_every_s > 0:
-            raise InputError(f"preview interval {self.preview_every_s!r} s must be > 0")
-        if not isinstance(self.preview_edge, int) or not 16 <= self.preview_edge <= \
-                MAX_PREVIEW_EDGE:
-            raise InputError(f"preview edge {self.preview_edge!r} must be a whole number of "
-                             f"pixels between 16 and {MAX_PREVIEW_EDGE}")
+        for name in ("uncertain_tile", "preview_edge"):  # pixels: whole numbers only
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise InputError(f"{about(LoopSettings, name).name} {value!r} must be a "
+                                 "whole number of pixels")
+        check_bounds(self)
 
 
 def macs_per_pixel(config: UNetConfig) -> float:
@@ -131,12 +142,6 @@ def preset_hint(name: str) -> str:
                 "more steps in the same time, less capacity")
     return (f"{size}, {ratio:.0f}x the computation of {DOCK_TRAIN_PRESET} per step: "
             "give it a GPU or a longer time budget")
-
-
-def check_preset(name: str) -> None:
-    """Raise :class:`InputError` unless ``name`` is one of :data:`PRESETS`."""
-    if name not in PRESETS:
-        raise InputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
 
 
 def _replace_path(obj: Any, path: str, value: Any) -> Any:
@@ -191,8 +196,6 @@ class DockSettings:
             updated = _replace_path(current, path, value)
         except (TypeError, ValueError) as err:
             raise InputError(f"{key.replace('.', ' ')} {value!r}: {err}") from None
-        if job == "train":
-            check_preset(updated.preset)
         if by_user:
             self.edited.add(key)
         if updated != current:

@@ -23,10 +23,11 @@ from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QFileDialog, QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from napari_cryoseg.core.errors import CryoSegError, OutputExistsError
+from napari_cryoseg.engine.finetune_settings import FinetuneConfig
 from napari_cryoseg.viewer.finetune_outcome import held_out_dice
 from napari_cryoseg.viewer.finetune_round import FinetuneRound
 from napari_cryoseg.viewer.review import CorrectionStore
-from napari_cryoseg.viewer.settings import RESEGMENT_CHOICES
+from napari_cryoseg.viewer.settings import LoopSettings
 from napari_cryoseg.viewer.training_round import RoundRefused
 from napari_cryoseg.viewer.words import bundled_model_available, model_file_suggestion
 from napari_cryoseg.widgets._loss_plot import LossPlot
@@ -35,12 +36,10 @@ from napari_cryoseg.widgets.buttons import button
 from napari_cryoseg.widgets.forms import (
     CheckBox,
     ComboBox,
-    FieldSpec,
     FloatSpinBox,
     SettingsForm,
     SpinBox,
-    none_as_zero,
-    zero_as_none,
+    described_field,
 )
 from napari_cryoseg.widgets.job_runner import JobRunner
 from napari_cryoseg.widgets.model_panel import remember_recent
@@ -48,22 +47,13 @@ from napari_cryoseg.widgets.new_class_prompt import NewClassPrompt
 from napari_cryoseg.widgets.segmentation import segment_layers
 
 FINETUNE_FIELDS = [
-    FieldSpec("finetune.time_budget_s", "Time budget:", FloatSpinBox,
-              "Stop after this many seconds (whichever of time and steps ends first)",
-              {"min": 0, "max": 36000, "step": 10}, none_as_zero, zero_as_none, "no limit"),
-    FieldSpec("finetune.steps", "Steps:", SpinBox, "Optimiser steps (0 = no step limit)",
-              {"min": 0, "max": 1_000_000, "step": 50}, none_as_zero, zero_as_none, "no limit"),
-    FieldSpec("finetune.lr", "Learning rate:", FloatSpinBox,
-              "AdamW peak learning rate", {"min": 1e-6, "max": 1e-2, "step": 1e-5},
-              decimals=6),
-    FieldSpec("finetune.freeze_encoder", "Freeze encoder", CheckBox,
-              "Train only the decoder: faster, and safer with few corrections"),
-    FieldSpec("loop.resegment", "Then segment:", ComboBox,
-              "Layers to segment again with the new model; corrected and reviewed pixels "
-              "keep their labels in every case", {"choices": list(RESEGMENT_CHOICES)}),
-    FieldSpec("loop.preview", "Live preview", CheckBox,
-              "While fine-tuning, show now and then what the model of the moment makes "
-              "of the region in view (shared with Train new model)"),
+    described_field("finetune.time_budget_s", FinetuneConfig, "time_budget_s", FloatSpinBox,
+                    no_limit="no limit"),
+    described_field("finetune.steps", FinetuneConfig, "steps", SpinBox, no_limit="no limit"),
+    described_field("finetune.lr", FinetuneConfig, "lr", FloatSpinBox),
+    described_field("finetune.freeze_encoder", FinetuneConfig, "freeze_encoder", CheckBox),
+    described_field("loop.resegment", LoopSettings, "resegment", ComboBox),
+    described_field("loop.preview", LoopSettings, "preview", CheckBox),
 ]
 #: Seconds after the last edit before the corrections are searched for new label values.
 NEW_LABELS_DEBOUNCE_MS = 300

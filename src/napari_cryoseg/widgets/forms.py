@@ -73,12 +73,33 @@ class FieldSpec:
     decimals: int = 0
 
 
-def described_field(key: str, cls: Any, name: str, widget: type[Widget]) -> FieldSpec:
+def described_field(key: str, cls: Any, name: str, widget: type[Widget], *,
+                    no_limit: str = "", choices: list[Any] | None = None) -> FieldSpec:
     """The form row of a self-describing setting: label, tooltip, bounds and step from
-    the field metadata of ``cls.name`` (:mod:`napari_cryoseg.core.setting`)."""
+    the field metadata of ``cls.name`` (:mod:`napari_cryoseg.core.setting`).
+
+    ``no_limit``: the setting's None ("no limit") is the box's 0, shown as this text (the
+    setting's own values start above 0). ``choices``: a combo box's ``[(text, value)]``
+    when the values need words of their own (default: the setting's choices).
+    """
     meta = about(cls, name)
-    options = {k: v for k, v in (("min", meta.min), ("max", meta.max), ("step", meta.step))
+    low = meta.min
+    if no_limit:
+        if low is None or low < 0:
+            raise ValueError(f"{key}: 0 means no limit, so its values must start above 0")
+        low = 0
+    elif low is not None and meta.min_open:
+        # the smallest value the box can show above the open bound (1e-6 for 6 decimals)
+        low = low + (10.0 ** -meta.decimals if meta.decimals else 1)
+    options = {k: v for k, v in (("min", low), ("max", meta.max), ("step", meta.step))
                if v is not None}
+    if choices is None and meta.choices is not None:
+        choices = list(meta.choices)
+    if choices is not None:
+        options["choices"] = choices
+    if no_limit:
+        return FieldSpec(key, meta.label, widget, meta.help, options, none_as_zero,
+                         zero_as_none, no_limit, decimals=meta.decimals)
     return FieldSpec(key, meta.label, widget, meta.help, options, decimals=meta.decimals)
 
 
@@ -157,4 +178,4 @@ class SettingsForm:
 
 
 __all__ = ["CheckBox", "ComboBox", "FieldSpec", "FloatSpinBox", "SettingsForm", "SpinBox",
-           "none_as_zero", "zero_as_none"]
+           "described_field", "none_as_zero", "zero_as_none"]

@@ -19,9 +19,10 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from napari_cryoseg.core.errors import CryoSegError
+from napari_cryoseg.engine.train_settings import TrainConfig
 from napari_cryoseg.model.config import PRESETS, preset
 from napari_cryoseg.viewer.annotations import AnnotationStore
-from napari_cryoseg.viewer.settings import preset_hint
+from napari_cryoseg.viewer.settings import LoopSettings, preset_hint
 from napari_cryoseg.viewer.train_round import TrainRound
 from napari_cryoseg.viewer.training_round import RoundRefused
 from napari_cryoseg.widgets._loss_plot import LossPlot
@@ -31,12 +32,10 @@ from napari_cryoseg.widgets.class_list import ClassList
 from napari_cryoseg.widgets.forms import (
     CheckBox,
     ComboBox,
-    FieldSpec,
     FloatSpinBox,
     SettingsForm,
     SpinBox,
-    none_as_zero,
-    zero_as_none,
+    described_field,
 )
 from napari_cryoseg.widgets.job_runner import JobRunner
 from napari_cryoseg.widgets.segmentation import segment_layers
@@ -45,28 +44,16 @@ from napari_cryoseg.widgets.segmentation import segment_layers
 PRESET_ORDER = sorted(PRESETS, key=lambda name: preset(name).parameter_count())
 
 TRAIN_FIELDS = [
-    FieldSpec("train.preset", "Size:", ComboBox,
-              "Network size: bigger learns more but each step costs more (see the line "
-              "below)", {"choices": [(f"{name} ({preset(name).parameter_count() / 1e6:.2g} M "
-                                      "parameters)", name) for name in PRESET_ORDER]}),
-    FieldSpec("train.init", "Start from:", ComboBox,
-              "Where the new model's weights start. The EM backbone has seen real EM "
-              "(membranes, mitochondria, glia, synapses) and learns your classes from a few "
-              "strokes in a minute; random weights need many minutes on a CPU",
-              {"choices": [("EM backbone (pretrained)", "backbone"),
-                           ("random weights", "random")]}),
-    FieldSpec("train.time_budget_s", "Time budget:", FloatSpinBox,
-              "Stop after this many seconds (whichever of time and steps ends first)",
-              {"min": 0, "max": 36000, "step": 10}, none_as_zero, zero_as_none, "no limit"),
-    FieldSpec("train.steps", "Steps:", SpinBox, "Optimiser steps (0 = no step limit)",
-              {"min": 0, "max": 1_000_000, "step": 50}, none_as_zero, zero_as_none, "no limit"),
-    FieldSpec("loop.preview", "Live preview", CheckBox,
-              "While training, show now and then what the model of the moment makes of "
-              "the region in view (shared with Fine-tune)"),
-    FieldSpec("loop.preview_every_s", "Preview every:", FloatSpinBox,
-              "Seconds between previews, at least; they are spaced further when predicting "
-              "would take more than a tenth of the training time",
-              {"min": 0.1, "max": 600, "step": 0.5}, decimals=1),
+    described_field("train.preset", TrainConfig, "preset", ComboBox, choices=[
+        (f"{name} ({preset(name).parameter_count() / 1e6:.2g} M parameters)", name)
+        for name in PRESET_ORDER]),
+    described_field("train.init", TrainConfig, "init", ComboBox, choices=[
+        ("EM backbone (pretrained)", "backbone"), ("random weights", "random")]),
+    described_field("train.time_budget_s", TrainConfig, "time_budget_s", FloatSpinBox,
+                    no_limit="no limit"),
+    described_field("train.steps", TrainConfig, "steps", SpinBox, no_limit="no limit"),
+    described_field("loop.preview", LoopSettings, "preview", CheckBox),
+    described_field("loop.preview_every_s", LoopSettings, "preview_every_s", FloatSpinBox),
 ]
 
 HELP = ("Name your classes, add an annotation layer to an image and paint a few strokes of "

@@ -18,9 +18,10 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 from napari_cryoseg.core.errors import CryoSegError
 from napari_cryoseg.engine.events import Progress
 from napari_cryoseg.engine.uncertainty import tta_uncertainty
+from napari_cryoseg.viewer.settings import LoopSettings
 from napari_cryoseg.viewer.uncertainty_state import UncertaintyMaps
 from napari_cryoseg.widgets.buttons import button
-from napari_cryoseg.widgets.forms import FieldSpec, SettingsForm, SpinBox
+from napari_cryoseg.widgets.forms import SettingsForm, SpinBox, described_field
 from napari_cryoseg.widgets.job_runner import JobRunner
 
 
@@ -36,10 +37,8 @@ class UncertaintyPanel(QWidget):
         self.job: Any = None
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        self.form = SettingsForm(session.settings, [FieldSpec(
-            "loop.uncertain_tile", "Tile:", SpinBox,
-            "Size of the region 'Go to uncertain tile' looks for and zooms to",
-            {"min": 16, "max": 2048, "step": 16})])
+        self.form = SettingsForm(session.settings, [described_field(
+            "loop.uncertain_tile", LoopSettings, "uncertain_tile", SpinBox)])
         layout.addWidget(self.form.native)
         row = QHBoxLayout()
         self.compute_btn = button(
