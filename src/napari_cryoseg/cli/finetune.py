@@ -33,7 +33,7 @@ from napari_cryoseg.core.errors import InputError, ModelFileError
 from napari_cryoseg.engine.augment import AugmentConfig
 from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.finetune import finetune
+from napari_cryoseg.engine.finetune import correction_targets, finetune
 from napari_cryoseg.engine.finetune_settings import FinetuneConfig
 from napari_cryoseg.engine.memory import fit_patch_to_memory
 from napari_cryoseg.io import list_images, read_image
@@ -152,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
     mapping = ClassMapping.parse(",".join(classes), None) if classes else None
     if mapping is not None and mapping.n_classes == model.config.n_classes:
         mapping = ClassMapping(mapping.values, tuple(model.class_names))
+    # the masks are checked against the model's classes before anything is printed
+    correction_targets(model, images, masks, valid, mapping, names)
     shapes = [image.shape for image in images]
     fitted = fit_patch_to_memory(config, model.config, shapes,
                                  what="fine-tuning {batch} patches of {patch} px",

@@ -76,11 +76,12 @@ from napari_cryoseg.engine.sampling import PatchSampler, check_pair
 from napari_cryoseg.engine.scoring import predict_scores
 from napari_cryoseg.model.checkpoint import ModelFile, now_iso
 
-__all__ = ["ADAPT_MODES", "FinetuneConfig", "FinetuneResult", "blend_states", "finetune"]
+__all__ = ["ADAPT_MODES", "FinetuneConfig", "FinetuneResult", "blend_states", "correction_targets",
+           "finetune"]
 
 
 
-def _targets(
+def correction_targets(
     model: ModelFile,
     images: Sequence[np.ndarray],
     masks: Sequence[np.ndarray],
@@ -205,7 +206,7 @@ def finetune(
     if model.temporal_context:
         raise InputError("fine-tuning models with temporal context is not supported")
     names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
-    targets = _targets(model, images, masks, valid_masks, class_mapping, names)
+    targets = correction_targets(model, images, masks, valid_masks, class_mapping, names)
     valid = None if valid_masks is None else [np.asarray(v).astype(bool) for v in valid_masks]
     n_corrected = int(sum(v.sum() for v in valid)) if valid is not None else int(
         sum(t.size for t in targets))
