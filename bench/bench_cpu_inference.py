@@ -9,7 +9,7 @@ seeded weights; speed does not depend on the weights):
 
 - naive: pad to a multiple of 512, normalise with the same percentiles, then one 512² tile
   at a time (fp32, no overlap): ``torch.from_numpy`` -> net -> sigmoid -> threshold -> numpy;
-- engine: :func:`~napari_cryoseg.engine.predict.segment` with tile 512, overlap 0.125,
+- engine: :func:`~napari_cryoseg.engine.inference.predict.segment` with tile 512, overlap 0.125,
   smooth blending, batch 4;
 - the Dice agreement of the two label images (they differ only near tile seams);
 - probes (``--probes``, first preset only): forward time of one batch with no_grad vs
@@ -37,7 +37,7 @@ from napari_cryoseg.core.metrics import dice
 from napari_cryoseg.core.normalization import normalize, percentile_range
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.predict import Segmenter, segment
+from napari_cryoseg.engine.inference.predict import Segmenter, segment
 from napari_cryoseg.model.checkpoint import ModelFile
 from napari_cryoseg.model.config import preset
 

@@ -20,9 +20,9 @@ import torch
 from distributed import Client, LocalCluster
 
 from napari_cryoseg.core.synthetic import SampleConfig, make_sample
-from napari_cryoseg.engine.distributed import segment_distributed
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.predict import segment
+from napari_cryoseg.engine.inference.distributed import segment_distributed
+from napari_cryoseg.engine.inference.predict import segment
 from napari_cryoseg.model.bundled import load_default_model
 
 

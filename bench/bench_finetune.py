@@ -23,8 +23,8 @@ import torch
 from napari_cryoseg.core.metrics import mean_foreground_dice
 from napari_cryoseg.core.synthetic import SampleConfig, make_sample
 from napari_cryoseg.engine.events import TrainStep, drain
-from napari_cryoseg.engine.finetune import FinetuneConfig, finetune
-from napari_cryoseg.engine.predict import Segmenter, segment
+from napari_cryoseg.engine.inference.predict import Segmenter, segment
+from napari_cryoseg.engine.training.finetune import FinetuneConfig, finetune
 from napari_cryoseg.model.bundled import load_default_model
 
 NEW_LOOK = SampleConfig(shape=(384, 384), noise=0.3, charging=0.8)

@@ -28,7 +28,7 @@ from napari_cryoseg.core.normalization import NormalizationConfig, percentile_ra
 from napari_cryoseg.core.synthetic import SampleConfig, make_sample
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.predict import Segmenter, segment
+from napari_cryoseg.engine.inference.predict import Segmenter, segment
 from napari_cryoseg.model.checkpoint import ModelFile
 from napari_cryoseg.model.config import preset
 

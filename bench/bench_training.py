@@ -9,7 +9,7 @@ with the same loss, optimiser, learning-rate schedule and seed, for the same num
 steps, one after the other in one process:
 
 - **naive**: fp32, NCHW tensors, ``loss.backward()`` / ``AdamW.step()`` - the textbook loop;
-- **engine**: :func:`napari_cryoseg.engine.fitting.fit` as ``cryoseg train`` runs it
+- **engine**: :func:`napari_cryoseg.engine.training.fitting.fit` as ``cryoseg train`` runs it
   (mixed precision where the hardware has it, channels-last memory layout, fused
   optimiser where available).
 
@@ -31,13 +31,13 @@ import numpy as np
 import torch
 
 from napari_cryoseg.core.synthetic import SampleConfig, make_sample
-from napari_cryoseg.engine.augment import AugmentConfig
 from napari_cryoseg.engine.device import autocast_dtype, cpu_has_fast_bf16, resolve_device
 from napari_cryoseg.engine.events import TrainStep, drain
-from napari_cryoseg.engine.fitting import fit, lr_factor
-from napari_cryoseg.engine.losses import segmentation_loss
-from napari_cryoseg.engine.sampling import PatchSampler
-from napari_cryoseg.engine.train_settings import TrainConfig
+from napari_cryoseg.engine.training.augment import AugmentConfig
+from napari_cryoseg.engine.training.fitting import fit, lr_factor
+from napari_cryoseg.engine.training.losses import segmentation_loss
+from napari_cryoseg.engine.training.sampling import PatchSampler
+from napari_cryoseg.engine.training.train_settings import TrainConfig
 from napari_cryoseg.model.config import preset
 from napari_cryoseg.model.unet import UNet
 

@@ -24,7 +24,7 @@ from qtpy.QtCore import QEventLoop
 from napari_cryoseg.core.synthetic import SampleConfig, make_sample
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.predict import Segmenter, segment
+from napari_cryoseg.engine.inference.predict import Segmenter, segment
 from napari_cryoseg.model.bundled import load_default_model
 
 

@@ -64,8 +64,8 @@ def engine_runs(preset: str, image, strokes, budget: float, edge: int, patch: in
     """Steps in ``budget`` seconds with the preview off and on (alternating)."""
     from napari_cryoseg.engine.classes import ClassMapping
     from napari_cryoseg.engine.events import Preview, drain
-    from napari_cryoseg.engine.preview import PreviewRequest
-    from napari_cryoseg.engine.train import TrainConfig, train
+    from napari_cryoseg.engine.training.preview import PreviewRequest
+    from napari_cryoseg.engine.training.train import TrainConfig, train
     from napari_cryoseg.viewer.live_preview import block_mean
 
     factor = max(1, -(-max(image.shape) // edge))

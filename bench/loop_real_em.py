@@ -62,9 +62,9 @@ def main() -> int:
         from qtpy.QtCore import QTimer
 
         from napari_cryoseg.core.metrics import dice
-        from napari_cryoseg.engine.evaluate import evaluate
         from napari_cryoseg.engine.events import drain
-        from napari_cryoseg.engine.predict import segment
+        from napari_cryoseg.engine.inference.evaluate import evaluate
+        from napari_cryoseg.engine.inference.predict import segment
         from napari_cryoseg.model.checkpoint import load_model
         from napari_cryoseg.viewer.layers import record_for_image, show_prediction
         from napari_cryoseg.viewer.review import CorrectionStore

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from napari_cryoseg.core.synthetic import SampleConfig, make_sample
         from napari_cryoseg.engine.events import drain
-        from napari_cryoseg.engine.predict import segment
+        from napari_cryoseg.engine.inference.predict import segment
         from napari_cryoseg.model.bundled import load_default_model
         from napari_cryoseg.viewer.layers import record_for_image, show_prediction
         from napari_cryoseg.viewer.review import CorrectionStore

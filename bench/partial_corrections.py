@@ -14,8 +14,10 @@ dock builds it (:func:`napari_cryoseg.viewer.training_data.build_training_data`)
   not pressed);
 - ``reviewed``: the whole windows marked reviewed.
 
-The fine-tune runs through the dock's job (:func:`napari_cryoseg.engine.jobs.finetune_job`,
-the dock's default settings with a fixed number of steps or seconds), with the user's
+The fine-tune makes the engine call the dock's job makes
+(:func:`napari_cryoseg.engine.training.finetune.finetune` on the corrections' images, masks
+and valid masks, see ``viewer/finetune_round.py finetune_from_sources``; the dock's default
+settings with a fixed number of steps or seconds), with the user's
 other open images handed over as the dock hands them. Every uncorrected section is scored
 (foreground Dice); reported per run: the mean gain over the parent, the worst
 single-section change, the change report and verdict of the fine-tune, steps and seconds.
@@ -102,7 +104,7 @@ def make_parent(name: str, work: Path) -> Path:
 
 def labels_of(model, image: np.ndarray) -> np.ndarray:
     from napari_cryoseg.engine.events import drain
-    from napari_cryoseg.engine.predict import segment
+    from napari_cryoseg.engine.inference.predict import segment
     return drain(segment(image, model, device="cpu")).labels
 
 
@@ -147,8 +149,8 @@ def run_case(name: str, args, work: Path, results: dict, out: Path) -> None:
     import torch
 
     from napari_cryoseg.engine.events import drain
-    from napari_cryoseg.engine.finetune_settings import FinetuneConfig
-    from napari_cryoseg.engine.jobs import finetune_job
+    from napari_cryoseg.engine.training.finetune import finetune
+    from napari_cryoseg.engine.training.finetune_settings import FinetuneConfig
     from napari_cryoseg.model.checkpoint import load_model
     from napari_cryoseg.viewer.training_data import TrainingSource, build_training_data
 
@@ -185,7 +187,9 @@ def run_case(name: str, args, work: Path, results: dict, out: Path) -> None:
                         steps=args.steps if length == "steps" else None, seed=seed,
                         device="cpu", **args.set)
                     began = time.perf_counter()
-                    result = drain(finetune_job(parent, data, config, None, open_images))
+                    result = drain(finetune(parent, data.images, data.masks, data.valid_masks,
+                                            config, names=data.names,
+                                            unlabelled=open_images))
                     wall = time.perf_counter() - began
                     child = {s: dice(labels_of(result.model, im), t)
                              for s, (im, t) in scored.items()}

@@ -26,7 +26,7 @@ import torch
 from napari_cryoseg.core.synthetic import SampleConfig, make_sample
 from napari_cryoseg.core.tiling import TileGrid, TilingConfig, padded_shape_for, plan_tiles
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.predict import Segmenter, segment
+from napari_cryoseg.engine.inference.predict import Segmenter, segment
 from napari_cryoseg.model.checkpoint import ModelFile
 from napari_cryoseg.model.config import preset
 

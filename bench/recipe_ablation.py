@@ -6,7 +6,7 @@
         '{"adapt_batchnorm": "never", "steps": 40}'
 
 Fine-tunes the base model on the k corrected sections of a pair (as ``bench/adaptation.py``)
-with :class:`~napari_cryoseg.engine.finetune_settings.FinetuneConfig` defaults changed by
+with :class:`~napari_cryoseg.engine.training.finetune_settings.FinetuneConfig` defaults changed by
 the JSON overrides (``"augment": null`` = no augmentation; ``"unlabelled": N`` also
 re-estimates BatchNorm statistics on N other training sections without their masks), then
 scores the result on the pair's evaluation sections as ``cryoseg evaluate`` does (mean
@@ -28,10 +28,10 @@ import torch
 from adaptation import DATA, PAIRS  # noqa: E402  (bench/ is the script's folder)
 
 from napari_cryoseg.core.metrics import confusion_counts, scores_from_counts
-from napari_cryoseg.engine.augment import AugmentConfig
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.finetune import FinetuneConfig, finetune
-from napari_cryoseg.engine.predict import segment
+from napari_cryoseg.engine.inference.predict import segment
+from napari_cryoseg.engine.training.augment import AugmentConfig
+from napari_cryoseg.engine.training.finetune import FinetuneConfig, finetune
 from napari_cryoseg.model.checkpoint import load_model
 
 

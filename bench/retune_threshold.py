@@ -15,7 +15,7 @@ import json
 import numpy as np
 
 from napari_cryoseg.cli.train import read_pairs
-from napari_cryoseg.engine.scoring import tune_threshold
+from napari_cryoseg.engine.training.scoring import tune_threshold
 from napari_cryoseg.model.checkpoint import load_model, save_model
 
 

@@ -7,7 +7,7 @@ On CDeep3M mitochondria (``../shared/data/cdeep3m_mito_sbem``), with strokes mad
 the ground truth as ``bench/strokes.py`` makes them, and the dock's Train new model
 settings (``small`` preset, 8 patches of 256 px, a held-out part of the strokes):
 
-1. **estimate**: :func:`napari_cryoseg.engine.step_time.measure_step_time` (a warm-up
+1. **estimate**: :func:`napari_cryoseg.engine.training.step_time.measure_step_time` (a warm-up
    step and two timed ones on random data) and the steps it says 60 s buy;
 2. **measured**: a real 60 s training run on ``training_z020``'s strokes: steps made,
    and seconds per optimiser step (wall time minus held-out checks and previews);
@@ -38,14 +38,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from strokes import strokes_from_truth  # noqa: E402
 
 from napari_cryoseg.core.metrics import dice  # noqa: E402
-from napari_cryoseg.engine import step_time as st  # noqa: E402
 from napari_cryoseg.engine.classes import ClassMapping  # noqa: E402
 from napari_cryoseg.engine.events import drain  # noqa: E402
-from napari_cryoseg.engine.finetune import FinetuneConfig, finetune  # noqa: E402
-from napari_cryoseg.engine.predict import segment  # noqa: E402
-from napari_cryoseg.engine.train import TrainConfig, train  # noqa: E402
-from napari_cryoseg.engine.transfer import starts_pretrained  # noqa: E402
-from napari_cryoseg.engine.verdict import judge  # noqa: E402
+from napari_cryoseg.engine.inference.predict import segment  # noqa: E402
+from napari_cryoseg.engine.training import step_time as st  # noqa: E402
+from napari_cryoseg.engine.training.finetune import FinetuneConfig, finetune  # noqa: E402
+from napari_cryoseg.engine.training.train import TrainConfig, train  # noqa: E402
+from napari_cryoseg.engine.training.transfer import starts_pretrained  # noqa: E402
+from napari_cryoseg.engine.training.verdict import judge  # noqa: E402
 from napari_cryoseg.model.config import preset  # noqa: E402
 from napari_cryoseg.viewer.settings import DockSettings  # noqa: E402
 

@@ -60,7 +60,7 @@ def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
 @pytest.fixture(autouse=True)
 def _private_step_time_cache(tmp_path_factory, monkeypatch):
     """Step times measured by a test stay in that test (never in the user's cache)."""
-    from napari_cryoseg.engine import step_time
+    from napari_cryoseg.engine.training import step_time
 
     monkeypatch.setenv(step_time.CACHE_ENV, str(tmp_path_factory.mktemp("cache")))
     step_time.forget_step_times()

@@ -10,10 +10,10 @@ import torch
 
 from napari_cryoseg.cli import build_parser, main
 from napari_cryoseg.core.errors import InputError
-from napari_cryoseg.engine.augment import AugmentConfig, elastic_deform
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.sampling import IGNORE_INDEX
-from napari_cryoseg.engine.train import TrainConfig, train
+from napari_cryoseg.engine.training.augment import AugmentConfig, elastic_deform
+from napari_cryoseg.engine.training.sampling import IGNORE_INDEX
+from napari_cryoseg.engine.training.train import TrainConfig, train
 from napari_cryoseg.model.checkpoint import load_model, save_model
 
 

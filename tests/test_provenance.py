@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.finetune import FinetuneConfig, finetune
+from napari_cryoseg.engine.training.finetune import FinetuneConfig, finetune
 from napari_cryoseg.model.checkpoint import ModelFile, load_model, save_model
 from napari_cryoseg.model.config import preset
 from napari_cryoseg.model.provenance import Provenance

@@ -9,9 +9,9 @@ import pytest
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine.events import drain
+from napari_cryoseg.engine.inference.predict import Segmenter, segment
+from napari_cryoseg.engine.inference.settings import SegmentSettings
 from napari_cryoseg.engine.jobs import BatchItem, segment_many
-from napari_cryoseg.engine.predict import Segmenter, segment
-from napari_cryoseg.engine.settings import SegmentSettings
 
 
 def _image(seed=0, shape=(64, 64)):

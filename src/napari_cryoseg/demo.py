@@ -68,7 +68,7 @@ def run_headless(
     from napari_cryoseg.core.metrics import class_scores, mean_foreground_dice
     from napari_cryoseg.core.synthetic import CLASS_NAMES, SampleConfig, make_sample
     from napari_cryoseg.engine.events import drain
-    from napari_cryoseg.engine.predict import segment
+    from napari_cryoseg.engine.inference.predict import segment
     from napari_cryoseg.io.labels import write_labels_tiff
     from napari_cryoseg.model.bundled import load_default_model
     from napari_cryoseg.model.checkpoint import load_model

@@ -119,7 +119,7 @@ def test_evaluate_never_replaces_json_or_plot_without_overwrite(tmp_path, model,
     images, masks = _pairs(tmp_path)
     from PIL import Image, PngImagePlugin
 
-    from napari_cryoseg.engine.evaluate import PLOT_SOFTWARE
+    from napari_cryoseg.engine.inference.evaluate import PLOT_SOFTWARE
 
     report, plot = tmp_path / "report.json", tmp_path / "plot.png"
     report.write_text(json.dumps({"model": "m", "class_names": [], "images": [], "mean": {}}))

@@ -13,8 +13,8 @@ import tifffile
 import torch
 
 from napari_cryoseg.cli import build_parser, main
-from napari_cryoseg.engine.finetune import FinetuneConfig
-from napari_cryoseg.engine.train import TrainConfig
+from napari_cryoseg.engine.training.finetune import FinetuneConfig
+from napari_cryoseg.engine.training.train import TrainConfig
 from napari_cryoseg.model.checkpoint import ModelFile, load_model, save_model
 from napari_cryoseg.model.config import preset
 
@@ -99,7 +99,7 @@ def test_batch_that_cannot_fit_is_refused_up_front(tmp_path, capsys):
 def test_training_estimate_covers_the_measured_activations():
     """The estimate scales a narrow network's saved activations; compare with the real
     (wide) network's saved tensors for the small preset."""
-    from napari_cryoseg.engine import memory as _memory
+    from napari_cryoseg.engine.training import memory as _memory
     from napari_cryoseg.model.unet import UNet
 
     config = preset("small")
@@ -122,7 +122,7 @@ def test_training_estimate_covers_the_measured_activations():
 def test_segment_tiles_that_cannot_fit_are_refused_per_file(tmp_path, monkeypatch, capsys):
     """With (pretend) 1 MiB free, a batch of 128-px tiles cannot fit: the file is skipped
     with one line. Tiles shrink to the image, so a huge --tile on a small image is fine."""
-    from napari_cryoseg.engine import memory as _memory
+    from napari_cryoseg.engine.training import memory as _memory
 
     model = save_model(ModelFile.new(preset("tiny"), seed=0), tmp_path / "m.pt")
     image = tmp_path / "img.tif"

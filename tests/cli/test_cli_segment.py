@@ -73,7 +73,7 @@ def test_segment_tiff_and_mrc_folder(tmp_path, images, model_path, capsys):
 def test_segment_equals_engine_result(tmp_path, images, model_path, capsys):
     from napari_cryoseg.core.tiling import TilingConfig
     from napari_cryoseg.engine.events import drain
-    from napari_cryoseg.engine.predict import segment
+    from napari_cryoseg.engine.inference.predict import segment
     from napari_cryoseg.model.checkpoint import load_model
 
     out = tmp_path / "out"

@@ -9,7 +9,7 @@ import zarr
 from napari_cryoseg.cli import main
 from napari_cryoseg.core.synthetic import SampleConfig, make_sample
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.predict import segment
+from napari_cryoseg.engine.inference.predict import segment
 from napari_cryoseg.io import read_image
 from napari_cryoseg.io.zarr_io import write_zarr_image
 from napari_cryoseg.model.checkpoint import ModelFile, save_model

@@ -17,8 +17,8 @@ from napari_cryoseg.cli import build_parser, main
 from napari_cryoseg.cli._settings_flags import value_kind
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.setting import about, default_of, described
-from napari_cryoseg.engine.finetune_settings import FinetuneConfig
-from napari_cryoseg.engine.train_settings import TrainConfig
+from napari_cryoseg.engine.training.finetune_settings import FinetuneConfig
+from napari_cryoseg.engine.training.train_settings import TrainConfig
 from napari_cryoseg.viewer.settings import LoopSettings
 
 COMMANDS = {"finetune": FinetuneConfig, "train": TrainConfig}

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from napari_cryoseg.core.normalization import NormalizationConfig
-from napari_cryoseg.engine.adapt import adapt_batchnorm, batchnorm_layers, choose_blend
-from napari_cryoseg.engine.augment import AugmentConfig
 from napari_cryoseg.engine.events import TrainStep, Validation, drain
-from napari_cryoseg.engine.finetune import FinetuneConfig, finetune
-from napari_cryoseg.engine.fitting import fit
-from napari_cryoseg.engine.sampling import PatchSampler, normalize_image
-from napari_cryoseg.engine.train_settings import TrainConfig
+from napari_cryoseg.engine.training.adapt import adapt_batchnorm, batchnorm_layers, choose_blend
+from napari_cryoseg.engine.training.augment import AugmentConfig
+from napari_cryoseg.engine.training.finetune import FinetuneConfig, finetune
+from napari_cryoseg.engine.training.fitting import fit
+from napari_cryoseg.engine.training.sampling import PatchSampler, normalize_image
+from napari_cryoseg.engine.training.train_settings import TrainConfig
 from napari_cryoseg.model.checkpoint import ModelFile
 from napari_cryoseg.model.config import preset
 from napari_cryoseg.model.unet import UNet
@@ -156,7 +156,7 @@ def shifted():
     images, masks = _disks(4, size=96, seed=1)
     model = ModelFile.new(preset("tiny"), class_names=["background", "disk"], seed=0)
     from napari_cryoseg.engine.classes import ClassMapping
-    from napari_cryoseg.engine.train import TrainConfig, train
+    from napari_cryoseg.engine.training.train import TrainConfig, train
 
     trained = drain(train(images, masks, TrainConfig(
         unet=model.config, steps=40, batch_size=4, patch=64, val_fraction=0, device="cpu",
@@ -201,9 +201,9 @@ def test_whole_run_fits_its_time_budget(shifted):
 @pytest.mark.slow
 def test_focus_from_held_out_predictions_equals_segmenting_again(shifted):
     """The errors read off the held-out scoring are those a second segmentation finds."""
-    from napari_cryoseg.engine.finetune import _parent_errors, errors_from_holdout_labels
-    from napari_cryoseg.engine.holdout import split_holdout
-    from napari_cryoseg.engine.scoring import predict_scores
+    from napari_cryoseg.engine.training.finetune import _parent_errors, errors_from_holdout_labels
+    from napari_cryoseg.engine.training.holdout import split_holdout
+    from napari_cryoseg.engine.training.scoring import predict_scores
 
     parent, images, masks = shifted
     targets = [m.astype(np.uint8) for m in masks]

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 
 from napari_cryoseg.core.normalization import NormalizationConfig
-from napari_cryoseg.engine.anchors import (
+from napari_cryoseg.engine.training.anchors import (
     MixedSampler,
     anchor_sampler,
     checkerboard,
     split_anchors,
 )
-from napari_cryoseg.engine.augment import AugmentConfig
-from napari_cryoseg.engine.change_check import CheckSet
-from napari_cryoseg.engine.sampling import IGNORE_INDEX, PatchSampler
+from napari_cryoseg.engine.training.augment import AugmentConfig
+from napari_cryoseg.engine.training.change_check import CheckSet
+from napari_cryoseg.engine.training.sampling import IGNORE_INDEX, PatchSampler
 
 
 def _check(size=256):
@@ -113,13 +113,13 @@ def test_only_pixels_the_parent_is_sure_of_become_anchors():
 
 
 def test_confidence_is_the_top_class_probability(tiny_model):
-    from napari_cryoseg.engine.change_check import CONFIDENT, labels_and_confidence
+    from napari_cryoseg.engine.training.change_check import CONFIDENT, labels_and_confidence
 
     image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
     labels, sure = labels_and_confidence(tiny_model, [image], "cpu")
     assert labels[0].shape == sure[0].shape == (64, 64) and sure[0].dtype == bool
     from napari_cryoseg.engine.events import drain
-    from napari_cryoseg.engine.predict import segment
+    from napari_cryoseg.engine.inference.predict import segment
 
     prob = drain(segment(image, tiny_model, device="cpu", return_probabilities=True)
                  ).probabilities

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_cryoseg.engine.change_check import compare_labels, correction_trend
+from napari_cryoseg.engine.training.change_check import compare_labels, correction_trend
 
 NAMES = ["background", "mitochondrion"]
 
@@ -100,7 +100,7 @@ def _disk_images(n, size=64, seed=0, scale=120.0, offset=60.0):
 @pytest.fixture(scope="module")
 def trained_parent():
     from napari_cryoseg.engine.events import drain
-    from napari_cryoseg.engine.finetune import FinetuneConfig, finetune
+    from napari_cryoseg.engine.training.finetune import FinetuneConfig, finetune
     from napari_cryoseg.model.checkpoint import ModelFile
     from napari_cryoseg.model.config import preset
 
@@ -116,9 +116,9 @@ def test_batchnorm_statistics_that_change_other_images_unasked_are_not_kept(trai
     parent got wrong by construction, so re-estimated statistics tie with the parent on
     them (Dice 0 both) and are adopted, although on the user's other images they shrink
     the class by half while the corrections grew it. The check keeps the parent's."""
-    from napari_cryoseg.engine.change_check import model_labels
     from napari_cryoseg.engine.events import Message, drain
-    from napari_cryoseg.engine.finetune import FinetuneConfig, finetune
+    from napari_cryoseg.engine.training.change_check import model_labels
+    from napari_cryoseg.engine.training.finetune import FinetuneConfig, finetune
 
     image = _disk_images(1, seed=5)[0][0]
     rng = np.random.default_rng(1)

@@ -9,10 +9,10 @@ from scipy import ndimage
 from napari_cryoseg.core.metrics import confusion_counts, scores_from_counts
 from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.events import Preview, drain
-from napari_cryoseg.engine.finetune import FinetuneConfig, finetune
-from napari_cryoseg.engine.predict import segment
-from napari_cryoseg.engine.preview import PreviewRequest
-from napari_cryoseg.engine.train import TrainConfig, train
+from napari_cryoseg.engine.inference.predict import segment
+from napari_cryoseg.engine.training.finetune import FinetuneConfig, finetune
+from napari_cryoseg.engine.training.preview import PreviewRequest
+from napari_cryoseg.engine.training.train import TrainConfig, train
 from napari_cryoseg.model.checkpoint import ModelFile
 from napari_cryoseg.model.config import preset
 from napari_cryoseg.model.heads import add_classes

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from napari_cryoseg.core.synthetic import SampleConfig, make_sample
-from napari_cryoseg.engine import distributed as dist
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.predict import segment
+from napari_cryoseg.engine.inference import distributed as dist
+from napari_cryoseg.engine.inference.predict import segment
 
 distributed = pytest.importorskip("distributed")
 

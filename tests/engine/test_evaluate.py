@@ -9,14 +9,14 @@ import pytest
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.classes import ClassMapping
-from napari_cryoseg.engine.evaluate import (
+from napari_cryoseg.engine.events import Progress, drain
+from napari_cryoseg.engine.inference.evaluate import (
     EvaluationReport,
     evaluate,
     plot_boxplots,
     score_image,
 )
-from napari_cryoseg.engine.events import Progress, drain
-from napari_cryoseg.engine.predict import segment
+from napari_cryoseg.engine.inference.predict import segment
 
 
 def test_perfect_prediction_scores_one():

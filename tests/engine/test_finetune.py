@@ -10,8 +10,8 @@ import torch
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.events import Message, TrainStep, drain
-from napari_cryoseg.engine.finetune import FinetuneConfig, blend_states, finetune
-from napari_cryoseg.engine.holdout import split_holdout
+from napari_cryoseg.engine.training.finetune import FinetuneConfig, blend_states, finetune
+from napari_cryoseg.engine.training.holdout import split_holdout
 from napari_cryoseg.model.checkpoint import ModelFile, save_model
 from napari_cryoseg.model.config import preset
 

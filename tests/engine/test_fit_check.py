@@ -7,8 +7,8 @@ import numpy as np
 
 from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.fit_check import class_fractions, fit_findings, intensity_stats
-from napari_cryoseg.engine.train import TrainConfig, train
+from napari_cryoseg.engine.inference.fit_check import class_fractions, fit_findings, intensity_stats
+from napari_cryoseg.engine.training.train import TrainConfig, train
 from napari_cryoseg.model.checkpoint import ModelFile
 from napari_cryoseg.model.config import preset
 

@@ -1,12 +1,12 @@
-"""The one patch/memory policy of every training path (engine.memory.fit_training_patch)."""
+"""The one patch/memory policy of every training path (engine/training/memory.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from napari_cryoseg.core.errors import InputError
-from napari_cryoseg.engine import memory
-from napari_cryoseg.engine.memory import fit_training_patch
+from napari_cryoseg.engine.training import memory
+from napari_cryoseg.engine.training.memory import fit_training_patch
 from napari_cryoseg.model.config import preset
 
 

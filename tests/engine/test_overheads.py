@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from napari_cryoseg.engine.adapt import BN_PATCHES, adapt_batchnorm, batchnorm_layers
 from napari_cryoseg.engine.events import Message, drain
-from napari_cryoseg.engine.finetune import FinetuneConfig, finetune
+from napari_cryoseg.engine.training.adapt import BN_PATCHES, adapt_batchnorm, batchnorm_layers
+from napari_cryoseg.engine.training.finetune import FinetuneConfig, finetune
 from napari_cryoseg.model.checkpoint import ModelFile
 from napari_cryoseg.model.config import preset
 

@@ -11,7 +11,7 @@ from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.synthetic import make_sample
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine.events import Progress, drain
-from napari_cryoseg.engine.predict import Segmenter, segment
+from napari_cryoseg.engine.inference.predict import Segmenter, segment
 from napari_cryoseg.model.checkpoint import ModelFile
 from napari_cryoseg.model.config import preset
 
@@ -187,7 +187,7 @@ def _flip_rot_reference(image, model, k, flip):
 def test_tta_averages_flipped_and_rotated_predictions(tiny_model, shape, copies):
     image, _ = make_sample(5)
     image = image[: shape[0], : shape[1]]
-    from napari_cryoseg.engine.predict import TTA_TRANSFORMS
+    from napari_cryoseg.engine.inference.predict import TTA_TRANSFORMS
 
     expected = np.mean([_flip_rot_reference(image, tiny_model, k, flip)
                         for k, flip in TTA_TRANSFORMS[:copies]], axis=0)
@@ -206,7 +206,7 @@ def test_tta_must_be_a_supported_count(tiny_model):
 
 
 def test_class_argmax_matches_torch_argmax_with_ties():
-    from napari_cryoseg.engine.predict import _class_argmax
+    from napari_cryoseg.engine.inference.predict import _class_argmax
 
     probs = torch.rand(5, 37, 53)
     probs[3, :4] = probs[1, :4] = 2.0  # ties go to the lowest class, as argmax does

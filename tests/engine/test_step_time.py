@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from napari_cryoseg.engine import step_time as st
-from napari_cryoseg.engine.overheads import (
+from napari_cryoseg.engine.training import step_time as st
+from napari_cryoseg.engine.training.overheads import (
     OVERHEAD_SHARE,
     adapt_time_limit,
     affordable_blends,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_cryoseg.engine.change_check import CheckSet, compare_labels
-from napari_cryoseg.engine.change_check import _flag_lost_sure_pixels as flag
-from napari_cryoseg.engine.sure_pixels import (
+from napari_cryoseg.engine.training.change_check import CheckSet, compare_labels
+from napari_cryoseg.engine.training.change_check import _flag_lost_sure_pixels as flag
+from napari_cryoseg.engine.training.sure_pixels import (
     lost_sure_share,
     sure_changed_by_corrections,
 )

@@ -7,9 +7,9 @@ import pytest
 
 from napari_cryoseg.core.temporal import stack_context, subtract_temporal_median
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.predict import segment
-from napari_cryoseg.engine.sampling import PatchSampler
-from napari_cryoseg.engine.train import TrainConfig, train
+from napari_cryoseg.engine.inference.predict import segment
+from napari_cryoseg.engine.training.sampling import PatchSampler
+from napari_cryoseg.engine.training.train import TrainConfig, train
 from napari_cryoseg.model.checkpoint import load_model, save_model
 from napari_cryoseg.model.config import preset
 

@@ -8,20 +8,20 @@ import torch
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.synthetic import SampleConfig, make_sample
-from napari_cryoseg.engine.augment import AugmentConfig
 from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.events import Message, TrainStep, Validation, drain
-from napari_cryoseg.engine.fitting import lr_factor
-from napari_cryoseg.engine.losses import segmentation_loss
-from napari_cryoseg.engine.predict import segment
-from napari_cryoseg.engine.sampling import (
+from napari_cryoseg.engine.inference.predict import segment
+from napari_cryoseg.engine.training.augment import AugmentConfig
+from napari_cryoseg.engine.training.fitting import lr_factor
+from napari_cryoseg.engine.training.losses import segmentation_loss
+from napari_cryoseg.engine.training.sampling import (
     IGNORE_INDEX,
     PatchSampler,
     check_pair,
     median_frequency_weights,
 )
-from napari_cryoseg.engine.scoring import THRESHOLD_CANDIDATES, tune_threshold
-from napari_cryoseg.engine.train import TrainConfig, split_blocks, train
+from napari_cryoseg.engine.training.scoring import THRESHOLD_CANDIDATES, tune_threshold
+from napari_cryoseg.engine.training.train import TrainConfig, split_blocks, train
 from napari_cryoseg.io.pairing import pair_by_stem
 from napari_cryoseg.model.checkpoint import ModelFile
 from napari_cryoseg.model.config import preset
@@ -300,7 +300,7 @@ def test_single_image_is_split_by_rows_and_bad_input():
 @pytest.mark.slow
 def test_real_isbi_membranes_smoke(shared_data):
     """Tiny U-Net, ~60 steps on 4 ISBI sections (256² crops), evaluated on 2 others."""
-    from napari_cryoseg.engine.evaluate import evaluate
+    from napari_cryoseg.engine.inference.evaluate import evaluate
     from napari_cryoseg.io import read_image, read_labels_tiff
 
     root = shared_data / "isbi2012_em_membranes"
@@ -324,7 +324,7 @@ def test_real_isbi_membranes_smoke(shared_data):
 
 @pytest.mark.gpu
 def test_cuda_mixed_precision_training_and_finetune():
-    from napari_cryoseg.engine.finetune import FinetuneConfig, finetune
+    from napari_cryoseg.engine.training.finetune import FinetuneConfig, finetune
 
     images, masks = _disks(4)
     config = TrainConfig(preset="tiny", steps=40, batch_size=8, patch=64, lr=3e-3,
@@ -339,8 +339,8 @@ def test_cuda_mixed_precision_training_and_finetune():
 
 
 def test_a_run_that_learned_nothing_says_so():
-    from napari_cryoseg.engine.fitting import FitState
-    from napari_cryoseg.engine.train import learning_warnings
+    from napari_cryoseg.engine.training.fitting import FitState
+    from napari_cryoseg.engine.training.train import learning_warnings
 
     images, masks = _samples([1, 2])
     events = []

@@ -8,8 +8,8 @@ import torch
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.events import Message, drain
-from napari_cryoseg.engine.predict import segment
-from napari_cryoseg.engine.train import TrainConfig, train
+from napari_cryoseg.engine.inference.predict import segment
+from napari_cryoseg.engine.training.train import TrainConfig, train
 from napari_cryoseg.model.bundled import backbone_path, load_backbone
 from napari_cryoseg.model.checkpoint import ModelFile, save_model
 from napari_cryoseg.model.config import preset

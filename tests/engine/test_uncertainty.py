@@ -7,7 +7,7 @@ import pytest
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.events import Progress, drain
-from napari_cryoseg.engine.uncertainty import (
+from napari_cryoseg.engine.inference.uncertainty import (
     TRANSFORMS,
     _forward,
     _inverse,

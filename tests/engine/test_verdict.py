@@ -7,10 +7,10 @@ import numpy as np
 
 from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.scoring import ScoreAccumulator
-from napari_cryoseg.engine.step_time import min_useful_steps
-from napari_cryoseg.engine.train import TrainConfig, train
-from napari_cryoseg.engine.verdict import choose_selection, judge
+from napari_cryoseg.engine.training.scoring import ScoreAccumulator
+from napari_cryoseg.engine.training.step_time import min_useful_steps
+from napari_cryoseg.engine.training.train import TrainConfig, train
+from napari_cryoseg.engine.training.verdict import choose_selection, judge
 from napari_cryoseg.viewer.words import dock_words
 
 NAMES = ["background", "mito"]

@@ -13,7 +13,7 @@ from bioimageio_helpers import foreign_package
 from napari_cryoseg.cli import main
 from napari_cryoseg.core.errors import CryoSegError
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.predict import segment
+from napari_cryoseg.engine.inference.predict import segment
 from napari_cryoseg.model.checkpoint import ModelFile, load_model, save_model
 from napari_cryoseg.model.config import preset
 
@@ -62,7 +62,7 @@ def test_own_package_round_trip_can_be_fine_tuned(model_path, tmp_path, suffix):
                       mixed_precision=False))
     np.testing.assert_array_equal(a.labels, b.labels)
     np.testing.assert_array_equal(a.probabilities, b.probabilities)
-    from napari_cryoseg.engine.bioimageio_model import load_any_model
+    from napari_cryoseg.engine.inference.bioimageio_model import load_any_model
 
     assert isinstance(load_any_model(out), ModelFile)  # dock / --model: fine-tunable
 
@@ -112,8 +112,8 @@ def test_foreign_package_segments_through_cli_but_is_not_fine_tuned(tmp_path, ca
     err = capsys.readouterr().err
     assert "this bioimage.io model (two class conv) can be used to segment but not " \
            "fine-tuned" in err
-    from napari_cryoseg.engine.bioimageio_model import load_any_model
-    from napari_cryoseg.engine.finetune import finetune
+    from napari_cryoseg.engine.inference.bioimageio_model import load_any_model
+    from napari_cryoseg.engine.training.finetune import finetune
 
     foreign = load_any_model(package)
     with pytest.raises(CryoSegError, match="not fine-tuned"):

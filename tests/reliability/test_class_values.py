@@ -16,8 +16,8 @@ from napari_cryoseg.cli import main
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.finetune import _targets
-from napari_cryoseg.engine.train import TrainConfig, train
+from napari_cryoseg.engine.training.finetune import correction_targets
+from napari_cryoseg.engine.training.train import TrainConfig, train
 from napari_cryoseg.model.checkpoint import ModelFile
 from napari_cryoseg.model.config import UNetConfig
 from napari_cryoseg.model.heads import add_classes
@@ -47,7 +47,7 @@ def test_finetune_targets_do_not_wrap_above_255():
     model = ModelFile.new(UNetConfig(depth=1, base_channels=4, n_classes=300), seed=0)
     image = np.zeros((16, 16), np.float32)
     mask = np.full((16, 16), 257, np.uint16)
-    target = _targets(model, [image], [mask], None, None, ["a"])[0]
+    target = correction_targets(model, [image], [mask], None, None, ["a"])[0]
     assert int(target.max()) == 257  # not 257 % 256 == 1
 
 
@@ -55,7 +55,8 @@ def test_add_class_to_a_model_with_more_than_255_classes():
     model = ModelFile.new(UNetConfig(depth=1, base_channels=4, n_classes=256), seed=0)
     bigger = add_classes(model, ["new"])
     mask = np.full((16, 16), 256, np.uint16)
-    target = _targets(bigger, [np.zeros((16, 16), np.float32)], [mask], None, None, ["a"])[0]
+    target = correction_targets(bigger, [np.zeros((16, 16), np.float32)], [mask], None, None,
+                                ["a"])[0]
     assert int(target.max()) == 256 and bigger.config.n_classes == 257
 
 

@@ -26,8 +26,8 @@ import pytest
 import torch
 
 from napari_cryoseg.core.tiling import TilingConfig
-from napari_cryoseg.engine.finetune import FinetuneConfig, finetune
-from napari_cryoseg.engine.predict import segment
+from napari_cryoseg.engine.inference.predict import segment
+from napari_cryoseg.engine.training.finetune import FinetuneConfig, finetune
 from napari_cryoseg.io import list_images, read_labels_tiff, write_labels_tiff
 from napari_cryoseg.model.checkpoint import ModelFile, load_model, save_model
 from napari_cryoseg.model.config import preset

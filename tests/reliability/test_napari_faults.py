@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.predict import segment
+from napari_cryoseg.engine.inference.predict import segment
 from napari_cryoseg.model.checkpoint import ModelFile
 from napari_cryoseg.model.config import preset
 from napari_cryoseg.viewer.layers import record_for_image, show_prediction

@@ -18,7 +18,7 @@ from napari_cryoseg.core.tiling import (
     round_up,
 )
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.predict import Segmenter, segment
+from napari_cryoseg.engine.inference.predict import Segmenter, segment
 from napari_cryoseg.model.checkpoint import ModelFile
 from napari_cryoseg.model.config import preset
 

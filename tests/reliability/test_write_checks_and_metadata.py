@@ -15,7 +15,7 @@ import torch
 from napari_cryoseg.cli import main
 from napari_cryoseg.core.errors import ModelFileError
 from napari_cryoseg.core.normalization import NormalizationConfig
-from napari_cryoseg.engine.adapt import adapt_batchnorm
+from napari_cryoseg.engine.training.adapt import adapt_batchnorm
 from napari_cryoseg.io.labels import (
     read_labels_class_names,
     write_labels_tiff,

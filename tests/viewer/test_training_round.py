@@ -13,9 +13,9 @@ from napari.components import ViewerModel
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.synthetic import SampleConfig, make_sample
 from napari_cryoseg.engine.events import Message, Preview, TrainStep, drain
-from napari_cryoseg.engine.finetune import FinetuneConfig, finetune
-from napari_cryoseg.engine.fitting import model_from_state
-from napari_cryoseg.engine.predict import segment
+from napari_cryoseg.engine.inference.predict import segment
+from napari_cryoseg.engine.training.finetune import FinetuneConfig, finetune
+from napari_cryoseg.engine.training.fitting import model_from_state
 from napari_cryoseg.model.checkpoint import ModelFile
 from napari_cryoseg.model.config import preset
 from napari_cryoseg.viewer.annotations import AnnotationStore
@@ -141,7 +141,7 @@ def test_a_finetune_round_swaps_the_model_in_then_segments_once_and_reverts(corr
 
 
 def test_a_flagged_result_waits_until_applied_or_discarded(corrected, monkeypatch):
-    from napari_cryoseg.engine import change_check
+    from napari_cryoseg.engine.training import change_check
 
     # a check that tolerates no change flags every fine-tuned model
     monkeypatch.setattr(change_check, "FREE_CHANGE", 0.0)

@@ -8,7 +8,7 @@ import pytest
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.uncertainty import tta_uncertainty
+from napari_cryoseg.engine.inference.uncertainty import tta_uncertainty
 from napari_cryoseg.viewer.session import SegmentationRecord
 from napari_cryoseg.viewer.uncertainty_state import UncertaintyMaps
 

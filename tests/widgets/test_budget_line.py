@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from napari_cryoseg.engine import step_time as st
+from napari_cryoseg.engine.training import step_time as st
 from napari_cryoseg.viewer.budget import step_request
 
 from .conftest import job_done, open_dock

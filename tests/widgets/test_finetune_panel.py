@@ -15,7 +15,7 @@ import torch
 
 from napari_cryoseg.core.metrics import dice
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.predict import segment
+from napari_cryoseg.engine.inference.predict import segment
 from napari_cryoseg.model.checkpoint import ModelFile, load_model, save_model
 from napari_cryoseg.model.config import preset
 from napari_cryoseg.viewer.camera import camera_of
@@ -308,7 +308,7 @@ def test_uncertainty_layer_and_go_to_tile_button(setup, qtbot):
 
 
 def test_engine_runtime_error_is_reported_and_frees_the_panel(setup, qtbot, monkeypatch):
-    import napari_cryoseg.engine.finetune as engine_finetune
+    import napari_cryoseg.engine.training.finetune as engine_finetune
 
     viewer, session, widget = setup
     panel = widget.finetune_panel

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from napari_cryoseg.engine.step_time import min_useful_steps
+from napari_cryoseg.engine.training.step_time import min_useful_steps
 
 from .cold_start_helpers import paint, scene, strokes
 from .conftest import job_done, open_dock

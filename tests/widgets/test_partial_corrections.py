@@ -15,9 +15,9 @@ import torch
 
 from napari_cryoseg.core.metrics import dice
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.finetune import FinetuneConfig, finetune
-from napari_cryoseg.engine.fitting import model_from_state
-from napari_cryoseg.engine.predict import segment
+from napari_cryoseg.engine.inference.predict import segment
+from napari_cryoseg.engine.training.finetune import FinetuneConfig, finetune
+from napari_cryoseg.engine.training.fitting import model_from_state
 from napari_cryoseg.model.checkpoint import ModelFile
 from napari_cryoseg.model.config import preset
 from napari_cryoseg.viewer.layers import record_for_image, show_prediction
@@ -112,7 +112,7 @@ def test_erasing_false_positives_in_one_region_costs_the_other_images_nothing(lo
 
 def test_a_flagged_model_waits_for_apply_or_discard(loop, qtbot, monkeypatch):
     # A check that tolerates no change at all flags every fine-tuned model.
-    from napari_cryoseg.engine import change_check
+    from napari_cryoseg.engine.training import change_check
 
     monkeypatch.setattr(change_check, "FREE_CHANGE", 0.0)
     monkeypatch.setattr(change_check, "FOLLOW_FACTOR", 0.0)

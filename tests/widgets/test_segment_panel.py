@@ -10,7 +10,7 @@ import pytest
 from napari_cryoseg.core.metrics import mean_foreground_dice
 from napari_cryoseg.core.synthetic import SampleConfig, make_sample
 from napari_cryoseg.core.tiling import TilingConfig
-from napari_cryoseg.engine import predict
+from napari_cryoseg.engine.inference import predict
 from napari_cryoseg.model.bundled import default_model_path
 from napari_cryoseg.model.checkpoint import ModelFile, load_model
 from napari_cryoseg.model.config import preset

@@ -134,8 +134,8 @@ def test_bad_setting_is_refused_in_one_line(make_napari_viewer):
 def test_dock_rows_take_their_bounds_and_help_from_the_settings(make_napari_viewer):
     """The spin boxes the user sees carry the dataclass's bounds (core/setting.py)."""
     from napari_cryoseg.core.setting import about
-    from napari_cryoseg.engine.finetune_settings import FinetuneConfig
-    from napari_cryoseg.engine.train_settings import TrainConfig
+    from napari_cryoseg.engine.training.finetune_settings import FinetuneConfig
+    from napari_cryoseg.engine.training.train_settings import TrainConfig
     from napari_cryoseg.viewer.settings import LoopSettings
 
     viewer = make_napari_viewer()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.predict import segment
+from napari_cryoseg.engine.inference.predict import segment
 
 from .cold_start_helpers import class_dice, paint, scene, strokes
 from .conftest import job_done, open_dock

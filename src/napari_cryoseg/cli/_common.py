@@ -15,7 +15,7 @@ from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.setting import about
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine.device import DEVICE_CHOICES
-from napari_cryoseg.engine.predict import TTA_CHOICES
+from napari_cryoseg.engine.inference.predict import TTA_CHOICES
 from napari_cryoseg.model.bundled import BUNDLED_ALIASES, load_bundled, load_default_model
 from napari_cryoseg.model.checkpoint import ModelFile
 
@@ -120,7 +120,7 @@ def load_model_arg(path: str | Path | None, trust_code: Iterable[str] = (), *,
         return load_default_model()
     if str(path) in BUNDLED_ALIASES and not Path(path).exists():
         return load_bundled(BUNDLED_ALIASES[str(path)])
-    from napari_cryoseg.engine.bioimageio_model import load_any_model
+    from napari_cryoseg.engine.inference.bioimageio_model import load_any_model
 
     model = load_any_model(Path(path).expanduser(), list(trust_code),
                            check_trust=check_trust)

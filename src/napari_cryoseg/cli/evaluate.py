@@ -24,13 +24,13 @@ from napari_cryoseg.cli.train import add_classes_arguments, input_files, read_pa
 from napari_cryoseg.core.atomic import atomic_write
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.classes import ClassMapping
-from napari_cryoseg.engine.evaluate import (
+from napari_cryoseg.engine.events import Progress, drain
+from napari_cryoseg.engine.inference.evaluate import (
     PLOT_SOFTWARE,
     EvaluationReport,
     evaluate,
     plot_boxplots,
 )
-from napari_cryoseg.engine.events import Progress, drain
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -30,12 +30,12 @@ from napari_cryoseg.cli.train import (
     split_tokens,
 )
 from napari_cryoseg.core.errors import InputError, ModelFileError
-from napari_cryoseg.engine.augment import AugmentConfig
 from napari_cryoseg.engine.classes import ClassMapping
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.finetune import correction_targets, finetune
-from napari_cryoseg.engine.finetune_settings import FinetuneConfig
-from napari_cryoseg.engine.memory import fit_patch_to_memory
+from napari_cryoseg.engine.training.augment import AugmentConfig
+from napari_cryoseg.engine.training.finetune import correction_targets, finetune
+from napari_cryoseg.engine.training.finetune_settings import FinetuneConfig
+from napari_cryoseg.engine.training.memory import fit_patch_to_memory
 from napari_cryoseg.io import list_images, read_image
 from napari_cryoseg.model.checkpoint import check_savable, save_model
 from napari_cryoseg.model.heads import add_classes

@@ -47,8 +47,8 @@ from napari_cryoseg.core.atomic import atomic_write
 from napari_cryoseg.core.errors import CryoSegError, InputError, OutputExistsError
 from napari_cryoseg.core.tiling import TileGrid, padded_shape_for, plan_tiles
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.memory import check_fits, inference_bytes
-from napari_cryoseg.engine.predict import Segmenter, labels_dtype, segment
+from napari_cryoseg.engine.inference.predict import Segmenter, labels_dtype, segment
+from napari_cryoseg.engine.training.memory import check_fits, inference_bytes
 from napari_cryoseg.io import labels_output_path, read_image, write_labels_tiff
 from napari_cryoseg.io.labels import usable_size_nm
 from napari_cryoseg.io.zarr_io import is_zarr_path, read_zarr
@@ -248,7 +248,7 @@ def _segment_one(
     if client is None:
         _check_tile_memory(image.shape[-2:], segmenter, tiling)
     if client is not None:
-        from napari_cryoseg.engine.distributed import segment_distributed
+        from napari_cryoseg.engine.inference.distributed import segment_distributed
 
         labels = segment_distributed(
             image.data, segmenter.model, tiling, client, block=args.block,
@@ -398,7 +398,7 @@ def _connect(scheduler: str | None, dashboard: str | None = None) -> tuple[Any, 
     """``(client, cluster)`` for ``--scheduler`` (both None without it)."""
     if not scheduler:
         return None, None
-    from napari_cryoseg.engine.distributed import make_client
+    from napari_cryoseg.engine.inference.distributed import make_client
 
     try:
         return make_client(scheduler, dashboard)

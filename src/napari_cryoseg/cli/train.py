@@ -27,13 +27,13 @@ from napari_cryoseg.cli._settings_flags import (
     setting_values,
 )
 from napari_cryoseg.core.errors import InputError, ModelFileError
-from napari_cryoseg.engine.classes import ClassMapping
+from napari_cryoseg.engine.classes import ClassMapping, check_pair
 from napari_cryoseg.engine.device import resolve_device
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.memory import fit_patch_to_memory
-from napari_cryoseg.engine.sampling import check_pair, check_series_pair
-from napari_cryoseg.engine.train import train
-from napari_cryoseg.engine.train_settings import TrainConfig
+from napari_cryoseg.engine.training.memory import fit_patch_to_memory
+from napari_cryoseg.engine.training.sampling import check_series_pair
+from napari_cryoseg.engine.training.train import train
+from napari_cryoseg.engine.training.train_settings import TrainConfig
 from napari_cryoseg.io import list_images, read_image, read_labels_tiff
 from napari_cryoseg.io.pairing import pair_by_stem
 from napari_cryoseg.model.checkpoint import (

@@ -118,3 +118,17 @@ class ClassMapping:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for model provenance."""
         return {"values": list(self.values), "names": list(self.names)}
+
+
+def check_pair(image: Any, mask: Any, name: str = "image") -> None:
+    """Raise :class:`InputError` unless ``image`` and ``mask`` are 2D of the same shape."""
+    if tuple(image.shape) != tuple(mask.shape):
+        raise InputError(
+            f"{name}: image shape {tuple(image.shape)} differs from mask shape "
+            f"{tuple(mask.shape)}; each mask must have the size of its image"
+        )
+    if len(image.shape) != 2:
+        raise InputError(
+            f"{name}: shape {tuple(image.shape)} is not a 2D image; training uses 2D images "
+            "(split stacks into single images)"
+        )

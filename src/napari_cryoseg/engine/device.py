@@ -1,6 +1,9 @@
-"""Device choice (cuda -> mps -> cpu) and the mixed-precision dtype."""
+"""Device choice (cuda -> mps -> cpu), the mixed-precision dtype, and torch's warm-up."""
 
 from __future__ import annotations
+
+import threading
+from typing import Any
 
 import torch
 
@@ -82,3 +85,33 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     if device.type == "cpu" and cpu_has_fast_bf16():
         return torch.bfloat16
     return None
+
+
+_warm = threading.Event()
+
+
+def warm_up_torch(model: Any) -> bool:
+    """One tiny forward/backward/optimiser step, once per process; True if it ran now.
+
+    torch's lazy first-call set-up (kernels, allocator, autograd engine threads) takes
+    from a fraction of a second to seconds; paying it here, inside a worker, keeps it off
+    napari's main thread and out of the first timed training step.
+    """
+    if _warm.is_set():
+        return False
+    import torch
+
+    from napari_cryoseg.model.unet import UNet
+
+    config = model.config
+    net = UNet(config)
+    net.train()
+    size = 2 * config.stride
+    x = torch.zeros((2, config.in_channels, size, size))
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    net(x).float().mean().backward()
+    optimizer.step()
+    with torch.inference_mode():
+        net.eval()(x)
+    _warm.set()
+    return True

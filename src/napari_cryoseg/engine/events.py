@@ -82,7 +82,7 @@ class Preview:
     """A prediction made with the weights being trained, for a live view while training.
 
     ``labels`` is the class-index image of the preview region (see
-    :class:`~napari_cryoseg.engine.fitting.PreviewRequest`); ``step`` the optimiser step
+    :class:`~napari_cryoseg.engine.training.fitting.PreviewRequest`); ``step`` the optimiser step
     whose weights made it; ``final`` marks the one made with the weights training ended on.
     """
 

@@ -1,29 +1,24 @@
-"""Multi-step jobs of the interactive loop, as engine generators (no napari, no Qt).
+"""Multi-image segmentation jobs of the interactive loop, as engine generators (no napari, no Qt).
 
-The dock runs these in its job runner (``widgets/job_runner.py``) exactly as it runs
-:func:`~napari_cryoseg.engine.predict.segment` or
-:func:`~napari_cryoseg.engine.finetune.finetune`:
+The dock runs this in its job runner (``widgets/job_runner.py``) exactly as it runs
+:func:`~napari_cryoseg.engine.inference.predict.segment` or
+:func:`~napari_cryoseg.engine.training.finetune.finetune`:
 
 * :func:`segment_many` segments several images in turn with one segmenter (Batch,
   re-segmentation after fine-tuning, Revert); one failing image does not stop the rest,
   and its :class:`~napari_cryoseg.engine.events.Progress` counts tiles over all images.
-* :func:`finetune_job` warms torch up (once per process) on the worker thread, then
-  fine-tunes: the first optimiser step's lazy set-up never runs on napari's main thread.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from napari_cryoseg.engine.events import Message, Progress, relay
-from napari_cryoseg.engine.predict import Segmenter, count_tiles, segment
-from napari_cryoseg.engine.settings import SegmentSettings
+from napari_cryoseg.engine.events import Progress, relay
+from napari_cryoseg.engine.inference.predict import Segmenter, count_tiles, segment
+from napari_cryoseg.engine.inference.settings import SegmentSettings
 from napari_cryoseg.model.checkpoint import ModelFile
 
 
@@ -94,55 +89,3 @@ def segment_many(
         done += 1
         yield BatchItem(index, "done", prediction)
     return done
-
-
-_warm = threading.Event()
-
-
-def warm_up_torch(model: ModelFile) -> bool:
-    """One tiny forward/backward/optimiser step, once per process; True if it ran now.
-
-    torch's lazy first-call set-up (kernels, allocator, autograd engine threads) takes
-    from a fraction of a second to seconds; paying it here, inside a worker, keeps it off
-    napari's main thread and out of the first timed training step.
-    """
-    if _warm.is_set():
-        return False
-    import torch
-
-    from napari_cryoseg.model.unet import UNet
-
-    config = model.config
-    net = UNet(config)
-    net.train()
-    size = 2 * config.stride
-    x = torch.zeros((2, config.in_channels, size, size))
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    net(x).float().mean().backward()
-    optimizer.step()
-    with torch.inference_mode():
-        net.eval()(x)
-    _warm.set()
-    return True
-
-
-def finetune_job(
-    model: ModelFile, data: Any, config: Any, preview: Any = None,
-    unlabelled: Sequence[np.ndarray] = (),
-) -> Generator[Any, None, Any]:
-    """Warm torch up, then fine-tune ``model`` on ``data`` (images, masks, valid masks).
-
-    ``data`` has ``images``, ``masks``, ``valid_masks`` and ``names`` (the dock's
-    :class:`~napari_cryoseg.viewer.review.TrainingData`); ``config`` is a
-    :class:`~napari_cryoseg.engine.finetune.FinetuneConfig`; ``preview`` an optional
-    :class:`~napari_cryoseg.engine.preview.PreviewRequest`; ``unlabelled`` other images
-    of the user's (BatchNorm re-estimation only). Returns the
-    :class:`~napari_cryoseg.engine.finetune.FinetuneResult`.
-    """
-    from napari_cryoseg.engine.finetune import finetune
-
-    yield Message("preparing torch…")
-    warm_up_torch(model)
-    return (yield from finetune(model, data.images, data.masks, data.valid_masks, config,
-                                names=data.names, preview=preview,
-                                unlabelled=unlabelled))

@@ -317,7 +317,7 @@ def import_bioimageio(path: str | os.PathLike[str]) -> ModelFile:
     ------
     ModelFileError
         Not a napari-cryoseg U-Net (it can still segment: see
-        :mod:`napari_cryoseg.engine.bioimageio_model`), or a damaged package.
+        :mod:`napari_cryoseg.engine.inference.bioimageio_model`), or a damaged package.
     """
     package, rdf = check_package(path)
     name = str(rdf.get("name", package.path.name))

@@ -40,7 +40,7 @@ class Annotations:
     ----------
     images, masks, valid_masks : list of numpy.ndarray
         Image planes, their painted label values (0 = not painted) and the painted
-        pixels (bool), for :func:`~napari_cryoseg.engine.train.train`.
+        pixels (bool), for :func:`~napari_cryoseg.engine.training.train.train`.
     names : list of str
         Image layer name of each plane (``"<name> [z]"`` for a plane of a stack).
     mapping : ClassMapping
@@ -252,9 +252,9 @@ class AnnotationStore:
 
 def fit_to_memory(config: Any, annotations: Annotations, device: str) -> Any:
     """``config`` with the session's device and the patch of
-    :func:`~napari_cryoseg.engine.memory.fit_patch_to_memory` (at most the largest image;
+    :func:`~napari_cryoseg.engine.training.memory.fit_patch_to_memory` (at most the largest image;
     refused if a step cannot fit)."""
-    from napari_cryoseg.engine.memory import fit_patch_to_memory
+    from napari_cryoseg.engine.training.memory import fit_patch_to_memory
 
     config = replace(config, device=device)
     return fit_patch_to_memory(

@@ -1,6 +1,6 @@
 """What the dock's time budgets buy here: the step-time request of each section (no Qt).
 
-The Train new model and Fine-tune sections each ask :mod:`napari_cryoseg.engine.step_time`
+The Train new model and Fine-tune sections each ask :mod:`napari_cryoseg.engine.training.step_time`
 about the network, patch and batch their next run will use; the measurement itself runs
 as a job (:func:`measure_job`) and is cached, so a second look costs nothing.
 """
@@ -11,9 +11,9 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
-from napari_cryoseg.engine import step_time as st
 from napari_cryoseg.engine.events import Message
-from napari_cryoseg.engine.transfer import starts_pretrained
+from napari_cryoseg.engine.training import step_time as st
+from napari_cryoseg.engine.training.transfer import starts_pretrained
 from napari_cryoseg.model.config import UNetConfig, preset
 
 __all__ = ["StepRequest", "budget_estimate", "measure_job", "step_request", "time_split"]
@@ -66,7 +66,7 @@ def budget_estimate(request: StepRequest | None) -> st.BudgetEstimate | None:
         return None
     overhead = 0.0
     if request.kind == "finetune" and request.budget_s is not None:
-        from napari_cryoseg.engine.overheads import overhead_budget_s
+        from napari_cryoseg.engine.training.overheads import overhead_budget_s
 
         overhead = overhead_budget_s(request.budget_s)
     overhead += st.first_step_extra(request.key())

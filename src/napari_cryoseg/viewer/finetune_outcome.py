@@ -3,7 +3,7 @@
 Pure Python (no Qt): the Fine-tune section only shows these lines and, when
 :attr:`Outcome.ask` is set, keeps the new model aside behind Apply / Discard. A model
 whose change on the user's other images is not supported by the corrections
-(:mod:`napari_cryoseg.engine.change_check`) is never called better on the strength of
+(:mod:`napari_cryoseg.engine.training.change_check`) is never called better on the strength of
 the held-out corrections alone.
 """
 
@@ -30,7 +30,7 @@ def held_out_dice(metrics: Any) -> float | None:
 
 
 def describe_outcome(result: Any) -> Outcome:
-    """:class:`Outcome` of a :class:`~napari_cryoseg.engine.finetune.FinetuneResult`."""
+    """:class:`Outcome` of a :class:`~napari_cryoseg.engine.training.finetune.FinetuneResult`."""
     before, after = held_out_dice(result.before), held_out_dice(result.after)
     metrics = f"{result.steps} steps"
     if before is not None and after is not None:

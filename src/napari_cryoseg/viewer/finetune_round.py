@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 
 from napari_cryoseg.core.errors import CryoSegError
-from napari_cryoseg.engine.jobs import finetune_job
-from napari_cryoseg.engine.memory import fit_patch_to_memory
+from napari_cryoseg.engine.device import warm_up_torch
+from napari_cryoseg.engine.events import Message
+from napari_cryoseg.engine.training.finetune import finetune
+from napari_cryoseg.engine.training.memory import fit_patch_to_memory
 from napari_cryoseg.model.heads import add_classes
 from napari_cryoseg.model.provenance import Provenance
 from napari_cryoseg.viewer import layers as L
@@ -35,9 +37,11 @@ from napari_cryoseg.viewer.words import finetuned_name
 def finetune_from_sources(model: Any, sources: list, band_px: int, config: Any,
                           value_map: dict[int, int] | None = None, preview: Any = None,
                           unlabelled: list | tuple = ()):
-    """Worker job: build the training data from the snapshots, then fine-tune.
+    """Worker job: build the training data from the snapshots, warm torch up, fine-tune.
 
-    ``value_map`` turns painted label values into the class indices of a model grown by
+    torch's lazy first-call set-up runs here, on the worker, never on napari's main
+    thread (:func:`~napari_cryoseg.engine.device.warm_up_torch`). ``value_map`` turns
+    painted label values into the class indices of a model grown by
     new classes (on the copies; the layers are not touched). Returns
     ``(FinetuneResult, TrainingData)``; the masks are derived here, not on the main
     thread (2-3 s for a 2048² corrected image measured before this moved).
@@ -46,7 +50,10 @@ def finetune_from_sources(model: Any, sources: list, band_px: int, config: Any,
     for value, index in (value_map or {}).items():
         for mask in data.masks:
             mask[mask == value] = index
-    result = yield from finetune_job(model, data, config, preview, unlabelled)
+    yield Message("preparing torch…")
+    warm_up_torch(model)
+    result = yield from finetune(model, data.images, data.masks, data.valid_masks, config,
+                                 names=data.names, preview=preview, unlabelled=unlabelled)
     return result, data
 
 
@@ -83,7 +90,7 @@ class FinetuneRound(TrainingRound):
 
     def config_for(self, images: list[Any], model: Any) -> Any:
         """The session's fine-tune settings for this run on its device, with the patch of
-        the one memory policy (:func:`~napari_cryoseg.engine.memory.fit_patch_to_memory`:
+        the one memory policy (:func:`~napari_cryoseg.engine.training.memory.fit_patch_to_memory`:
         at most the largest image; refused if a step cannot fit)."""
         config = dataclasses.replace(self.session.settings.finetune, device=self.session.device)
         return fit_patch_to_memory(

@@ -1,6 +1,6 @@
 """Fit warnings in the dock: once per image and model (napari glue, no Qt).
 
-After each segmentation the dock asks :func:`napari_cryoseg.engine.fit_check.fit_findings`
+After each segmentation the dock asks :func:`napari_cryoseg.engine.inference.fit_check.fit_findings`
 whether the model may not fit the image, and says so once for that image and model (a
 second run of the same model on the same image says nothing new).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from napari_cryoseg.engine.fit_check import fit_findings
+from napari_cryoseg.engine.inference.fit_check import fit_findings
 from napari_cryoseg.viewer.layers import pixel_size_nm
 from napari_cryoseg.viewer.session import unwrap
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_cryoseg.engine.preview import PreviewRequest
+from napari_cryoseg.engine.training.preview import PreviewRequest
 from napari_cryoseg.viewer import layers as L
 from napari_cryoseg.viewer.camera import view_region
 from napari_cryoseg.viewer.session import unwrap

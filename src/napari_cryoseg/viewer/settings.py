@@ -4,11 +4,11 @@ A :class:`DockSettings` lives on the :class:`~napari_cryoseg.viewer.session.Sess
 Widgets only read and write it (:meth:`DockSettings.set`); every job reads it when it
 starts:
 
-* ``segment`` - :class:`~napari_cryoseg.engine.settings.SegmentSettings` (tiling,
+* ``segment`` - :class:`~napari_cryoseg.engine.inference.settings.SegmentSettings` (tiling,
   threshold, test-time augmentation, probabilities layer) for Run, Batch,
   re-segmentation after fine-tuning, Revert and the uncertainty map;
-* ``finetune`` - :class:`~napari_cryoseg.engine.finetune.FinetuneConfig`;
-* ``train`` - :class:`~napari_cryoseg.engine.train.TrainConfig` of a new model trained
+* ``finetune`` - :class:`~napari_cryoseg.engine.training.finetune.FinetuneConfig`;
+* ``train`` - :class:`~napari_cryoseg.engine.training.train.TrainConfig` of a new model trained
   from painted annotations (preset, time budget);
 * ``loop`` - :class:`LoopSettings`: what to re-segment after fine-tuning, the tile
   size of "Go to uncertain tile", the live preview while training or fine-tuning.
@@ -28,10 +28,10 @@ import numpy as np
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.setting import about, check_bounds, setting
-from napari_cryoseg.engine.finetune_settings import FinetuneConfig
-from napari_cryoseg.engine.preview import MAX_PREVIEW_EDGE, PreviewRequest
-from napari_cryoseg.engine.settings import SegmentSettings
-from napari_cryoseg.engine.train_settings import TrainConfig
+from napari_cryoseg.engine.inference.settings import SegmentSettings
+from napari_cryoseg.engine.training.finetune_settings import FinetuneConfig
+from napari_cryoseg.engine.training.preview import MAX_PREVIEW_EDGE, PreviewRequest
+from napari_cryoseg.engine.training.train_settings import TrainConfig
 from napari_cryoseg.model.config import UNetConfig, preset
 
 #: What to segment again after fine-tuning (corrections are kept in every case).
@@ -42,7 +42,7 @@ DOCK_FINETUNE_BUDGET_S = 60.0
 #: A new model trained from annotations in the dock: the cheapest preset that learns from
 #: a few strokes. Not in a minute on a CPU: a 2-core CPU makes a step in seconds and a
 #: useful model needs tens of steps, so the dock measures the step time and proposes a
-#: budget (engine/step_time.py); the 60 s default suits a GPU.
+#: budget (engine/training/step_time.py); the 60 s default suits a GPU.
 DOCK_TRAIN_PRESET = "small"
 DOCK_TRAIN_BUDGET_S = 60.0
 #: Longest edge of the live preview region the dock asks for. Predicting it takes time

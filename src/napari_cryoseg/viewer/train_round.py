@@ -1,8 +1,8 @@
 """Train-new-model rounds: painted strokes in, a new model out (napari glue, no Qt).
 
 :class:`TrainRound` snapshots the annotation layers, starts
-:func:`~napari_cryoseg.engine.train.train` on the painted pixels, judges the result
-(:func:`~napari_cryoseg.engine.verdict.judge`): a model that learned too little is kept
+:func:`~napari_cryoseg.engine.training.train.train` on the painted pixels, judges the result
+(:func:`~napari_cryoseg.engine.training.verdict.judge`): a model that learned too little is kept
 aside with its report until the user applies it; a useful one becomes the session's
 model and the open images are segmented with it once the job has ended. The annotation
 layers are only read.
@@ -15,8 +15,8 @@ from typing import Any
 from napari.utils.notifications import show_warning
 
 from napari_cryoseg.engine.events import Message
-from napari_cryoseg.engine.train import train
-from napari_cryoseg.engine.verdict import judge
+from napari_cryoseg.engine.training.train import train
+from napari_cryoseg.engine.training.verdict import judge
 from napari_cryoseg.viewer import layers as L
 from napari_cryoseg.viewer.annotations import fit_to_memory
 from napari_cryoseg.viewer.budget import time_split
@@ -29,7 +29,7 @@ from napari_cryoseg.viewer.words import dock_words
 def train_from_annotations(images: list, masks: list, valid_masks: list, config: Any,
                            mapping: Any, names: list, colors: list, preview: Any,
                            model_name: str, pixel_size_nm: float | None):
-    """Worker job: :func:`~napari_cryoseg.engine.train.train` on the painted pixels."""
+    """Worker job: :func:`~napari_cryoseg.engine.training.train.train` on the painted pixels."""
     yield Message(f"training on {len(images)} annotated image(s)…")
     return (yield from train(images, masks, config, mapping, names=names,
                              class_colors=colors, valid_masks=valid_masks, preview=preview,

@@ -2,7 +2,7 @@
 
 napari glue, no Qt. One :class:`UncertaintyMaps` per session (``session.extensions
 ["uncertainty"]``, get it with :meth:`UncertaintyMaps.for_session`). It builds the
-arguments of :func:`~napari_cryoseg.engine.uncertainty.tta_uncertainty` for an image
+arguments of :func:`~napari_cryoseg.engine.inference.uncertainty.tta_uncertainty` for an image
 layer (the dock's job runner runs it), keeps the map it returns for that layer and shows
 it as ``"<image> uncertainty"``, and answers which tile to look at next: the most
 uncertain one that is not yet corrected or reviewed. Maps belong to the model that made
@@ -22,7 +22,7 @@ import numpy as np
 
 from napari_cryoseg.core.corrections import changed_mask
 from napari_cryoseg.core.errors import InputError
-from napari_cryoseg.engine.uncertainty import most_uncertain_tile
+from napari_cryoseg.engine.inference.uncertainty import most_uncertain_tile
 from napari_cryoseg.viewer import camera
 from napari_cryoseg.viewer.layers import ensure_model, layer_units
 from napari_cryoseg.viewer.session import Session, same_layer, unwrap

@@ -1,6 +1,7 @@
 """The "Fine-tune" section: train a copy of the model on the corrections, swap, revert, save.
 
-**Fine-tune** runs :func:`~napari_cryoseg.engine.jobs.finetune_job` through the session's
+**Fine-tune** runs the round :class:`~napari_cryoseg.viewer.finetune_round.FinetuneRound`
+prepares through the session's
 job runner (progress in napari's activity dock, live loss / Dice curve here, a live
 preview of the region in view). **Cancel** at any moment leaves the current model as it
 was. When training ends the new model is hot-swapped in
@@ -23,7 +24,7 @@ from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QFileDialog, QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from napari_cryoseg.core.errors import CryoSegError, OutputExistsError
-from napari_cryoseg.engine.finetune_settings import FinetuneConfig
+from napari_cryoseg.engine.training.finetune_settings import FinetuneConfig
 from napari_cryoseg.viewer.finetune_outcome import held_out_dice
 from napari_cryoseg.viewer.finetune_round import FinetuneRound
 from napari_cryoseg.viewer.review import CorrectionStore

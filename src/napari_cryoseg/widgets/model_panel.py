@@ -23,8 +23,8 @@ from qtpy.QtWidgets import (
 )
 
 from napari_cryoseg.core.errors import CryoSegError
-from napari_cryoseg.engine.bioimageio_model import load_any_model
 from napari_cryoseg.engine.device import available_devices, describe_devices
+from napari_cryoseg.engine.inference.bioimageio_model import load_any_model
 from napari_cryoseg.model.bundled import (
     BACKBONE_NAME,
     BUNDLED_TITLES,

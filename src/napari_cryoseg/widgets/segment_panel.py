@@ -1,6 +1,7 @@
 """Segment section: pick an image layer, edit the segment settings; Run / Cancel.
 
-The settings form writes the session's :class:`~napari_cryoseg.engine.settings.SegmentSettings`
+The settings form writes the session's
+:class:`~napari_cryoseg.engine.inference.settings.SegmentSettings`
 (every other path that segments reads the same object). Moving the threshold re-labels
 the last result from cached probabilities without re-running the network.
 """
@@ -21,7 +22,7 @@ from qtpy.QtWidgets import (
 
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine.events import Progress
-from napari_cryoseg.engine.settings import TTA_CHOICES
+from napari_cryoseg.engine.inference.settings import TTA_CHOICES
 from napari_cryoseg.viewer import layers as L
 from napari_cryoseg.viewer.fit_warnings import on_fit_warning
 from napari_cryoseg.viewer.session import same_layer
@@ -153,7 +154,7 @@ class SegmentPanel(QWidget):
         self.status = QLabel("Ready.")
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
-        self.fit_label = QLabel("")  # the latest fit warning (engine/fit_check.py)
+        self.fit_label = QLabel("")  # the latest fit warning (engine/inference/fit_check.py)
         self.fit_label.setWordWrap(True)
         self.fit_label.setStyleSheet("color: #e0a000")
         layout.addWidget(self.fit_label)

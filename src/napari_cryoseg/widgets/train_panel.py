@@ -19,7 +19,7 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from napari_cryoseg.core.errors import CryoSegError
-from napari_cryoseg.engine.train_settings import TrainConfig
+from napari_cryoseg.engine.training.train_settings import TrainConfig
 from napari_cryoseg.model.config import PRESETS, preset
 from napari_cryoseg.viewer.annotations import AnnotationStore
 from napari_cryoseg.viewer.settings import LoopSettings, preset_hint

@@ -1,6 +1,6 @@
 """The "Uncertainty" section: where is the model unsure, and go there.
 
-**Uncertainty** runs :func:`~napari_cryoseg.engine.uncertainty.tta_uncertainty` on the
+**Uncertainty** runs :func:`~napari_cryoseg.engine.inference.uncertainty.tta_uncertainty` on the
 selected image through the session's job runner and hands the map to the session's
 :class:`~napari_cryoseg.viewer.uncertainty_state.UncertaintyMaps`, which keeps it per
 image layer and shows ``<image> uncertainty``. **Go to uncertain tile** centres the view
@@ -17,7 +17,7 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from napari_cryoseg.core.errors import CryoSegError
 from napari_cryoseg.engine.events import Progress
-from napari_cryoseg.engine.uncertainty import tta_uncertainty
+from napari_cryoseg.engine.inference.uncertainty import tta_uncertainty
 from napari_cryoseg.viewer.settings import LoopSettings
 from napari_cryoseg.viewer.uncertainty_state import UncertaintyMaps
 from napari_cryoseg.widgets.buttons import button

@@ -18,7 +18,7 @@ from napari_cryoseg.core.metrics import (
 )
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.predict import segment
+from napari_cryoseg.engine.inference.predict import segment
 from napari_cryoseg.model.checkpoint import ModelFile
 
 
@@ -57,7 +57,7 @@ class ScoreAccumulator:
         self.counts = np.zeros((self.n_classes, 3), dtype=np.int64)
         # Predicted pixels per class over the whole area of each item, and scored target
         # pixels per class: with sparse strokes the strokes alone flatter a model that
-        # paints a class everywhere between them (engine/verdict.py reads these).
+        # paints a class everywhere between them (engine/training/verdict.py reads these).
         self.area = np.zeros(self.n_classes, dtype=np.int64)
         self.painted = np.zeros(self.n_classes, dtype=np.int64)
 

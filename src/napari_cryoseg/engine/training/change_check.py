@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_cryoseg.engine.sure_pixels import near_edits
+from napari_cryoseg.engine.training.sure_pixels import near_edits
 
 __all__ = ["CONFIDENT", "CONTEXT_PX", "ChangeReport", "CheckSet", "build_check",
            "check_model", "check_result", "compare_labels", "correction_trend",
@@ -252,7 +252,7 @@ CONFIDENT = 0.9
 def model_labels(model: Any, images: Sequence[np.ndarray], device: Any) -> list[np.ndarray]:
     """Labels of ``model`` (a ModelFile) on each image."""
     from napari_cryoseg.engine.events import drain
-    from napari_cryoseg.engine.predict import segment
+    from napari_cryoseg.engine.inference.predict import segment
 
     return [drain(segment(image, model, device=str(device))).labels for image in images]
 
@@ -263,7 +263,7 @@ def labels_and_confidence(
     """Labels of ``model`` on each image and where its top class probability is at
     least :data:`CONFIDENT`."""
     from napari_cryoseg.engine.events import drain
-    from napari_cryoseg.engine.predict import segment
+    from napari_cryoseg.engine.inference.predict import segment
 
     labels, confident = [], []
     for image in images:
@@ -299,7 +299,7 @@ def build_check(
     trend = correction_trend(corrected_labels, targets, valid, model.config.n_classes)
     sure_trend = None
     if confidence:
-        from napari_cryoseg.engine.sure_pixels import sure_changed_by_corrections
+        from napari_cryoseg.engine.training.sure_pixels import sure_changed_by_corrections
 
         sure_trend = sure_changed_by_corrections(corrected_labels, targets, corrected_sure,
                                                  valid, model.config.n_classes, CONTEXT_PX)
@@ -337,8 +337,8 @@ def check_model(child: Any, check: CheckSet, device: Any) -> ChangeReport:
 def _flag_lost_sure_pixels(report: ChangeReport, check: CheckSet,
                            child_labels: Sequence[np.ndarray]) -> None:
     """Ask when a class loses more of the parent's sure pixels than the corrections
-    changed of them (:mod:`napari_cryoseg.engine.sure_pixels`)."""
-    from napari_cryoseg.engine.sure_pixels import SURE_FREE, lost_sure_share
+    changed of them (:mod:`napari_cryoseg.engine.training.sure_pixels`)."""
+    from napari_cryoseg.engine.training.sure_pixels import SURE_FREE, lost_sure_share
 
     n_classes = len(check.class_names)
     total, lost = lost_sure_share(check.parent_labels, child_labels, check.confident,
@@ -371,9 +371,9 @@ def check_result(
     is returned. Otherwise the chosen weights come back with the flagged report (the
     caller keeps them aside for the user to decide).
     """
-    from napari_cryoseg.engine.adapt import blend_states
     from napari_cryoseg.engine.events import Message
-    from napari_cryoseg.engine.fitting import model_from_state
+    from napari_cryoseg.engine.training.adapt import blend_states
+    from napari_cryoseg.engine.training.fitting import model_from_state
 
     yield Message("comparing the new model with the parent on your other images")
     report = check_model(model_from_state(model, chosen, {}), check, device)

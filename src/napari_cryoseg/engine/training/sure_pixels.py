@@ -4,7 +4,7 @@ Area alone cannot see a child that trades objects: after false positives were er
 one corner, it may predict 20 % less of a class elsewhere (the way the corrections went)
 but lose true objects the parent was sure of, not the doubtful ones the user erased.
 Where the parent's top class probability is at least
-:data:`~napari_cryoseg.engine.change_check.CONFIDENT`, its label is mostly right, so a
+:data:`~napari_cryoseg.engine.training.change_check.CONFIDENT`, its label is mostly right, so a
 child that changes many of those pixels, more than the corrections changed near the
 edits, is flagged.
 """

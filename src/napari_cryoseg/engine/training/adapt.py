@@ -18,7 +18,7 @@ import torch
 
 from napari_cryoseg.core.normalization import NormalizationConfig
 from napari_cryoseg.engine.device import autocast_dtype
-from napari_cryoseg.engine.sampling import normalize_image
+from napari_cryoseg.engine.training.sampling import normalize_image
 
 #: Patches drawn from the user's images to re-estimate BatchNorm statistics. 24 crops of
 #: 256² (1.6 MP) put the running means of the VNC-mitochondria model on a CDeep3M section

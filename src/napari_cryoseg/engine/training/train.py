@@ -6,8 +6,8 @@
 :class:`TrainResult` with the best (by validation Dice) and the last model file.
 Closing the generator stops training at the next step; nothing is written anywhere.
 
-The optimisation loop is :func:`napari_cryoseg.engine.fitting.fit`, shared with
-fine-tuning; scoring lives in :mod:`napari_cryoseg.engine.scoring`.
+The optimisation loop is :func:`napari_cryoseg.engine.training.fitting.fit`, shared with
+fine-tuning; scoring lives in :mod:`napari_cryoseg.engine.training.scoring`.
 """
 
 from __future__ import annotations
@@ -20,34 +20,33 @@ import torch
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.temporal import preprocess_series
-from napari_cryoseg.engine.classes import ClassMapping
+from napari_cryoseg.engine.classes import ClassMapping, check_pair
 from napari_cryoseg.engine.device import resolve_device
 from napari_cryoseg.engine.events import Message, Preview, TrainStep, Validation
-from napari_cryoseg.engine.fit_check import intensity_stats
-from napari_cryoseg.engine.fitting import (
+from napari_cryoseg.engine.inference.fit_check import intensity_stats
+from napari_cryoseg.engine.training.fitting import (
     FitState,
     cpu_state,
     fit,
     model_from_state,
     subsample_history,
 )
-from napari_cryoseg.engine.holdout import split_holdout
-from napari_cryoseg.engine.preview import PreviewRequest, preview_function
-from napari_cryoseg.engine.sampling import (
+from napari_cryoseg.engine.training.holdout import split_holdout
+from napari_cryoseg.engine.training.preview import PreviewRequest, preview_function
+from napari_cryoseg.engine.training.sampling import (
     IGNORE_INDEX,
     PatchSampler,
-    check_pair,
     check_series_pair,
     class_pixel_counts,
     median_frequency_weights,
 )
-from napari_cryoseg.engine.scoring import center_crop, predict_scores, tune_threshold
-from napari_cryoseg.engine.train_settings import (
+from napari_cryoseg.engine.training.scoring import center_crop, predict_scores, tune_threshold
+from napari_cryoseg.engine.training.train_settings import (
     TrainConfig,
     TrainResult,
 )
-from napari_cryoseg.engine.transfer import start_weights
-from napari_cryoseg.engine.verdict import choose_selection
+from napari_cryoseg.engine.training.transfer import start_weights
+from napari_cryoseg.engine.training.verdict import choose_selection
 from napari_cryoseg.model.checkpoint import ModelFile, now_iso
 from napari_cryoseg.model.unet import UNet
 
@@ -346,7 +345,7 @@ def train(
             "names": names,
             "shapes": [list(np.shape(im)) for im in images],
             "pixel_counts": {mapping.names[c]: int(counts[c]) for c in range(n_classes)},
-            # what the dock compares new images with (engine/fit_check.py)
+            # what the dock compares new images with (engine/inference/fit_check.py)
             "intensity": intensity_stats(images),
             "class_values": list(mapping.values),
             **split_info,

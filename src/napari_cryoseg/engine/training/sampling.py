@@ -5,7 +5,7 @@ to the ``io`` layer and the CLI). Patches are drawn in-process from a seeded
 :class:`numpy.random.Generator` (no DataLoader workers: the target machines have few
 cores and the augmentations are cheap next to a U-Net step), so a run is reproducible.
 Elastic deformation is the exception: it resamples whole batches in torch on the training
-device (:func:`napari_cryoseg.engine.augment.elastic_deform`).
+device (:func:`napari_cryoseg.engine.training.augment.elastic_deform`).
 """
 
 from __future__ import annotations
@@ -19,24 +19,11 @@ import torch
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.normalization import NormalizationConfig, normalize, percentile_range
 from napari_cryoseg.core.temporal import stack_context
-from napari_cryoseg.engine.augment import AugmentConfig
+from napari_cryoseg.engine.classes import check_pair
+from napari_cryoseg.engine.training.augment import AugmentConfig
 
 #: Target value of pixels that do not count in the loss (outside the ``valid`` mask).
 IGNORE_INDEX = -1
-
-
-def check_pair(image: Any, mask: Any, name: str = "image") -> None:
-    """Raise :class:`InputError` unless ``image`` and ``mask`` are 2D of the same shape."""
-    if tuple(image.shape) != tuple(mask.shape):
-        raise InputError(
-            f"{name}: image shape {tuple(image.shape)} differs from mask shape "
-            f"{tuple(mask.shape)}; each mask must have the size of its image"
-        )
-    if len(image.shape) != 2:
-        raise InputError(
-            f"{name}: shape {tuple(image.shape)} is not a 2D image; training uses 2D images "
-            "(split stacks into single images)"
-        )
 
 
 def class_pixel_counts(masks: Sequence[np.ndarray], n_classes: int) -> np.ndarray:

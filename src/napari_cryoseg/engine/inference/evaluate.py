@@ -22,10 +22,9 @@ import numpy as np
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.metrics import class_scores, pixel_error
 from napari_cryoseg.core.tiling import TilingConfig
-from napari_cryoseg.engine.classes import ClassMapping
+from napari_cryoseg.engine.classes import ClassMapping, check_pair
 from napari_cryoseg.engine.events import Progress
-from napari_cryoseg.engine.predict import Segmenter, segment
-from napari_cryoseg.engine.sampling import check_pair
+from napari_cryoseg.engine.inference.predict import Segmenter, segment
 from napari_cryoseg.model.checkpoint import ModelFile
 
 SCORE_NAMES = ("recall", "precision", "dice", "iou")

@@ -9,7 +9,7 @@ strip at a time and never loaded whole.
 
 This module stays whole (over 450 lines): the segmenter, the strip reader and the
 streaming accumulation share private buffers and are read together; the settings live
-in :mod:`napari_cryoseg.engine.settings`.
+in :mod:`napari_cryoseg.engine.inference.settings`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,11 @@ from napari_cryoseg.core.temporal import preprocess_series
 from napari_cryoseg.core.tiling import TileGrid, TilingConfig, padded_shape_for, plan_tiles
 from napari_cryoseg.engine.device import autocast_dtype, resolve_device
 from napari_cryoseg.engine.events import Progress
-from napari_cryoseg.engine.settings import TTA_CHOICES, SegmentSettings, check_segmenter_options
+from napari_cryoseg.engine.inference.settings import (
+    TTA_CHOICES,
+    SegmentSettings,
+    check_segmenter_options,
+)
 from napari_cryoseg.model.checkpoint import ModelFile
 
 #: The 8 symmetries of a square as name -> (k rot90 in the YX plane, flip X afterwards).
@@ -504,7 +508,7 @@ def segment(
         tiling, tta = settings.tiling, settings.tta
         threshold = settings.threshold
     foreign = model.model if isinstance(model, Segmenter) else model
-    if getattr(foreign, "foreign", False):  # engine.bioimageio_model.BioimageioModel
+    if getattr(foreign, "foreign", False):  # engine.inference.bioimageio_model.BioimageioModel
         where = str(model.device) if isinstance(model, Segmenter) else device
         return (yield from foreign.segment(
             image, tiling, device=where, threshold=threshold,

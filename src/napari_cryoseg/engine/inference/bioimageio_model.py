@@ -60,7 +60,7 @@ class BioimageioModel:
     segmentation reads (name, classes, colours, tiling hint, threshold, ``config``).
     """
 
-    #: Marks a model that runs through its own pipeline (see engine.predict.segment).
+    #: Marks a model that runs through its own pipeline (see engine.inference.predict.segment).
     foreign = True
 
     def __init__(self, path: Path, descr: Any, weight_format: str | None = None,
@@ -182,7 +182,7 @@ class BioimageioModel:
         labels_out: Any = None,
     ) -> Generator[Progress, None, Any]:
         """Segment a 2D image or a stack plane by plane (see the module docstring)."""
-        from napari_cryoseg.engine.predict import Prediction, labels_dtype
+        from napari_cryoseg.engine.inference.predict import Prediction, labels_dtype
 
         core = require("bioimageio.core", FEATURE)
         started = time.perf_counter()

@@ -1,6 +1,6 @@
 """Settings of a segmentation job, declared once (engine layer, no napari).
 
-:class:`SegmentSettings` is what :func:`napari_cryoseg.engine.predict.segment` takes and
+:class:`SegmentSettings` is what :func:`napari_cryoseg.engine.inference.predict.segment` takes and
 what every path of the dock that segments reads from the session (Run, Batch,
 re-segmentation after fine-tuning, Revert, the uncertainty map). The CLI builds one
 from its flags.

@@ -4,7 +4,7 @@ A time budget means nothing to a user until it is turned into steps: on a 2-core
 ``small`` preset with 8 patches of 256 px makes a step in several seconds, on a GPU in a
 few milliseconds. :func:`measure_step_time` times a few steps of the real network on
 random data (the optimiser, loss, mixed precision and memory layout of
-:func:`napari_cryoseg.engine.fitting.fit`), cached per device, architecture, patch, batch
+:func:`napari_cryoseg.engine.training.fitting.fit`), cached per device, architecture, patch, batch
 and thread count, in memory and in a small JSON file under the user's cache folder.
 :func:`estimate` says what a budget buys and proposes one that reaches
 :func:`min_useful_steps` - the one place that says how many steps are "enough".
@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from napari_cryoseg.engine.device import autocast_dtype, resolve_device
-from napari_cryoseg.engine.losses import segmentation_loss
+from napari_cryoseg.engine.training.losses import segmentation_loss
 from napari_cryoseg.model.config import PRESETS, UNetConfig
 from napari_cryoseg.model.unet import UNet
 

@@ -17,7 +17,7 @@ import torch
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.predict import segment
+from napari_cryoseg.engine.inference.predict import segment
 from napari_cryoseg.model.checkpoint import ModelFile
 
 #: Longest edge of a preview region: predicting more would cost the training too many
@@ -35,7 +35,7 @@ class PreviewRequest:
         The region (2D, at most :data:`MAX_PREVIEW_EDGE` pixels on each side).
     every_s : float
         Seconds between previews (the loop also keeps previews within a share of its
-        time: see :attr:`~napari_cryoseg.engine.fitting.FitSettings.max_preview_share`).
+        time: see :attr:`~napari_cryoseg.engine.training.fitting.FitSettings.max_preview_share`).
     """
 
     image: np.ndarray

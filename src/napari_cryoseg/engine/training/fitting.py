@@ -20,11 +20,11 @@ import torch
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.setting import setting
-from napari_cryoseg.engine.augment import elastic_deform
 from napari_cryoseg.engine.device import autocast_dtype
 from napari_cryoseg.engine.events import Message, Preview, TrainStep, Validation
-from napari_cryoseg.engine.losses import segmentation_loss
-from napari_cryoseg.engine.sampling import PatchSampler
+from napari_cryoseg.engine.training.augment import elastic_deform
+from napari_cryoseg.engine.training.losses import segmentation_loss
+from napari_cryoseg.engine.training.sampling import PatchSampler
 from napari_cryoseg.model.checkpoint import ModelFile
 from napari_cryoseg.model.unet import UNet
 
@@ -118,8 +118,8 @@ class FitSettings:
     """How :func:`fit` optimises: the knobs shared by training and fine-tuning.
 
     The recipes build one of these from their own fields
-    (:meth:`~napari_cryoseg.engine.train_settings.TrainConfig.fit_settings`,
-    :meth:`~napari_cryoseg.engine.finetune_settings.FinetuneConfig.fit_settings`), so the
+    (:meth:`~napari_cryoseg.engine.training.train_settings.TrainConfig.fit_settings`,
+    :meth:`~napari_cryoseg.engine.training.finetune_settings.FinetuneConfig.fit_settings`), so the
     recipe's knobs have no defaults here: a recipe declares them once. It is not stored in
     model files itself.
 
@@ -224,7 +224,7 @@ def fit(
     of the best weights. ``initial_best`` (dice, state) is a baseline that must be
     beaten (fine-tuning passes the parent). Modules in ``frozen`` stay in eval mode.
     With ``sampler.augment.elastic > 0`` each batch is elastically deformed on ``device``
-    (:func:`~napari_cryoseg.engine.augment.elastic_deform`) before the forward pass.
+    (:func:`~napari_cryoseg.engine.training.augment.elastic_deform`) before the forward pass.
     ``preview(net)``, called in eval mode about every ``settings.preview_every_s``
     seconds (within ``settings.max_preview_share`` of the time), gives the labels of a
     :class:`~napari_cryoseg.engine.events.Preview` event.

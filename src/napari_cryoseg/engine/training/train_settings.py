@@ -1,4 +1,5 @@
-"""Settings and result of training from scratch (:func:`napari_cryoseg.engine.train.train`).
+"""Settings and result of training from scratch
+(:func:`napari_cryoseg.engine.training.train.train`).
 
 One frozen dataclass declares every knob once; the dock's Train form, ``cryoseg train``'s
 flags and the recipe stored in the model file all read it.
@@ -14,8 +15,8 @@ from napari_cryoseg.core.normalization import NormalizationConfig
 from napari_cryoseg.core.setting import about, bound_problems, setting
 from napari_cryoseg.core.temporal import BACKGROUND_MODES
 from napari_cryoseg.core.tiling import TilingConfig
-from napari_cryoseg.engine.augment import AugmentConfig
-from napari_cryoseg.engine.fitting import (
+from napari_cryoseg.engine.training.augment import AugmentConfig
+from napari_cryoseg.engine.training.fitting import (
     SCHEDULES,
     FitSettings,
     lr_setting,

@@ -7,7 +7,7 @@ positives erased in one corner). Trained on them alone, a network learns "predic
 comes from pixels nobody corrected, with the parent's labels as targets, so the child
 moves where the corrections are and stays where they are not.
 
-Those pixels are the change check's (:class:`~napari_cryoseg.engine.change_check.CheckSet`:
+Those pixels are the change check's (:class:`~napari_cryoseg.engine.training.change_check.CheckSet`:
 the user's other open images and unreviewed parts of corrected images, away from the
 edits), whose parent labels are already computed. They are split into a checkerboard of
 blocks: training sees one colour, the check the other, so the check still looks at
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from napari_cryoseg.engine.change_check import CheckSet
-from napari_cryoseg.engine.sampling import PatchSampler
+from napari_cryoseg.engine.training.change_check import CheckSet
+from napari_cryoseg.engine.training.sampling import PatchSampler
 
 __all__ = ["ANCHOR_BLOCK", "AnchorSet", "MixedSampler", "anchor_sampler", "checkerboard",
            "describe", "split_anchors"]

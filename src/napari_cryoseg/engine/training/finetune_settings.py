@@ -1,4 +1,5 @@
-"""Settings and result of a fine-tuning run (:func:`napari_cryoseg.engine.finetune.finetune`).
+"""Settings and result of a fine-tuning run
+(:func:`napari_cryoseg.engine.training.finetune.finetune`).
 
 One frozen dataclass declares every knob of the recipe once; the dock's settings form,
 ``cryoseg finetune``'s flags and the recipe stored in a fine-tuned model file all read it.
@@ -11,15 +12,15 @@ from typing import Any
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.setting import bound_problems, setting
-from napari_cryoseg.engine.augment import AugmentConfig
-from napari_cryoseg.engine.fitting import (
+from napari_cryoseg.engine.training.augment import AugmentConfig
+from napari_cryoseg.engine.training.fitting import (
     SCHEDULES,
     FitSettings,
     lr_setting,
     steps_setting,
     time_budget_setting,
 )
-from napari_cryoseg.engine.holdout import HOLDOUT_LAYOUTS
+from napari_cryoseg.engine.training.holdout import HOLDOUT_LAYOUTS
 from napari_cryoseg.model.checkpoint import ModelFile
 
 __all__ = ["ADAPT_MODES", "BLEND_CANDIDATES", "DEFAULT_STEPS", "EARLY_VALIDATION_STEPS",
@@ -49,7 +50,7 @@ class FinetuneConfig:
     head_lr_factor : float
         The decoder and head learn this many times faster than the encoder.
     schedule, warmup_fraction : str, float
-        Learning-rate schedule (see :func:`~napari_cryoseg.engine.fitting.lr_factor`).
+        Learning-rate schedule (see :func:`~napari_cryoseg.engine.training.fitting.lr_factor`).
     freeze_encoder : bool
         Train only the decoder and head.
     freeze_batchnorm : bool
@@ -104,14 +105,14 @@ class FinetuneConfig:
     check_beyond : bool
         Compare the result with the parent on the pixels nobody corrected (the other
         images handed over and the unreviewed parts of the corrected ones; see
-        :mod:`napari_cryoseg.engine.change_check`): re-estimated BatchNorm statistics and
+        :mod:`napari_cryoseg.engine.training.change_check`): re-estimated BatchNorm statistics and
         blends are kept only when the change they make there goes the way the
         corrections went, and the result carries the comparison (``change_report``).
     keep_elsewhere : float
         Share of each batch taken from pixels nobody corrected (the user's other images
         and the unreviewed parts of the corrected ones, more than 64 px from any edit)
         with the parent's own labels as targets where it is sure of them
-        (:mod:`napari_cryoseg.engine.anchors`; one colour of a checkerboard, the change
+        (:mod:`napari_cryoseg.engine.training.anchors`; one colour of a checkerboard, the change
         check keeps the other): the child changes where the corrections are and keeps
         the parent's answer elsewhere. 0 trains on the corrections alone. Needs
         ``check_beyond``.
@@ -214,7 +215,7 @@ class FinetuneConfig:
 
         ``time_budget_s`` is the training loop's share of the run's budget (the held-out
         checks and blends come off it) and ``max_val_share`` the share of it validation
-        may take (see :func:`~napari_cryoseg.engine.overheads.validation_share`).
+        may take (see :func:`~napari_cryoseg.engine.training.overheads.validation_share`).
         """
         total = self.total_steps
         return FitSettings(

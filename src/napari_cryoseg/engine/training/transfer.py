@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from napari_cryoseg.core.errors import InputError
-from napari_cryoseg.engine.train_settings import TrainConfig
+from napari_cryoseg.engine.training.train_settings import TrainConfig
 from napari_cryoseg.model.bundled import backbone_path, load_backbone
 from napari_cryoseg.model.checkpoint import ModelFile, load_model
 from napari_cryoseg.model.heads import transfer_head

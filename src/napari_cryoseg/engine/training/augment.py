@@ -32,8 +32,9 @@ class AugmentConfig:
     elastic : float
         Elastic deformation: standard deviation, in pixels, of the random displacements
         at the control points of a smooth displacement field (0 disables). Applied on the
-        training device by :func:`elastic_deform` (see :func:`~napari_cryoseg.engine.fitting.fit`),
-        not by :class:`~napari_cryoseg.engine.sampling.PatchSampler`.
+        training device by :func:`elastic_deform` (see
+        :func:`~napari_cryoseg.engine.training.fitting.fit`),
+        not by :class:`~napari_cryoseg.engine.training.sampling.PatchSampler`.
     elastic_spacing : int
         Distance in pixels between the control points of the elastic displacement field;
         larger is smoother (a 256-pixel patch gets a 5 x 5 grid at 64).

@@ -23,7 +23,7 @@ import numpy as np
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine.events import Progress, relay
-from napari_cryoseg.engine.predict import TRANSFORMS, Segmenter, count_tiles, segment
+from napari_cryoseg.engine.inference.predict import TRANSFORMS, Segmenter, count_tiles, segment
 from napari_cryoseg.model.checkpoint import ModelFile
 
 __all__ = ["TRANSFORMS", "most_uncertain_tile", "tta_uncertainty"]
@@ -57,7 +57,8 @@ def tta_uncertainty(
     Parameters
     ----------
     image : numpy.ndarray
-        2D (Y, X) or 3D (Z/T, Y, X) image, as for :func:`~napari_cryoseg.engine.predict.segment`.
+        2D (Y, X) or 3D (Z/T, Y, X) image, as for
+        :func:`~napari_cryoseg.engine.inference.predict.segment`.
     model : ModelFile or Segmenter
         The model (one segmenter is built and reused for all runs).
     transforms : sequence of str

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from napari_cryoseg.engine.step_time import min_useful_steps
+from napari_cryoseg.engine.training.step_time import min_useful_steps
 
 __all__ = ["LEARNED_NOTHING_DICE", "MIN_VALIDATIONS", "Verdict", "choose_selection", "judge"]
 

@@ -3,7 +3,7 @@
 Dice counters class imbalance (a thin membrane or a few cells on a large film) while
 cross-entropy gives well-behaved gradients early in training; their sum is the usual
 robust choice for U-Nets. Pixels whose target is
-:data:`~napari_cryoseg.engine.sampling.IGNORE_INDEX` (-1, outside a reviewed region)
+:data:`~napari_cryoseg.engine.training.sampling.IGNORE_INDEX` (-1, outside a reviewed region)
 contribute to neither term.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from napari_cryoseg.engine.sampling import IGNORE_INDEX
+from napari_cryoseg.engine.training.sampling import IGNORE_INDEX
 
 _SMOOTH = 1.0  # Dice smoothing: a class absent from target and prediction scores ~1
 

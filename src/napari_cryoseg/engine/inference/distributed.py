@@ -2,13 +2,14 @@
 
 :func:`segment_distributed` cuts a 2D (or ZYX/TYX) dask array into large blocks (default
 4096² pixels) with a halo of context pixels around each, segments every block on a
-worker with the same streaming tile engine as :func:`~napari_cryoseg.engine.predict.segment`,
+worker with the same streaming tile engine as
+:func:`~napari_cryoseg.engine.inference.predict.segment`,
 trims the halo and returns a *lazy* dask array of labels (store it with
 ``labels.to_zarr(...)`` or ``dask.array.store``: nothing runs before).
 
 * The :class:`~napari_cryoseg.model.checkpoint.ModelFile` is scattered to the workers once
   (``client.scatter(..., broadcast=True)``); each worker process builds its
-  :class:`~napari_cryoseg.engine.predict.Segmenter` once and caches it, keyed by a hash of
+  :class:`~napari_cryoseg.engine.inference.predict.Segmenter` once and caches it, keyed by a hash of
   the weights and settings.
 * Intensity normalization uses percentiles of the **whole** image (computed once from a
   strided subsample), not of each block, so blocks are normalised identically.
@@ -39,7 +40,7 @@ from napari_cryoseg.core.normalization import percentile_range
 from napari_cryoseg.core.optional import require
 from napari_cryoseg.core.tiling import TilingConfig, round_up
 from napari_cryoseg.engine.events import drain
-from napari_cryoseg.engine.predict import (
+from napari_cryoseg.engine.inference.predict import (
     TTA_CHOICES,
     Segmenter,
     _validate_input,

@@ -4,7 +4,7 @@ A *copy* of the model is trained (the input :class:`ModelFile` and its tensors a
 touched, so cancelling at any time leaves it as it was). The recipe moves as far from the
 parent as the user's corrections say it should:
 
-1. Part of the corrections is held out (:mod:`napari_cryoseg.engine.holdout`) and the
+1. Part of the corrections is held out (:mod:`napari_cryoseg.engine.training.holdout`) and the
    parent is scored there.
 2. The BatchNorm statistics are re-estimated on the user's images (corrected and
    unlabelled ones); the adapted start is kept when it scores at least as well on the
@@ -19,7 +19,7 @@ parent as the user's corrections say it should:
    returned and a message says so.
 6. Held-out corrections cannot see the rest of the user's images, so the adapted start
    and the result are compared with the parent on the pixels nobody corrected
-   (:mod:`napari_cryoseg.engine.change_check`): statistics whose change there the
+   (:mod:`napari_cryoseg.engine.training.change_check`): statistics whose change there the
    corrections do not support are not kept, a flagged result falls back once to a blend
    nearer the start, and the result carries the comparison (``change_report``).
 
@@ -39,41 +39,41 @@ import numpy as np
 import torch
 
 from napari_cryoseg.core.errors import InputError
-from napari_cryoseg.engine.adapt import adapt_batchnorm, blend_states, choose_blend
-from napari_cryoseg.engine.anchors import anchor_sampler, split_anchors
-from napari_cryoseg.engine.anchors import describe as describe_anchors
-from napari_cryoseg.engine.change_check import (
+from napari_cryoseg.engine.classes import ClassMapping, check_pair, class_index_dtype
+from napari_cryoseg.engine.device import resolve_device
+from napari_cryoseg.engine.events import Message, Preview, TrainStep, Validation
+from napari_cryoseg.engine.training.adapt import adapt_batchnorm, blend_states, choose_blend
+from napari_cryoseg.engine.training.anchors import anchor_sampler, split_anchors
+from napari_cryoseg.engine.training.anchors import describe as describe_anchors
+from napari_cryoseg.engine.training.change_check import (
     ChangeReport,
     CheckSet,
     build_check,
     check_model,
     check_result,
 )
-from napari_cryoseg.engine.classes import ClassMapping, class_index_dtype
-from napari_cryoseg.engine.device import resolve_device
-from napari_cryoseg.engine.events import Message, Preview, TrainStep, Validation
-from napari_cryoseg.engine.finetune_settings import (
+from napari_cryoseg.engine.training.finetune_settings import (
     ADAPT_MODES,
     BLEND_CANDIDATES,
     FinetuneConfig,
     FinetuneResult,
 )
-from napari_cryoseg.engine.fitting import (
+from napari_cryoseg.engine.training.fitting import (
     FitState,
     cpu_state,
     fit,
     model_from_state,
     subsample_history,
 )
-from napari_cryoseg.engine.holdout import split_holdout
-from napari_cryoseg.engine.overheads import (
+from napari_cryoseg.engine.training.holdout import split_holdout
+from napari_cryoseg.engine.training.overheads import (
     adapt_time_limit,
     affordable_blends,
     validation_share,
 )
-from napari_cryoseg.engine.preview import PreviewRequest, preview_function
-from napari_cryoseg.engine.sampling import PatchSampler, check_pair
-from napari_cryoseg.engine.scoring import predict_scores
+from napari_cryoseg.engine.training.preview import PreviewRequest, preview_function
+from napari_cryoseg.engine.training.sampling import PatchSampler
+from napari_cryoseg.engine.training.scoring import predict_scores
 from napari_cryoseg.model.checkpoint import ModelFile, now_iso
 
 __all__ = ["ADAPT_MODES", "FinetuneConfig", "FinetuneResult", "blend_states", "correction_targets",
@@ -140,7 +140,7 @@ def _parent_errors(
 ) -> list[np.ndarray]:
     """Per image, the reviewed pixels where ``model``'s labels differ from the target."""
     from napari_cryoseg.engine.events import drain
-    from napari_cryoseg.engine.predict import segment
+    from napari_cryoseg.engine.inference.predict import segment
 
     errors = []
     for i, (image, target) in enumerate(zip(images, targets)):
@@ -268,7 +268,7 @@ def finetune(
         yield Message(f"kept the parent's BatchNorm statistics: it scores "
                       f"{before['dice']:.4f} on the held-out corrections already (domain "
                       f"moved little; re-estimated below {config.adapt_below:g})")
-    # Checks take at most their share of a time budget (engine/overheads.py).
+    # Checks take at most their share of a time budget (engine/training/overheads.py).
     adapt_limit = adapt_time_limit(config.time_budget_s, score_s, score_s if holdout else 0)
     adapt_s = 0.0
     if config.adapt_batchnorm != "never" and moved and adapt_limit == 0.0:

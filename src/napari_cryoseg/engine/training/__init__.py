@@ -1,0 +1,1 @@
+"""Models made or changed: the fit loop, training, fine-tuning and the checks around them."""
