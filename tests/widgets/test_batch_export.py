@@ -39,7 +39,7 @@ def test_batch_three_layers_including_stack(dock, qtbot):
         labels = viewer.layers[f"{name} labels"]
         assert labels.data.shape == shape
         assert tuple(labels.scale) == tuple(viewer.layers[name].scale)
-        assert panel.status_of[id(viewer.layers[name])].startswith("done")
+        assert panel.state.status(viewer.layers[name]).startswith("done")
     assert "3 done, 0 failed" in panel.summary.text()
     assert widget.session.busy is None
 

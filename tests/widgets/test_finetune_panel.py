@@ -308,7 +308,7 @@ def test_uncertainty_layer_and_go_to_tile_button(setup, qtbot):
 
 
 def test_engine_runtime_error_is_reported_and_frees_the_panel(setup, qtbot, monkeypatch):
-    import napari_cryoseg.engine.training.finetune as engine_finetune
+    import napari_cryoseg.viewer.finetune_round as finetune_round
 
     viewer, session, widget = setup
     panel = widget.finetune_panel
@@ -320,7 +320,7 @@ def test_engine_runtime_error_is_reported_and_frees_the_panel(setup, qtbot, monk
         yield from ()
         raise RuntimeError("simulated torch failure")
 
-    monkeypatch.setattr(engine_finetune, "finetune", broken)
+    monkeypatch.setattr(finetune_round, "finetune", broken)  # the engine call of the round
     with job_done(qtbot, widget, "finetune", timeout=30_000) as blocker:
         panel.finetune_btn.click()  # superqt alone would never emit finished
     assert "simulated torch failure" in blocker.args[0].error

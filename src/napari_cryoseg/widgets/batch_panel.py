@@ -22,12 +22,10 @@ from qtpy.QtWidgets import (
 )
 
 from napari_cryoseg.viewer import layers as L
-from napari_cryoseg.viewer.review import CorrectionStore
-from napari_cryoseg.viewer.session import same_layer, unwrap
+from napari_cryoseg.viewer.batch_state import BatchState
+from napari_cryoseg.viewer.session import same_layer
 from napari_cryoseg.widgets.buttons import RunCancel
 from napari_cryoseg.widgets.segmentation import LayerOutcome, segment_layers
-
-CORRECTED_NOTE = "corrected"
 
 
 class BatchPanel(QWidget):
@@ -37,12 +35,8 @@ class BatchPanel(QWidget):
         super().__init__(parent)
         self.viewer = viewer
         self.session = session
-        self.store = CorrectionStore.for_session(session)
-        self.status_of: dict[int, str] = {}
-        self._layers: list[Any] = []
-        self._jobs: list[Any] = []
-        #: check states the user chose (id(layer) -> state); others follow the default
-        self._chosen: dict[int, Any] = {}
+        self.state = BatchState.for_session(session)
+        self._layers: list[Any] = []  # the layer of each checkable row, in order
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         hint = QLabel("Image layers to segment with the Segment section's settings. "
@@ -75,25 +69,20 @@ class BatchPanel(QWidget):
         # corrections change the default check: refresh shortly after the last edit
         self._refresh_timer = QTimer(self, singleShot=True, interval=500)
         self._refresh_timer.timeout.connect(self.refresh)
-        self.store.listeners.append(lambda _layer: self._refresh_timer.start())
+        self.state.store.listeners.append(lambda _layer: self._refresh_timer.start())
         self.refresh()
-
-    def _is_corrected(self, layer: Any) -> bool:
-        record = self.session.record_for_image(layer)
-        return record is not None and self.store.is_corrected(record)
 
     def refresh(self, *_: Any) -> None:
         """Rebuild the list: the user's checks stay; other layers are checked unless
         corrected."""
-        self._layers = [unwrap(lyr) for lyr in L.segmentable_image_layers(self.viewer)]
+        self._layers = self.state.layers(self.viewer)
         self.list.blockSignals(True)
         self.list.clear()
         for layer in self._layers:
             item = QListWidgetItem()
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            default = Qt.CheckState.Unchecked if self._is_corrected(layer) \
-                else Qt.CheckState.Checked
-            item.setCheckState(self._chosen.get(id(layer), default))
+            item.setCheckState(Qt.CheckState.Checked if self.state.checked(layer)
+                               else Qt.CheckState.Unchecked)
             self.list.addItem(item)
             self._set_text(layer)
         # listed after the usable ones (rows past ``self._layers``), greyed, with why
@@ -107,22 +96,15 @@ class BatchPanel(QWidget):
     def _item_changed(self, item: QListWidgetItem) -> None:
         row = self.list.row(item)
         if 0 <= row < len(self._layers):
-            self._chosen[id(self._layers[row])] = item.checkState()
+            self.state.choose(self._layers[row], item.checkState() == Qt.CheckState.Checked)
 
     def _set_text(self, layer: Any) -> None:
         for i, lyr in enumerate(self._layers):
             if same_layer(lyr, layer):
-                shape = "×".join(str(s) for s in layer.data.shape) if not layer.multiscale \
-                    else "multiscale"
-                status = self.status_of.get(id(lyr), "")
-                if not status and self._is_corrected(lyr):
-                    status = CORRECTED_NOTE
+                text, tooltip = self.state.row_text(lyr)
                 was_blocked = self.list.blockSignals(True)  # a text change is no check
-                item = self.list.item(i)
-                item.setText(f"{layer.name}  ({shape})" + (f"  —  {status}" if status else ""))
-                item.setToolTip("You corrected or reviewed this layer's labels: unchecked by "
-                                "default; if segmented, your edits and reviewed regions are "
-                                "kept" if self._is_corrected(lyr) else "")
+                self.list.item(i).setText(text)
+                self.list.item(i).setToolTip(tooltip)
                 self.list.blockSignals(was_blocked)
 
     def checked_layers(self) -> list[Any]:
@@ -136,10 +118,6 @@ class BatchPanel(QWidget):
             state = Qt.CheckState.Checked if on else Qt.CheckState.Unchecked
             self.list.item(i).setCheckState(state)  # itemChanged records the choice
 
-    def _status(self, layer: Any, text: str) -> None:
-        self.status_of[id(unwrap(layer))] = text
-        self._set_text(layer)
-
     def run(self) -> Any:
         """Segment the checked layers; returns the job (None if nothing started)."""
         self.refresh()  # defaults follow the corrections made since the last refresh
@@ -147,7 +125,7 @@ class BatchPanel(QWidget):
         if not layers:
             self.summary.setText("Check at least one image layer.")
             return None
-        self._jobs = layers
+        self.state.started(layers)
         return self.run_cancel.start(
             lambda: segment_layers(
                 self.viewer, self.session, layers, kind="batch",
@@ -165,24 +143,11 @@ class BatchPanel(QWidget):
         self.run_cancel.cancel()
 
     def _on_item(self, outcome: LayerOutcome) -> None:
-        if outcome.status == "done":
-            self._status(outcome.layer, f"done in {outcome.prediction.elapsed_s:.1f} s")
-        elif outcome.status == "closed":
-            self._status(outcome.layer, "done (layer closed; result discarded)")
-        elif outcome.status == "failed":
-            self._status(outcome.layer, f"failed: {outcome.message}")
-        else:
-            self._status(outcome.layer, outcome.status)
+        self._set_text(self.state.on_item(outcome))
 
     def _on_finish(self, job: Any) -> None:
         self.run_cancel.finished(job)
-        layers = self._jobs
-        if job.cancelled:
-            for layer in layers:
-                if self.status_of.get(id(layer)) in {"queued", "running"}:
-                    self._status(layer, "cancelled")
-        states = [self.status_of.get(id(layer), "") for layer in layers]
-        done = sum(s.startswith("done") for s in states)
-        failed = sum(s.startswith("failed") for s in states)
-        self.summary.setText(
-            f"{done} done, {failed} failed" + (" (cancelled)" if job.cancelled else "") + ".")
+        summary = self.state.finished(job.cancelled)
+        for layer in self.state.running:
+            self._set_text(layer)
+        self.summary.setText(summary)

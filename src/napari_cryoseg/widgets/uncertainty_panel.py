@@ -34,7 +34,6 @@ class UncertaintyPanel(QWidget):
         self.session = session
         self.runner = JobRunner.for_session(session)
         self.maps = UncertaintyMaps.for_session(session)
-        self.job: Any = None
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         self.form = SettingsForm(session.settings, [described_field(
@@ -70,7 +69,7 @@ class UncertaintyPanel(QWidget):
             return None
         try:
             job = self.maps.job()
-            self.job = self.runner.start(
+            return self.runner.start(
                 "uncertainty", tta_uncertainty, *job.args, desc=job.desc, total=None,
                 on_event=self._on_event,
                 on_result=lambda result: self._show(job.image_layer, result),
@@ -79,15 +78,12 @@ class UncertaintyPanel(QWidget):
         except CryoSegError as err:
             show_warning(str(err))
             return None
-        return self.job
 
     def _on_event(self, event: Any) -> None:
         if isinstance(event, Progress):
             self.status_label.setText(event.message or event.stage)
 
-    def _on_finish(self, job: Any) -> None:
-        if self.job is job:
-            self.job = None
+    def _on_finish(self, _job: Any) -> None:
         self._update_buttons()
 
     def _show(self, image_layer: Any, result: Any) -> None:
