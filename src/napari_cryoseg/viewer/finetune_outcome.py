@@ -43,10 +43,15 @@ def describe_outcome(result: Any) -> Outcome:
         return Outcome(f"{metrics}; model not changed",
                        result.message or "fine-tuning did not improve the model", False, False)
     if getattr(result, "flagged", False):
+        # the status line stays short (the dock shows it above the buttons); the whole
+        # change report, with its reasons, is in the metrics under the curve
+        moves = ", ".join(f"{name} {change:+.0%}" for name, change in report.area_change.items())
         return Outcome(
             metrics,
-            f"not applied: better on the held-out corrections, but it {report.describe()}. "
-            "Apply uses it anyway, Discard keeps the current model; or mark the regions "
-            "you checked as reviewed and correct more of the other kind of error.",
+            "not applied: better on the held-out corrections, but on your other images "
+            f"({moves or f'{report.changed_share:.1%} of pixels'}) it changes more than your "
+            "corrections support (details below). Apply uses it anyway, Discard keeps the "
+            "current model; or mark what you checked as reviewed and correct the other "
+            "kind of error too.",
             True, True)
     return Outcome(metrics, f"model swapped in. {result.message}".strip(), True, False)
