@@ -3,6 +3,8 @@ ready-made Segmenter honouring or refusing device / precision / test-time augmen
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -26,12 +28,27 @@ def test_defaults_come_from_the_tiling_config():
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"tta": 3}, "test-time augmentation 3 must be one of 1, 2, 4, 8"),
-    ({"threshold": 1.5}, "threshold 1.5 must be between 0 and 1"),
+    ({"threshold": 1.5}, "threshold 1.5 must be in (0, 1)"),
+    ({"threshold": 0.0}, "threshold 0.0 must be in (0, 1)"),
+    ({"threshold": float("nan")}, "threshold nan must be in (0, 1)"),
 ])
 def test_bad_settings_one_line(kwargs, message):
-    with pytest.raises(InputError, match=message) as err:
+    with pytest.raises(InputError, match=re.escape(message)) as err:
         SegmentSettings(**kwargs)
     assert "\n" not in str(err.value)
+
+
+def test_functions_taking_one_setting_refuse_in_the_same_words(tiny_model):
+    """segment(threshold=), relabel() and Segmenter(tta=) check the settings' own bounds."""
+    from napari_cryoseg.viewer.layers import relabel
+
+    image = _image()
+    with pytest.raises(InputError, match=re.escape("threshold 1.0 must be in (0, 1)")):
+        drain(segment(image, tiny_model, device="cpu", threshold=1.0))
+    with pytest.raises(InputError, match=re.escape("threshold 0 must be in (0, 1)")):
+        relabel(np.zeros((1, 8, 8), np.float32), 0, 2)
+    with pytest.raises(InputError, match="test-time augmentation 3 must be one of 1, 2, 4, 8"):
+        Segmenter(tiny_model, "cpu", tta=3)
 
 
 def test_settings_drive_segment(tiny_model):

@@ -1,7 +1,9 @@
-"""A training setting's default, bounds, label and help are written once, in its dataclass.
+"""A setting's default, bounds, label and help are written once, in its dataclass.
 
-For every described field of the recipes (``FinetuneConfig``, ``TrainConfig``) and of the
-dock's ``LoopSettings``: the ``cryoseg`` flag has the metadata's default, help and bounds,
+For every described field of the recipes (``FinetuneConfig``, ``TrainConfig``), of the
+segment settings (``SegmentSettings``: threshold, test-time augmentation, probabilities)
+and of the dock's ``LoopSettings``: the ``cryoseg`` flag has the metadata's default, help
+and bounds,
 the dock row has its label, tooltip and bounds, and a value outside the bounds is refused
 in one line by the dataclass and by the command line alike.
 """
@@ -17,11 +19,15 @@ from napari_cryoseg.cli import build_parser, main
 from napari_cryoseg.cli._settings_flags import value_kind
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.setting import about, default_of, described
+from napari_cryoseg.core.tiling import TilingConfig
+from napari_cryoseg.engine.inference.settings import SegmentSettings
 from napari_cryoseg.engine.training.finetune_settings import FinetuneConfig
 from napari_cryoseg.engine.training.train_settings import TrainConfig
 from napari_cryoseg.viewer.settings import LoopSettings
 
-COMMANDS = {"finetune": FinetuneConfig, "train": TrainConfig}
+COMMANDS = {"finetune": FinetuneConfig, "train": TrainConfig, "segment": SegmentSettings}
+#: Commands that take some of a class's flags: ``cryoseg evaluate --tta``.
+SOME_FLAGS = {"evaluate": (SegmentSettings, ("tta",))}
 
 
 def _subparser(command: str):
@@ -44,16 +50,16 @@ def _outside(cls, name):
     return [int(v) if whole else v for v in values]
 
 
-BOUNDED = [(cls, name) for cls in (FinetuneConfig, TrainConfig, LoopSettings)
+BOUNDED = [(cls, name) for cls in (FinetuneConfig, TrainConfig, LoopSettings, SegmentSettings)
            for name in described(cls) if about(cls, name).min is not None
            or about(cls, name).max is not None]
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", [*COMMANDS, *SOME_FLAGS])
 def test_every_flag_of_a_described_field_has_the_metadata_default_help_and_bounds(command):
-    cls = COMMANDS[command]
+    cls, names = SOME_FLAGS.get(command) or (COMMANDS[command], _flagged(COMMANDS[command]))
     actions = {a.dest: a for a in _subparser(command)._actions}
-    for name in _flagged(cls):
+    for name in names:
         meta = about(cls, name)
         action = actions[name]  # every described flag is on the command line
         assert meta.flag in action.option_strings, name
@@ -61,6 +67,8 @@ def test_every_flag_of_a_described_field_has_the_metadata_default_help_and_bound
         assert action.help.replace("%%", "%").startswith(meta.help.rstrip(")")), name
         if meta.choices is not None:
             assert list(action.choices) == list(meta.choices), name
+            for choice in meta.choices:  # parsed to the setting's own type
+                assert action.type is None or action.type(str(choice)) == choice, name
         elif value_kind(cls, name) in (int, float):
             low = meta.min if not meta.min_open else None
             high = meta.max if not meta.max_open else None
@@ -94,9 +102,14 @@ def test_the_dataclass_refuses_values_outside_the_bounds_in_one_line(cls, name):
     ("finetune", "--adapt-below", "1.5", "Dice in [0, 1]"),
     ("train", "--temporal-context", "32", "number of frames from 0 to 31"),
     ("train", "--steps", str(10**10), "number of steps from 1 to 1000000000"),
+    ("segment", "--threshold", "1", "probability threshold in (0, 1)"),
+    ("segment", "--tta", "3", "invalid choice: 3 (choose from 1, 2, 4, 8)"),
+    ("evaluate", "--tta", "16", "invalid choice: 16 (choose from 1, 2, 4, 8)"),
 ])
 def test_the_command_line_refuses_them_in_one_line(command, flag, value, phrase, capsys):
-    argv = [command, "--images", "i", "--masks", "m", "--out", "o", flag, value]
+    argv = {"segment": [command, "i", "--out", "o"],
+            "evaluate": [command, "--images", "i", "--masks", "m", "--model", "m"]}.get(
+        command, [command, "--images", "i", "--masks", "m", "--out", "o"]) + [flag, value]
     if command == "finetune":
         argv += ["--model", "m"]
     assert main(argv) == 2
@@ -113,6 +126,10 @@ def _expected_low(meta, spec):
     return meta.min
 
 
+def _expected_high(meta):
+    return meta.max - 10.0 ** -meta.decimals if meta.max_open else meta.max
+
+
 def test_the_dock_rows_have_the_metadata_label_help_and_bounds():
     from napari_cryoseg.widgets.finetune_panel import FINETUNE_FIELDS
     from napari_cryoseg.widgets.train_panel import TRAIN_FIELDS
@@ -127,11 +144,39 @@ def test_the_dock_rows_have_the_metadata_label_help_and_bounds():
         if meta.min is not None:
             assert spec.options["min"] == pytest.approx(_expected_low(meta, spec)), spec.key
         if meta.max is not None:
-            assert spec.options["max"] == meta.max, spec.key
+            assert spec.options["max"] == pytest.approx(_expected_high(meta)), spec.key
         if meta.step is not None:
             assert spec.options["step"] == meta.step, spec.key
         if meta.choices is not None and job == "loop":
             assert spec.options["choices"] == list(meta.choices)
+
+
+def test_the_segment_rows_have_the_metadata_label_help_and_bounds():
+    from napari_cryoseg.widgets.segment_panel import segment_fields
+
+    def shown(value):
+        return 0.5 if value is None else value
+
+    rows = {spec.key: spec for spec in segment_fields(shown)}
+    for key, spec in rows.items():
+        path = key.split(".")[1:]
+        cls = TilingConfig if path[0] == "tiling" else SegmentSettings
+        meta = about(cls, path[-1])
+        assert spec.label == meta.label and spec.tooltip.startswith(meta.help), key
+        if meta.min is not None:
+            assert spec.options["min"] == pytest.approx(_expected_low(meta, spec)), key
+        if meta.max is not None:
+            assert spec.options["max"] == pytest.approx(_expected_high(meta)), key
+        if meta.step is not None:
+            assert spec.options["step"] == meta.step, key
+        assert spec.decimals == meta.decimals, key
+    threshold = rows["segment.threshold"]
+    assert (threshold.options["min"], threshold.options["max"]) == pytest.approx((0.001, 0.999))
+    assert threshold.to_widget(None) == 0.5  # None shows the model's own threshold
+    assert threshold.from_widget(0.4) == 0.4
+    words = rows["segment.tta"].options["choices"]
+    assert [value for _, value in words] == list(about(SegmentSettings, "tta").choices)
+    assert words[0] == ("off", 1) and words[-1] == ("8 copies", 8)
 
 
 def test_dock_overrides_are_construction_values_not_field_defaults():

@@ -31,3 +31,21 @@ def test_cli_flags_are_generated_from_the_field_metadata():
         assert action.type(str(meta.max)) == meta.max
         with pytest.raises(Exception, match=meta.what):
             action.type(str(meta.max * 2 + 1))
+
+
+def test_numeric_choices_and_a_single_value_checked_in_the_same_words():
+    from napari_cryoseg.core.setting import check_value, setting
+
+    @dataclasses.dataclass(frozen=True)
+    class Knobs:
+        copies: int = setting(1, label="Copies:", help="Copies", name="copies",
+                              choices=(1, 2, 4))
+        share: float = setting(0.5, label="Share:", help="Share", name="share",
+                               min=0.0, min_open=True, max=1.0, max_open=True)
+
+    assert about(Knobs, "copies").accepted() == "one of 1, 2, 4"
+    assert check_value(Knobs, "copies", 2) == 2 and check_value(Knobs, "share", 0.3) == 0.3
+    with pytest.raises(InputError, match=r"^copies 3 must be one of 1, 2, 4$"):
+        check_value(Knobs, "copies", 3)
+    with pytest.raises(InputError, match=r"^share 1 must be in \(0, 1\)$"):
+        check_value(Knobs, "share", 1)

@@ -10,12 +10,13 @@ from pathlib import Path
 
 from napari_cryoseg.cli._args import device_name, float_range, int_range
 from napari_cryoseg.cli._progress import ProgressBar, format_duration
+from napari_cryoseg.cli._settings_flags import add_setting_flag
 from napari_cryoseg.core.atomic import check_output_path
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.setting import about
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine.device import DEVICE_CHOICES
-from napari_cryoseg.engine.inference.predict import TTA_CHOICES
+from napari_cryoseg.engine.inference.settings import SegmentSettings
 from napari_cryoseg.model.bundled import BUNDLED_ALIASES, load_bundled, load_default_model
 from napari_cryoseg.model.checkpoint import ModelFile
 
@@ -62,12 +63,9 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_tta_argument(parser: argparse.ArgumentParser) -> None:
-    """``--tta N``: test-time augmentation copies averaged per tile."""
-    parser.add_argument(
-        "--tta", type=int, default=1, choices=TTA_CHOICES, metavar="N",
-        help="test-time augmentation: average the predictions of N flipped/rotated copies "
-        "of every tile (1 = off, 2, 4, 8; N times slower, usually a little more accurate)",
-    )
+    """``--tta N``: test-time augmentation copies averaged per tile (from
+    :class:`SegmentSettings`' field metadata)."""
+    add_setting_flag(parser, SegmentSettings, "tta")
 
 
 def add_tiling_arguments(parser: argparse.ArgumentParser) -> None:

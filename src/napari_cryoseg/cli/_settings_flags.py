@@ -81,8 +81,10 @@ def add_setting_flag(parser: Any, cls: Any, name: str, *, metavar: str | None = 
     common = {"dest": name, "default": default, "help": _help(meta, default)}
     if kind is bool:
         return parser.add_argument(meta.flag, action="store_true", **common)
-    if meta.choices is not None:
-        return parser.add_argument(meta.flag, choices=list(meta.choices), **common)
+    if meta.choices is not None:  # argparse shows them ({1,2,4,8}) and refuses the rest
+        parse_choice: Any = {} if kind is str else {"type": kind}
+        return parser.add_argument(meta.flag, choices=list(meta.choices), **parse_choice,
+                                   **common)
     parse: Callable[[str], Any] = str if kind is str else setting_type(cls, name)
     if words:
         parse = _with_words(parse, words)

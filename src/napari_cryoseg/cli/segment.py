@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from napari_cryoseg.cli._args import float_range, int_range, path_text
+from napari_cryoseg.cli._args import int_range, path_text
 from napari_cryoseg.cli._common import (
     MAX_TILE,
     ProgressBar,
@@ -43,11 +43,13 @@ from napari_cryoseg.cli._outputs import (
     is_segment_output,
     list_segment_inputs,
 )
+from napari_cryoseg.cli._settings_flags import add_setting_flag
 from napari_cryoseg.core.atomic import atomic_write
 from napari_cryoseg.core.errors import CryoSegError, InputError, OutputExistsError
 from napari_cryoseg.core.tiling import TileGrid, padded_shape_for, plan_tiles
 from napari_cryoseg.engine.events import drain
 from napari_cryoseg.engine.inference.predict import Segmenter, labels_dtype, segment
+from napari_cryoseg.engine.inference.settings import SegmentSettings
 from napari_cryoseg.engine.training.memory import check_fits, inference_bytes
 from napari_cryoseg.io import labels_output_path, read_image, write_labels_tiff
 from napari_cryoseg.io.labels import usable_size_nm
@@ -86,15 +88,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="output folder (created if missing; its parent must exist)")
     add_tiling_arguments(parser)
     add_device_argument(parser)
-    parser.add_argument("--threshold", default=None, metavar="T",
-                        type=float_range(0.0, 1.0, low_open=True, high_open=True,
-                                         what="a probability threshold"),
-                        help="foreground probability threshold for binary models (default: "
-                        "the model's, tuned on its validation images when it was trained; "
-                        "0.5 for older model files)")
-    parser.add_argument("--probabilities", action="store_true",
-                        help=f"also write <stem>{PROBABILITIES_SUFFIX} (float32 per-class "
-                        "probabilities)")
+    add_setting_flag(parser, SegmentSettings, "threshold", metavar="T")
+    add_setting_flag(parser, SegmentSettings, "probabilities")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace outputs of an earlier cryoseg run (never inputs, never "
                         "other files)")

@@ -25,7 +25,8 @@ class Setting:
     flag's help), ``name`` names the value in errors ("tile size 8 must be ..."), ``what``
     describes an accepted value for the flag's error ("give a tile edge in pixels from
     16 to ..."). ``min_open`` / ``max_open`` exclude the bound itself (a learning rate
-    must be above 0). ``choices``: the accepted values of a text setting.
+    must be above 0). ``choices``: the accepted values of a setting that takes one of a
+    few (text, or numbers such as the test-time augmentation copies).
     """
 
     label: str
@@ -39,7 +40,7 @@ class Setting:
     max_open: bool = False
     step: float | None = None
     decimals: int = 0
-    choices: tuple[str, ...] | None = None
+    choices: tuple[Any, ...] | None = None
 
     def accepts(self, value: Any) -> bool:
         """True when ``value`` is within the bounds and choices (None: always)."""
@@ -58,7 +59,7 @@ class Setting:
     def accepted(self) -> str:
         """What :meth:`accepts` lets through, for an error: ``"between 16 and 65536"``."""
         if self.choices is not None:
-            return "one of " + ", ".join(self.choices)
+            return "one of " + ", ".join(map(str, self.choices))
         if self.min_open or self.max_open:  # the command line's interval notation
             if self.max is None:
                 return f"> {self.min:g}" if self.min_open else f">= {self.min:g}"
@@ -99,17 +100,24 @@ def default_of(cls: Any, name: str) -> Any:
     raise KeyError(f"{getattr(cls, '__name__', cls)} has no field {name}")
 
 
+def _problem(meta: Setting, value: Any) -> str | None:
+    """``"threshold 1.5 must be in (0, 1)"``, or None when ``meta`` accepts ``value``."""
+    if meta.accepts(value):
+        return None
+    shown = repr(value) if isinstance(value, str) else value
+    return f"{meta.name} {shown} must be {meta.accepted()}"
+
+
 def bound_problems(obj: Any) -> list[str]:
     """One phrase per described field of ``obj`` outside its bounds or choices."""
     problems = []
     for f in dataclasses.fields(obj):
         meta = f.metadata.get(_KEY)
-        value = getattr(obj, f.name)
         if meta is None or (meta.min is None and meta.max is None and meta.choices is None):
             continue
-        if not meta.accepts(value):
-            shown = repr(value) if isinstance(value, str) else value
-            problems.append(f"{meta.name} {shown} must be {meta.accepted()}")
+        problem = _problem(meta, getattr(obj, f.name))
+        if problem is not None:
+            problems.append(problem)
     return problems
 
 
@@ -118,3 +126,13 @@ def check_bounds(obj: Any) -> None:
     problems = bound_problems(obj)
     if problems:
         raise InputError(problems[0])
+
+
+def check_value(cls: Any, name: str, value: Any) -> Any:
+    """``value`` when field ``name`` of ``cls`` accepts it, else :class:`InputError` in the
+    words of :func:`check_bounds` (for a function that takes the setting on its own, such
+    as ``segment(threshold=...)``)."""
+    problem = _problem(about(cls, name), value)
+    if problem is not None:
+        raise InputError(problem)
+    return value

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 
 from napari_cryoseg.core.errors import InputError, ModelFileError
+from napari_cryoseg.core.setting import check_value
+from napari_cryoseg.engine.inference.settings import SegmentSettings
 from napari_cryoseg.model.provenance import Provenance
 from napari_cryoseg.viewer.session import SegmentationRecord, Session, unwrap
 
@@ -139,8 +141,7 @@ def relabel(probabilities: np.ndarray, threshold: float, n_classes: int) -> np.n
 
     Binary models (K = 1) use ``p > threshold``; multi-class models take the argmax.
     """
-    if not 0.0 < threshold < 1.0:
-        raise InputError(f"threshold {threshold} must be between 0 and 1")
+    check_value(SegmentSettings, "threshold", threshold)
     probabilities = np.asarray(probabilities)
     if probabilities.shape[-3] == 1:
         return (probabilities[..., 0, :, :] > threshold).astype(np.uint8)

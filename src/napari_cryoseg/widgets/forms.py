@@ -74,33 +74,47 @@ class FieldSpec:
 
 
 def described_field(key: str, cls: Any, name: str, widget: type[Widget], *,
-                    no_limit: str = "", choices: list[Any] | None = None) -> FieldSpec:
+                    no_limit: str = "", choices: list[Any] | None = None,
+                    to_widget: Callable[[Any], Any] | None = None,
+                    note: str = "") -> FieldSpec:
     """The form row of a self-describing setting: label, tooltip, bounds and step from
     the field metadata of ``cls.name`` (:mod:`napari_cryoseg.core.setting`).
 
     ``no_limit``: the setting's None ("no limit") is the box's 0, shown as this text (the
     setting's own values start above 0). ``choices``: a combo box's ``[(text, value)]``
     when the values need words of their own (default: the setting's choices).
+    ``to_widget``: what the box shows for a settings value (the threshold's None is the
+    model's own threshold); the box's value is stored as it is. ``note``: what the dock
+    does with the setting, added to the tooltip after the setting's help.
+
+    An open bound is the first value the box's decimals show inside it (0.001 above an
+    open 0 with 3 decimals).
     """
     meta = about(cls, name)
-    low = meta.min
+    low, high = meta.min, meta.max
+    inside = 10.0 ** -meta.decimals if meta.decimals else 1
     if no_limit:
+        if to_widget is not None:
+            raise ValueError(f"{key}: a no-limit row shows None as 0, not through to_widget")
         if low is None or low < 0:
             raise ValueError(f"{key}: 0 means no limit, so its values must start above 0")
         low = 0
     elif low is not None and meta.min_open:
-        # the smallest value the box can show above the open bound (1e-6 for 6 decimals)
-        low = low + (10.0 ** -meta.decimals if meta.decimals else 1)
-    options = {k: v for k, v in (("min", low), ("max", meta.max), ("step", meta.step))
+        low = low + inside
+    if high is not None and meta.max_open:
+        high = high - inside
+    options = {k: v for k, v in (("min", low), ("max", high), ("step", meta.step))
                if v is not None}
     if choices is None and meta.choices is not None:
         choices = list(meta.choices)
     if choices is not None:
         options["choices"] = choices
+    tooltip = f"{meta.help}. {note}" if note else meta.help
     if no_limit:
-        return FieldSpec(key, meta.label, widget, meta.help, options, none_as_zero,
+        return FieldSpec(key, meta.label, widget, tooltip, options, none_as_zero,
                          zero_as_none, no_limit, decimals=meta.decimals)
-    return FieldSpec(key, meta.label, widget, meta.help, options, decimals=meta.decimals)
+    return FieldSpec(key, meta.label, widget, tooltip, options,
+                     to_widget=to_widget or _same, decimals=meta.decimals)
 
 
 class SettingsForm:

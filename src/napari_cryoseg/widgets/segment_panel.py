@@ -20,9 +20,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_cryoseg.core.setting import about
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine.events import Progress
-from napari_cryoseg.engine.inference.settings import TTA_CHOICES
+from napari_cryoseg.engine.inference.settings import SegmentSettings
 from napari_cryoseg.viewer import layers as L
 from napari_cryoseg.viewer.fit_warnings import on_fit_warning
 from napari_cryoseg.viewer.session import same_layer
@@ -93,24 +94,19 @@ class LayerCombo(QComboBox):
 
 def segment_fields(threshold_shown: Any) -> list[FieldSpec]:
     """The Segment form; ``threshold_shown(value)`` maps None to the model's threshold."""
+    copies = about(SegmentSettings, "tta").choices
     return [
         described_field("segment.tiling.tile", TilingConfig, "tile", SpinBox),
         described_field("segment.tiling.overlap", TilingConfig, "overlap", FloatSpinBox),
         described_field("segment.tiling.batch_size", TilingConfig, "batch_size", SpinBox),
-        FieldSpec("segment.threshold", "Threshold:", FloatSpinBox,
-                  "Foreground probability cut-off (binary models); the model's own, tuned "
-                  "on its validation images, until you change it. Changing it re-labels "
-                  "the last result from cached probabilities without re-running the "
-                  "network, and keeps the pixels you corrected",
-                  {"min": 0.01, "max": 0.99, "step": 0.025}, to_widget=threshold_shown,
-                  decimals=3),
-        FieldSpec("segment.tta", "Test-time aug.:", ComboBox,
-                  "Test-time augmentation: average the predictions of flipped/rotated "
-                  "copies of every tile. N copies take N times as long; usually a little "
-                  "more accurate",
-                  {"choices": [("off" if n == 1 else f"{n} copies", n) for n in TTA_CHOICES]}),
-        FieldSpec("segment.probabilities", "Also show probabilities layer", CheckBox,
-                  "Add an image layer with the class probabilities next to the labels"),
+        described_field("segment.threshold", SegmentSettings, "threshold", FloatSpinBox,
+                        to_widget=threshold_shown,
+                        note="Changing it re-labels the last result from cached "
+                        "probabilities without re-running the network, and keeps the "
+                        "pixels you corrected"),
+        described_field("segment.tta", SegmentSettings, "tta", ComboBox,
+                        choices=[("off" if n == 1 else f"{n} copies", n) for n in copies]),
+        described_field("segment.probabilities", SegmentSettings, "probabilities", CheckBox),
     ]
 
 

@@ -38,15 +38,16 @@ import torch
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.normalization import percentile_range
 from napari_cryoseg.core.optional import require
+from napari_cryoseg.core.setting import check_value
 from napari_cryoseg.core.tiling import TilingConfig, round_up
 from napari_cryoseg.engine.events import drain
 from napari_cryoseg.engine.inference.predict import (
-    TTA_CHOICES,
     Segmenter,
     _validate_input,
     labels_dtype,
     segment,
 )
+from napari_cryoseg.engine.inference.settings import SegmentSettings
 from napari_cryoseg.model.checkpoint import ModelFile
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -171,13 +172,11 @@ def segment_distributed(
         raise InputError(f"bioimage.io model '{model_file.name}' cannot run on a dask cluster "
                          "(--scheduler); segment without --scheduler")
     tiling = tiling or model_file.tiling
-    if tta not in TTA_CHOICES:
-        raise InputError(f"test-time augmentation {tta} must be one of {TTA_CHOICES}")
+    check_value(SegmentSettings, "tta", tta)
     _validate_input(image, model_file.temporal_context)
     if threshold is None:
         threshold = model_file.threshold
-    if not 0.0 < threshold < 1.0:
-        raise InputError(f"threshold {threshold} must be between 0 and 1")
+    check_value(SegmentSettings, "threshold", threshold)
     if not isinstance(image, da.Array):
         image = da.from_array(np.asarray(image), chunks=-1)
     stride = model_file.config.stride

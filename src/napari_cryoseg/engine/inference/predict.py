@@ -26,15 +26,12 @@ import torch
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.core.normalization import check_numeric, percentile_range
+from napari_cryoseg.core.setting import check_value
 from napari_cryoseg.core.temporal import preprocess_series
 from napari_cryoseg.core.tiling import TileGrid, TilingConfig, padded_shape_for, plan_tiles
 from napari_cryoseg.engine.device import autocast_dtype, resolve_device
 from napari_cryoseg.engine.events import Progress
-from napari_cryoseg.engine.inference.settings import (
-    TTA_CHOICES,
-    SegmentSettings,
-    check_segmenter_options,
-)
+from napari_cryoseg.engine.inference.settings import SegmentSettings, check_segmenter_options
 from napari_cryoseg.model.checkpoint import ModelFile
 
 #: The 8 symmetries of a square as name -> (k rot90 in the YX plane, flip X afterwards).
@@ -116,12 +113,7 @@ class Segmenter:
         compile: bool = False,
         tta: int = 1,
     ) -> None:
-        if tta not in TTA_CHOICES:
-            raise InputError(
-                f"test-time augmentation {tta} must be one of {', '.join(map(str, TTA_CHOICES))}"
-                " (number of flipped/rotated copies averaged; 1 = off)"
-            )
-        self.tta = tta
+        self.tta = check_value(SegmentSettings, "tta", tta)
         self.model = model
         self.device = resolve_device(device)
         if getattr(model, "foreign", False):  # a bioimage.io model runs its own pipeline
@@ -485,7 +477,8 @@ def segment(
         Intensities mapped to [0, 1]; default: the model's percentiles of this image.
         Pass the whole image's range when segmenting blocks of it separately.
     tta : int
-        Test-time augmentation copies (1, 2, 4, 8); with a Segmenter, 1 or its own.
+        Test-time augmentation copies (``SegmentSettings.tta``'s choices); with a Segmenter,
+        1 or its own.
     settings : SegmentSettings, optional
         Tiling, threshold and test-time augmentation in one object (the dock passes
         this); give it instead of ``tiling``/``threshold``/``tta``, not with them.
@@ -535,8 +528,7 @@ def segment(
         )
     if threshold is None:
         threshold = float(model_file.threshold)
-    if not 0.0 < threshold < 1.0:
-        raise InputError(f"threshold {threshold} must be between 0 and 1")
+    check_value(SegmentSettings, "threshold", threshold)
     shape = tuple(int(s) for s in image.shape)
     plane_shape = shape[-2:]
     stride = segmenter.config.stride

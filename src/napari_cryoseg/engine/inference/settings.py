@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from napari_cryoseg.core.errors import InputError
+from napari_cryoseg.core.setting import check_bounds, setting
 from napari_cryoseg.core.tiling import TilingConfig
 from napari_cryoseg.engine.device import resolve_device
 
@@ -44,18 +45,30 @@ class SegmentSettings:
     """
 
     tiling: TilingConfig = TilingConfig()
-    threshold: float | None = None
-    tta: int = 1
-    probabilities: bool = False
+    # Open (0, 1), as a model file's own tuned threshold is checked (model/file_checks.py):
+    # any threshold a model brings can be shown and set again; the dock's box runs from
+    # the first value its decimals show above 0 to the last below 1.
+    threshold: float | None = setting(
+        None, label="Threshold:", flag="--threshold", name="threshold",
+        what="a probability threshold", min=0.0, min_open=True, max=1.0, max_open=True,
+        step=0.025, decimals=3,
+        help="Foreground probability cut-off for binary models (default: the model's own, "
+        "tuned on its validation images when it was trained; 0.5 for older model files)")
+    tta: int = setting(
+        1, label="Test-time aug.:", flag="--tta", name="test-time augmentation",
+        choices=TTA_CHOICES,
+        help="Test-time augmentation: average the predictions of this many flipped/rotated "
+        "copies of every tile (1 = off; as many times slower, usually a little more "
+        "accurate)")
+    probabilities: bool = setting(
+        False, label="Also show probabilities layer", flag="--probabilities",
+        name="probabilities",
+        help="Also keep the class probabilities (float32, one channel per class): an image "
+        "layer next to the labels in napari, a probabilities file next to each label file "
+        "from cryoseg segment")
 
     def __post_init__(self) -> None:
-        if self.tta not in TTA_CHOICES:
-            raise InputError(
-                f"test-time augmentation {self.tta} must be one of "
-                f"{', '.join(map(str, TTA_CHOICES))} (copies averaged; 1 = off)"
-            )
-        if self.threshold is not None and not 0.0 < self.threshold < 1.0:
-            raise InputError(f"threshold {self.threshold} must be between 0 and 1")
+        check_bounds(self)
 
 
 def check_segmenter_options(
