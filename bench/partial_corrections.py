@@ -232,7 +232,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--band", type=int, default=None,
-                        help="band around changes (default: the dock's)")
+                        help="band around changes (default: the dock's 4 px); corrections "
+                        "of one kind widen it as the dock does (core.corrections."
+                        "confirmed_band)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--set", default=[], action="append", metavar="FIELD=VALUE",
                         help="change a FinetuneConfig field from the dock's default, e.g. "

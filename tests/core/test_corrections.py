@@ -7,8 +7,10 @@ import pytest
 from scipy import ndimage as ndi
 
 from napari_cryoseg.core.corrections import (
+    ONE_KIND_BAND_PX,
     bounding_boxes,
     changed_mask,
+    confirmed_band,
     summarize,
     training_mask,
 )
@@ -107,3 +109,24 @@ def test_random_edits_match_bruteforce(rng, predicted):
     n = ndi.label(diff, structure=np.ones((3, 3)))[1]
     assert summary.n_objects == n
     assert sum(summary.added.values()) == sum(summary.removed.values()) == diff.sum()
+
+
+def test_corrections_of_one_kind_widen_the_confirmed_band():
+    predicted = np.zeros((128, 128), np.uint8)
+    predicted[10:30, 10:30] = 1  # a false positive
+    predicted[10:30, 42:70] = 1  # a true object nearby (12 px away) the user leaves alone
+    erased = predicted.copy()
+    erased[10:30, 10:30] = 0
+    assert confirmed_band(predicted, erased, 4) == ONE_KIND_BAND_PX  # only erasures
+    painted = predicted.copy()
+    painted[100:110, 10:20] = 1
+    assert confirmed_band(predicted, painted, 4) == ONE_KIND_BAND_PX  # only additions
+    both = erased.copy()
+    both[40:60, 100:120] = 1  # 400 px painted against 400 px erased
+    assert confirmed_band(predicted, both, 4) == 4
+    assert confirmed_band(predicted, predicted.copy(), 4) == 4  # nothing changed
+    assert confirmed_band(predicted, erased, 0) == 0  # no band asked for
+    # the wide band reaches the object the user saw and kept: it is learnt as an object
+    wide = training_mask(predicted, erased, band_px=confirmed_band(predicted, erased, 4))
+    narrow = training_mask(predicted, erased, band_px=4)
+    assert not (narrow & (erased == 1)).any() and (wide & (erased == 1)).sum() > 50

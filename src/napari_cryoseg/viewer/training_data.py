@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_cryoseg.core.corrections import training_mask
+from napari_cryoseg.core.corrections import confirmed_band, training_mask
 
 
 @dataclass
@@ -45,14 +45,15 @@ def build_training_data(sources: list[TrainingSource], band_px: int) -> Training
     """(image, corrected labels, valid mask) planes from :class:`TrainingSource` copies.
 
     Pure numpy (safe in a worker thread): the valid mask is the changed pixels, the
-    reviewed pixels and a ``band_px`` band around changes; 3D layers are split into
-    their 2D planes that hold valid pixels.
+    reviewed pixels and a ``band_px`` band around changes (wider when a layer's
+    corrections are all of one kind: :func:`~napari_cryoseg.core.corrections.confirmed_band`);
+    3D layers are split into their 2D planes that hold valid pixels.
     """
     images, masks, valids, names = [], [], [], []
     corrected = reviewed = 0
     for source in sources:
-        valid = training_mask(source.predicted, source.edited, source.reviewed,
-                              band_px=band_px)
+        band = confirmed_band(source.predicted, source.edited, band_px)
+        valid = training_mask(source.predicted, source.edited, source.reviewed, band_px=band)
         corrected += int(np.count_nonzero(valid))
         if source.reviewed is not None:
             reviewed += int(np.count_nonzero(source.reviewed))
