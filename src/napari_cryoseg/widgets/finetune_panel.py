@@ -45,6 +45,7 @@ from napari_cryoseg.widgets.forms import (
 from napari_cryoseg.widgets.job_runner import JobRunner
 from napari_cryoseg.widgets.model_panel import remember_recent
 from napari_cryoseg.widgets.new_class_prompt import NewClassPrompt
+from napari_cryoseg.widgets.round_view import RoundView
 from napari_cryoseg.widgets.segmentation import segment_layers
 
 FINETUNE_FIELDS = [
@@ -60,7 +61,7 @@ FINETUNE_FIELDS = [
 NEW_LABELS_DEBOUNCE_MS = 300
 
 
-class FinetunePanel(QWidget):
+class FinetunePanel(RoundView, QWidget):
     """Fine-tune, Cancel, Revert model, Save model…; binds a :class:`FinetuneRound`."""
 
     #: A model file was written (its path): the Model section adds it to Recent.
@@ -164,10 +165,7 @@ class FinetunePanel(QWidget):
         try:
             start, preview = self.round.prepare(
                 self.viewer, self.prompt.names() if add_new_classes else None)
-            job = self.runner.start(
-                self.round.kind, start.job, *start.args, desc=start.desc,
-                on_event=self._on_event, on_result=self._on_result,
-                on_error=self.round.failed, on_finish=self._on_finish)
+            job = self._start_round(start, preview)
         except RoundRefused as refused:
             show_warning(str(refused))
             return None
@@ -176,17 +174,7 @@ class FinetunePanel(QWidget):
             return None
         finally:
             self._show_unknown_labels()  # found again by prepare()
-        self.plot.clear()
-        self.plot.total_steps = start.total_steps
-        self.plot.title = start.title
-        self.round.started(job, preview)
         return job
-
-    def _on_event(self, event: Any) -> None:
-        self.plot.show(event)
-        step = self.round.on_event(event)
-        if step is not None:
-            self.preview_shown.emit(step)
 
     def _on_result(self, value: tuple[Any, Any]) -> None:
         result, data = value

@@ -38,6 +38,7 @@ from napari_cryoseg.widgets.forms import (
     described_field,
 )
 from napari_cryoseg.widgets.job_runner import JobRunner
+from napari_cryoseg.widgets.round_view import RoundView
 from napari_cryoseg.widgets.segmentation import segment_layers
 
 #: Presets from the cheapest up.
@@ -61,7 +62,7 @@ HELP = ("Name your classes, add an annotation layer to an image and paint a few 
         "Train; the new model segments the open images.")
 
 
-class TrainPanel(QWidget):
+class TrainPanel(RoundView, QWidget):
     """Class list, Annotate, settings, Train / Cancel, curve, preview; binds a
     :class:`TrainRound`."""
 
@@ -168,10 +169,7 @@ class TrainPanel(QWidget):
         """Check the annotations and start training; None (with a message) if refused."""
         try:
             start, preview = self.round.prepare(self.viewer)
-            job = self.runner.start(
-                self.round.kind, start.job, *start.args, desc=start.desc,
-                on_event=self._on_event, on_result=self._on_result,
-                on_error=self.round.failed, on_finish=self._on_finish)
+            job = self._start_round(start, preview)
         except RoundRefused as refused:
             show_warning(str(refused))
             return None
@@ -179,17 +177,7 @@ class TrainPanel(QWidget):
             show_error(f"CryoSeg: {err}")
             self.round.changed(status=str(err))
             return None
-        self.plot.clear()
-        self.plot.total_steps = start.total_steps
-        self.plot.title = start.title
-        self.round.started(job, preview)
         return job
-
-    def _on_event(self, event: Any) -> None:
-        self.plot.show(event)
-        step = self.round.on_event(event)
-        if step is not None:
-            self.preview_shown.emit(step)
 
     def _on_result(self, result: Any) -> None:
         model = self.round.on_result(result)
