@@ -206,6 +206,8 @@ def run_case(name: str, args, work: Path, results: dict, out: Path) -> None:
                         "worst_change": round(float(min(change.values())), 4),
                         "per_section": {k: round(v, 4) for k, v in child.items()},
                         "message": result.message, "improved": result.improved,
+                        "held_out_before": {k: round(v, 4) for k, v in result.before.items()},
+                        "held_out_after": {k: round(v, 4) for k, v in result.after.items()},
                         "flagged": bool(getattr(result, "flagged", False)),
                         # what the dock uses unasked: a flagged model waits for Apply
                         "dock_gain": 0.0 if getattr(result, "flagged", False) or not

@@ -125,3 +125,25 @@ def test_confidence_is_the_top_class_probability(tiny_model):
                  ).probabilities
     top = prob.max(axis=0) if prob.shape[0] > 1 else np.maximum(prob[0], 1 - prob[0])
     np.testing.assert_array_equal(sure[0], top >= CONFIDENT)
+
+
+def test_foreground_share_centres_anchor_patches_on_the_parents_objects():
+    """Mostly-background anchors teach "keep the background" only; with ``foreground``
+    a share of the anchor patches is centred on the parent's (sure) objects."""
+    size = 512
+    image = np.random.default_rng(2).random((size, size)).astype(np.float32)
+    labels = np.zeros((size, size), np.uint8)
+    labels[100:108, 100:108] = 1  # one small object, 64 of 262 144 pixels
+    check = CheckSet([image], [None], [labels], np.zeros(2), ["background", "mito"],
+                     n_other=1)
+    anchors = split_anchors(check)
+    assert anchors.masks[0][100:108, 100:108].all()  # the object is on the anchor colour
+
+    def share_with_object(foreground):
+        mixed = anchor_sampler(anchors, _main_sampler(), NormalizationConfig(), 0.5,
+                               seed=0, foreground=foreground)
+        _, y = mixed.anchors.sample_numpy(200)
+        return float(np.mean([(patch == 1).any() for patch in y]))
+
+    assert share_with_object(0.0) < 0.15
+    assert share_with_object(0.8) > 0.7

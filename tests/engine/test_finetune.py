@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage as ndi
 
 from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.events import Message, TrainStep, drain
@@ -239,3 +240,30 @@ def test_bad_input(parent):
     with pytest.raises(InputError, match="valid masks are empty"):
         drain(finetune(parent, images, masks, [np.zeros_like(masks[0], bool)],
                        FinetuneConfig(steps=1, **FAST)))
+
+
+
+@pytest.mark.slow
+def test_weights_that_forget_confirmed_objects_are_not_returned(parent):
+    images, masks = _disks(4)
+    parent = drain(finetune(parent, images, masks, None, FinetuneConfig(
+        steps=30, lr=1e-2, val_every=10, parent_blend=1.0, keep_elsewhere=0.0,
+        **FAST))).model  # finds the disks
+    erased = []
+    for mask in masks:  # the user erases every other disk (they look alike) and keeps the rest
+        objects, n = ndi.label(mask)
+        erased.append(np.where(np.isin(objects, range(1, n + 1, 2)), 0, mask))
+    config = dict(steps=30, lr=3e-3, val_every=5, keep_elsewhere=0.0, **FAST)
+    free = drain(finetune(parent, images, erased, None,
+                          FinetuneConfig(keep_confirmed=0.0, **config)))
+    # Learning "fewer disks" from the erasures costs some of the disks the user kept.
+    assert free.improved and free.after["kept"] < 1.0
+    assert "of the held-out disk pixels you left as they were" in free.message
+    needed = round(free.after["kept"] + 0.005, 3)  # more than the free run kept
+    guarded = drain(finetune(parent, images, erased, None,
+                             FinetuneConfig(keep_confirmed=needed, **config)))
+    if guarded.improved:  # a blend nearer the start that keeps enough of them
+        assert guarded.after["kept"] >= needed and guarded.parent_blend < 1.0
+    else:
+        assert f"objects you left as they were ({needed:.0%} needed)" in guarded.message
+        _assert_unchanged(guarded.model, _snapshot(parent))

@@ -130,14 +130,14 @@ class MixedSampler:
 
 def anchor_sampler(
     anchors: AnchorSet, main: PatchSampler, normalization: object, share: float,
-    seed: int,
+    seed: int, foreground: float = 0.0,
 ) -> MixedSampler | None:
     """The mixed sampler, or None when there are no anchor pixels or no share."""
     if share <= 0 or not anchors.images:
         return None
     sampler = PatchSampler(anchors.images, anchors.labels, main.n_classes, main.patch,
                            normalization, main.augment, valid_masks=anchors.masks,
-                           seed=seed)
+                           oversample_rare=foreground, seed=seed)
     return MixedSampler(main, sampler, share)
 
 

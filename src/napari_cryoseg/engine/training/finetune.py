@@ -55,6 +55,7 @@ from napari_cryoseg.engine.training.change_check import (
 from napari_cryoseg.engine.training.finetune_settings import (
     ADAPT_MODES,
     BLEND_CANDIDATES,
+    FORGETFUL_BLEND,
     FinetuneConfig,
     FinetuneResult,
 )
@@ -228,11 +229,17 @@ def finetune(
 
     scoring = [0.0]  # seconds spent scoring on the held-out part (where the time went)
 
+    # The parent's held-out labels: where they agree with the corrections the user
+    # confirmed them, and a candidate must keep enough of that (``keep_confirmed``).
+    parent_holdout: list[np.ndarray] = []
+
     def score(state: dict[str, torch.Tensor], keep: bool = False) -> dict[str, float]:
         began = time.perf_counter()
         labels: list[np.ndarray] | None = [] if keep else None
         metrics = predict_scores(model_from_state(model, state, {}), holdout, device,
-                                 labels_out=labels).metrics(model.class_names)
+                                 labels_out=labels,
+                                 references=parent_holdout or None).metrics(
+                                     model.class_names)
         if labels is not None:
             start_labels[id(state)] = labels
         scoring[0] += time.perf_counter() - began
@@ -244,6 +251,7 @@ def finetune(
         yield Message(f"scoring the parent model on the held-out corrections ({holdout_info})")
         began = time.perf_counter()
         before = score(parent_state, keep=True)
+        parent_holdout.extend(start_labels[id(parent_state)])
         score_s = time.perf_counter() - began
     check: CheckSet | None = None
     check_s = 0.0
@@ -327,7 +335,7 @@ def finetune(
     if check is not None and config.keep_elsewhere > 0:
         anchors = split_anchors(check)
         mixed = anchor_sampler(anchors, sampler, model.normalization, config.keep_elsewhere,
-                               config.seed)
+                               config.seed, config.keep_elsewhere_foreground)
         if mixed is not None:
             sampler = mixed
             yield Message(describe_anchors(anchors, config.keep_elsewhere))
@@ -360,8 +368,9 @@ def finetune(
     validate = None
     if holdout:
         def validate(trained: torch.nn.Module) -> tuple[float, float, dict[str, float]]:
-            metrics = predict_scores(model.with_weights(trained), holdout, device).metrics(
-                model.class_names)
+            metrics = predict_scores(model.with_weights(trained), holdout, device,
+                                     references=parent_holdout or None).metrics(
+                                         model.class_names)
             return metrics["dice"], metrics.get("loss", float("nan")), metrics
 
     settings = config.fit_settings(budget, val_share)
@@ -384,8 +393,9 @@ def finetune(
         del net
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    forgot: list[str] = []
     outcome = yield from _choose(config, state, start_state, final_state, start_metrics,
-                                 blends, few_images, score if holdout else None)
+                                 blends, few_images, score if holdout else None, forgot)
     chosen, after, blend, blend_scores = outcome
     improved = (after["dice"] > before["dice"]) if holdout else True
     if holdout and not improved:
@@ -397,6 +407,8 @@ def finetune(
             blend_scores, score if holdout else None)
     best_step = state.best_step if improved else 0
     message = _describe(holdout, improved, before, after, state, blend, adapted and improved)
+    if forgot and not improved:
+        message = f"{forgot[0]}; the parent's weights are kept"
     if report is not None:
         message += f"; {report.describe()}"
     yield Message(message)
@@ -460,12 +472,14 @@ def _choose(
     blends: Sequence[float],
     few_images: bool,
     score: Callable[[dict[str, torch.Tensor]], dict[str, float]],
+    forgot: list[str],
 ) -> Generator[Message, None, tuple[dict[str, torch.Tensor], dict[str, float], float,
                                  dict[float, float]]]:
     """The returned weights: the best (or last) trained weights blended with the start.
 
     Returns the weights, their held-out metrics, the blend weight and the held-out Dice
-    of every blend scored.
+    of every blend scored. When every candidate forgets what the user confirmed
+    (``config.keep_confirmed``) the start is returned and ``forgot`` gets why.
     """
     if score is None:  # no holdout: the last weights, blended as asked (or not at all)
         weight = config.parent_blend if config.parent_blend is not None else 1.0
@@ -474,18 +488,34 @@ def _choose(
         return start_state, dict(start_metrics), 1.0, {}
     best_validation = next(v for v in state.validations if v["step"] == state.best_step)
     scores = {1.0: best_validation["metrics"]}
-    for weight in blends:
+
+    def keeps(weight: float) -> bool:
+        return scores[weight].get("kept", 1.0) >= config.keep_confirmed
+
+    # Weights that forget what the user confirmed are not candidates; averaging with
+    # the start brings some of it back, so one more blend is tried when they do.
+    tried = tuple(blends) if keeps(1.0) or not len(blends) > 1 else (
+        *blends, FORGETFUL_BLEND)
+    for weight in tried:
         if weight < 1.0:
             yield Message(f"scoring the average with the start (blend {weight:g}) on the "
                           "held-out corrections")
             scores[weight] = score(blend_states(start_state, state.best_state, weight))
+    keeping = [w for w in scores if keeps(w)]
+    if not keeping:
+        kept = max(scores[w].get("kept", 1.0) for w in scores)
+        forgot.append(f"the fine-tuned weights keep at most {kept:.0%} of the held-out "
+                      f"objects you left as they were ({config.keep_confirmed:.0%} needed)")
+        yield Message(forgot[-1] + "; the start is kept")
+        return start_state, dict(start_metrics), 1.0, {w: m["dice"] for w, m in
+                                                        scores.items()}
     if config.parent_blend is None:  # chosen on the held-out corrections
         tolerance = config.blend_tolerance if few_images else 0.0
-        weight = choose_blend({w: scores[w]["dice"] for w in blends}, tolerance)
+        weight = choose_blend({w: scores[w]["dice"] for w in keeping}, tolerance)
     elif few_images:  # a fixed blend is what was asked for
-        weight = config.parent_blend
+        weight = config.parent_blend if config.parent_blend in keeping else min(keeping)
     else:  # many images: their held-out images are independent, so they may refuse it
-        weight = choose_blend({w: m["dice"] for w, m in scores.items()}, 0.0)
+        weight = choose_blend({w: scores[w]["dice"] for w in keeping}, 0.0)
     chosen = (state.best_state if weight == 1.0
               else blend_states(start_state, state.best_state, weight))
     return chosen, scores[weight], weight, {w: m["dice"] for w, m in scores.items()}
@@ -507,4 +537,11 @@ def _describe(holdout: list, improved: bool, before: dict[str, float],
                 f"(Dice {before['dice']:.4f}); the parent's weights are kept")
     kept = (f"kept step {state.best_step} of {state.steps}" if state.best_step
             else f"no training step beat the start after {state.steps} steps")
-    return f"held-out Dice {before['dice']:.4f} -> {after['dice']:.4f} ({kept}{extra})"
+    confirmed = ""
+    shares = {k.split("/", 1)[1]: v for k, v in after.items() if k.startswith("kept/")}
+    if shares:
+        name = min(shares, key=shares.get)
+        confirmed = (f"; keeps {shares[name]:.0%} of the held-out {name} pixels you left "
+                     "as they were")
+    return (f"held-out Dice {before['dice']:.4f} -> {after['dice']:.4f} "
+            f"({kept}{extra}){confirmed}")

@@ -24,6 +24,7 @@ from napari_cryoseg.engine.training.holdout import HOLDOUT_LAYOUTS
 from napari_cryoseg.model.checkpoint import ModelFile
 
 __all__ = ["ADAPT_MODES", "BLEND_CANDIDATES", "DEFAULT_STEPS", "EARLY_VALIDATION_STEPS",
+           "FORGETFUL_BLEND",
            "FinetuneConfig", "FinetuneResult"]
 
 DEFAULT_STEPS = 200  # when neither steps nor a time budget is given
@@ -31,6 +32,9 @@ DEFAULT_STEPS = 200  # when neither steps nor a time budget is given
 ADAPT_MODES = ("auto", "always", "never")
 #: Blend weights tried when ``parent_blend`` is None (chosen on the held-out corrections).
 BLEND_CANDIDATES = (0.5, 0.75, 1.0)
+#: The blend also tried when the fine-tuned weights forget what the user confirmed
+#: (``keep_confirmed``): a quarter of the step keeps most of the parent's answers.
+FORGETFUL_BLEND = 0.25
 #: Held-out checks early in a run: few-shot fine-tuning often peaks within tens of steps
 #: and then over-fits the one or two corrected images, so the best weights are kept.
 EARLY_VALIDATION_STEPS = (10, 25, 50, 100, 200)
@@ -116,6 +120,10 @@ class FinetuneConfig:
         check keeps the other): the child changes where the corrections are and keeps
         the parent's answer elsewhere. 0 trains on the corrections alone. Needs
         ``check_beyond``.
+    keep_elsewhere_foreground : float
+        Share of those patches centred on the parent's (sure) objects rather than on
+        any anchor pixel: mostly-background anchors teach "keep the background" and
+        let corrections that erase teach "predict less" everywhere.
     seed : int
         Seeds the holdout, patch sampling, augmentation and dropout.
     device : str
@@ -183,6 +191,8 @@ class FinetuneConfig:
         help="Share of patches taken from pixels nobody corrected (other images, "
         "unreviewed parts) with the input model's own sure labels as targets, so the new "
         "model changes where the corrections are (0 = off)")
+    keep_elsewhere_foreground: float = 0.5
+    keep_confirmed: float = 0.9
     seed: int = 0
     device: str = "auto"
     mixed_precision: bool = True
@@ -197,6 +207,10 @@ class FinetuneConfig:
             problems.append(f"dice weight {self.dice_weight} must be >= 0")
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule {self.schedule!r} must be one of {', '.join(SCHEDULES)}")
+        for name in ("keep_elsewhere_foreground", "keep_confirmed"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"{name.replace('_', ' ')} {getattr(self, name)} must be "
+                                "between 0 and 1")
         if not self.blend_tolerance >= 0:
             problems.append(f"blend tolerance {self.blend_tolerance} must be >= 0")
         if problems:

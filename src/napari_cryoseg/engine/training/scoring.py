@@ -60,15 +60,31 @@ class ScoreAccumulator:
         # paints a class everywhere between them (engine/training/verdict.py reads these).
         self.area = np.zeros(self.n_classes, dtype=np.int64)
         self.painted = np.zeros(self.n_classes, dtype=np.int64)
+        # Per class: scored pixels where the target agrees with a reference prediction
+        # (the parent's: pixels the user saw and confirmed), and how many of them the
+        # scored model still gives that class. Dice alone lets a model that fixes the
+        # corrected pixels pay for it with objects the user confirmed.
+        self.confirmed = np.zeros(self.n_classes, dtype=np.int64)
+        self.kept = np.zeros(self.n_classes, dtype=np.int64)
 
-    def add(self, labels: np.ndarray, target: np.ndarray, valid: np.ndarray | None = None) -> None:
-        """Count one prediction against its class-index target (``valid``: pixels scored)."""
+    def add(self, labels: np.ndarray, target: np.ndarray, valid: np.ndarray | None = None,
+            reference: np.ndarray | None = None) -> None:
+        """Count one prediction against its class-index target (``valid``: pixels scored;
+        ``reference``: the parent's labels, whose agreement with the target counts as
+        confirmed)."""
         if valid is None:
             valid = target >= 0
         else:
             valid = valid & (target >= 0)
         for c in range(self.n_classes):
             self.counts[c] += confusion_counts(labels, target, c, valid)
+        if reference is not None:
+            confirmed = valid & (np.asarray(reference) == target)
+            self.confirmed += np.bincount(target[confirmed].astype(np.int64).ravel(),
+                                          minlength=self.n_classes)[:self.n_classes]
+            still = confirmed & (np.asarray(labels) == target)
+            self.kept += np.bincount(target[still].astype(np.int64).ravel(),
+                                     minlength=self.n_classes)[:self.n_classes]
         self.area += np.bincount(np.asarray(labels, dtype=np.int64).ravel().clip(
             0, self.n_classes - 1), minlength=self.n_classes)[:self.n_classes]
         self.painted += np.bincount(target[valid].astype(np.int64).ravel(),
@@ -93,9 +109,20 @@ class ScoreAccumulator:
         if self.painted.sum():
             for c in range(self.n_classes):
                 out[f"painted/{class_names[c]}"] = float(self.painted[c] / self.painted.sum())
+        kept = self.kept_shares()
+        for c, share in kept.items():
+            out[f"kept/{class_names[c]}"] = share
+        if kept:
+            out["kept"] = min(kept.values())
         if self.losses:
             out["loss"] = float(np.mean(self.losses))
         return out
+
+    def kept_shares(self, min_pixels: int = 50) -> dict[int, float]:
+        """``foreground class -> share of its confirmed pixels still given that class``,
+        for classes with at least ``min_pixels`` confirmed pixels."""
+        return {c: float(self.kept[c] / self.confirmed[c]) for c in range(1, self.n_classes)
+                if self.confirmed[c] >= min_pixels}
 
 
 def predict_scores(
@@ -104,21 +131,25 @@ def predict_scores(
     device: torch.device,
     tiling: TilingConfig | None = None,
     labels_out: list[np.ndarray] | None = None,
+    references: Sequence[np.ndarray] | None = None,
 ) -> ScoreAccumulator:
     """Segment each ``(image, class-index target, valid or None)`` and pool the scores.
 
     ``labels_out``, when given, receives each item's predicted labels (callers that need
     the prediction for something else need not segment the image again).
+    ``references``, one per item (the parent's labels), add the ``kept`` shares: how
+    much of what the user confirmed the model still predicts.
     """
     acc = ScoreAccumulator(model.config.n_classes)
     tiling = tiling or TilingConfig()
-    for image, target, valid in items:
+    for i, (image, target, valid) in enumerate(items):
         prediction = drain(segment(image, model, tiling, device=str(device),
                                    return_probabilities=True))
         target = target.astype(np.int64)
         if valid is not None:
             target = np.where(valid, target, -1)
-        acc.add(prediction.labels, target)
+        acc.add(prediction.labels, target,
+                reference=None if references is None else references[i])
         if labels_out is not None:
             labels_out.append(prediction.labels)
         probabilities = prediction.probabilities

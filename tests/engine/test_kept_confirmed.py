@@ -1,0 +1,42 @@
+"""What the user confirmed: the share of it a fine-tuned model still predicts."""
+
+import numpy as np
+
+from napari_cryoseg.engine.training.scoring import ScoreAccumulator
+
+
+def test_kept_counts_only_pixels_where_the_target_confirms_the_reference():
+    target = np.zeros((10, 10), np.int64)
+    target[:, :5] = 1  # the user's truth: the left half is the class
+    reference = np.zeros_like(target)
+    reference[:, :8] = 1  # the parent: left half right, columns 5-7 false positives
+    labels = reference.copy()
+    labels[:, :2] = 0  # the child forgets two confirmed columns
+    labels[:, 5:8] = 0  # and fixes the false positives
+    acc = ScoreAccumulator(2)
+    acc.add(labels, target, reference=reference)
+    metrics = acc.metrics(["background", "cell"])
+    # confirmed class pixels: columns 0-4 (50 px); still predicted: columns 2-4 (30 px)
+    assert metrics["kept/cell"] == 0.6
+    assert metrics["kept"] == 0.6
+    # the fixed false positives are not confirmed pixels: background stays unreported
+    assert "kept/background" not in metrics
+
+
+def test_no_reference_no_kept_share_and_small_classes_are_not_judged():
+    target = np.zeros((10, 10), np.int64)
+    target[0, 0] = 1
+    acc = ScoreAccumulator(2)
+    acc.add(target, target)
+    assert "kept" not in acc.metrics(["background", "cell"])
+    acc.add(np.zeros_like(target), target, reference=target)
+    assert acc.kept_shares() == {}  # one confirmed pixel is too few to judge
+    assert acc.kept_shares(min_pixels=1) == {1: 0.0}
+
+
+def test_ignored_pixels_are_never_confirmed():
+    target = np.ones((8, 8), np.int64)
+    target[:, 4:] = -1  # not reviewed
+    acc = ScoreAccumulator(2)
+    acc.add(np.zeros_like(target), target, reference=np.ones_like(target))
+    assert acc.confirmed[1] == 32 and acc.kept[1] == 0
