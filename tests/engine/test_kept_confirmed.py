@@ -40,3 +40,21 @@ def test_ignored_pixels_are_never_confirmed():
     acc = ScoreAccumulator(2)
     acc.add(np.zeros_like(target), target, reference=np.ones_like(target))
     assert acc.confirmed[1] == 32 and acc.kept[1] == 0
+
+
+def test_only_classes_the_corrections_shrink_are_guarded():
+    from napari_cryoseg.engine.training.scoring import shrinking_classes
+
+    reference = np.zeros((10, 10), np.int64)
+    reference[:, :6] = 1  # the parent: class 1 on the left
+    reference[:, 8:] = 2  # class 2 on the right
+    target = reference.copy()
+    target[:, 4:6] = 0  # erases 20 px of class 1
+    target[0, 1] = 2  # and moves one to class 2
+    target[:, 7] = 2  # paints 10 px of class 2
+    item = (np.zeros((10, 10)), target, None)
+    assert shrinking_classes([reference], [item], 3) == [1]
+    # pixels not reviewed say nothing
+    valid = np.zeros((10, 10), bool)
+    valid[:, 6:] = True
+    assert shrinking_classes([reference], [(item[0], target, valid)], 3) == []

@@ -74,7 +74,7 @@ from napari_cryoseg.engine.training.overheads import (
 )
 from napari_cryoseg.engine.training.preview import PreviewRequest, preview_function
 from napari_cryoseg.engine.training.sampling import PatchSampler
-from napari_cryoseg.engine.training.scoring import predict_scores
+from napari_cryoseg.engine.training.scoring import predict_scores, shrinking_classes
 from napari_cryoseg.model.checkpoint import ModelFile, now_iso
 
 __all__ = ["ADAPT_MODES", "FinetuneConfig", "FinetuneResult", "blend_states", "correction_targets",
@@ -232,6 +232,8 @@ def finetune(
     # The parent's held-out labels: where they agree with the corrections the user
     # confirmed them, and a candidate must keep enough of that (``keep_confirmed``).
     parent_holdout: list[np.ndarray] = []
+    # The classes the corrections shrink: only they can be forgotten where confirmed.
+    shrinking: list[str] = []
 
     def score(state: dict[str, torch.Tensor], keep: bool = False) -> dict[str, float]:
         began = time.perf_counter()
@@ -252,6 +254,8 @@ def finetune(
         began = time.perf_counter()
         before = score(parent_state, keep=True)
         parent_holdout.extend(start_labels[id(parent_state)])
+        shrinking.extend(model.class_names[c] for c in shrinking_classes(
+            parent_holdout, holdout, model.config.n_classes))
         score_s = time.perf_counter() - began
     check: CheckSet | None = None
     check_s = 0.0
@@ -395,7 +399,8 @@ def finetune(
             torch.cuda.empty_cache()
     forgot: list[str] = []
     outcome = yield from _choose(config, state, start_state, final_state, start_metrics,
-                                 blends, few_images, score if holdout else None, forgot)
+                                 blends, few_images, score if holdout else None, forgot,
+                                 shrinking)
     chosen, after, blend, blend_scores = outcome
     improved = (after["dice"] > before["dice"]) if holdout else True
     if holdout and not improved:
@@ -473,13 +478,15 @@ def _choose(
     few_images: bool,
     score: Callable[[dict[str, torch.Tensor]], dict[str, float]],
     forgot: list[str],
+    shrinking: Sequence[str] = (),
 ) -> Generator[Message, None, tuple[dict[str, torch.Tensor], dict[str, float], float,
                                  dict[float, float]]]:
     """The returned weights: the best (or last) trained weights blended with the start.
 
     Returns the weights, their held-out metrics, the blend weight and the held-out Dice
-    of every blend scored. When every candidate forgets what the user confirmed
-    (``config.keep_confirmed``) the start is returned and ``forgot`` gets why.
+    of every blend scored. When every candidate forgets what the user confirmed of the
+    ``shrinking`` classes (``config.keep_confirmed``) the start is returned and
+    ``forgot`` gets why.
     """
     if score is None:  # no holdout: the last weights, blended as asked (or not at all)
         weight = config.parent_blend if config.parent_blend is not None else 1.0
@@ -489,8 +496,12 @@ def _choose(
     best_validation = next(v for v in state.validations if v["step"] == state.best_step)
     scores = {1.0: best_validation["metrics"]}
 
+    def kept(weight: float) -> float:
+        return min((scores[weight].get(f"kept/{name}", 1.0) for name in shrinking),
+                   default=1.0)
+
     def keeps(weight: float) -> bool:
-        return scores[weight].get("kept", 1.0) >= config.keep_confirmed
+        return kept(weight) >= config.keep_confirmed
 
     # Weights that forget what the user confirmed are not candidates; averaging with
     # the start brings some of it back, so one more blend is tried when they do.
@@ -503,8 +514,8 @@ def _choose(
             scores[weight] = score(blend_states(start_state, state.best_state, weight))
     keeping = [w for w in scores if keeps(w)]
     if not keeping:
-        kept = max(scores[w].get("kept", 1.0) for w in scores)
-        forgot.append(f"the fine-tuned weights keep at most {kept:.0%} of the held-out "
+        most = max(kept(w) for w in scores)
+        forgot.append(f"the fine-tuned weights keep at most {most:.0%} of the held-out "
                       f"objects you left as they were ({config.keep_confirmed:.0%} needed)")
         yield Message(forgot[-1] + "; the start is kept")
         return start_state, dict(start_metrics), 1.0, {w: m["dice"] for w, m in

@@ -124,6 +124,12 @@ class FinetuneConfig:
         Share of those patches centred on the parent's (sure) objects rather than on
         any anchor pixel: mostly-background anchors teach "keep the background" and
         let corrections that erase teach "predict less" everywhere.
+    keep_confirmed : float
+        Least share of the held-out pixels the user left with the parent's label
+        (confirmed) that the returned weights must still give that label, for each
+        class the corrections shrink; weights and blends that keep less are not used
+        (a blend a quarter of the way is tried too), and the parent is kept when none
+        does. 0 turns the rule off.
     seed : int
         Seeds the holdout, patch sampling, augmentation and dropout.
     device : str

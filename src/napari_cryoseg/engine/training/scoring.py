@@ -125,6 +125,32 @@ class ScoreAccumulator:
                 if self.confirmed[c] >= min_pixels}
 
 
+def shrinking_classes(
+    references: Sequence[np.ndarray],
+    items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+    n_classes: int,
+) -> list[int]:
+    """Foreground classes the corrections take more pixels from than they give.
+
+    ``references`` are the parent's labels of each ``(image, target, valid)`` item. Only
+    corrections that shrink a class can teach "less of it" everywhere, and so make a
+    model forget the objects of it the user confirmed; corrections that grow a class
+    leave the parent's objects of it standing.
+    """
+    removed = np.zeros(n_classes, np.int64)
+    added = np.zeros(n_classes, np.int64)
+    for reference, (_, target, valid) in zip(references, items):
+        target = np.asarray(target).astype(np.int64)
+        scored = target >= 0 if valid is None else (np.asarray(valid, bool) & (target >= 0))
+        reference = np.asarray(reference).astype(np.int64)
+        changed = scored & (reference != target)
+        removed += np.bincount(reference[changed].clip(0, n_classes - 1),
+                               minlength=n_classes)[:n_classes]
+        added += np.bincount(target[changed].clip(0, n_classes - 1),
+                             minlength=n_classes)[:n_classes]
+    return [c for c in range(1, n_classes) if removed[c] > added[c]]
+
+
 def predict_scores(
     model: ModelFile,
     items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
