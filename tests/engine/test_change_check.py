@@ -153,3 +153,32 @@ def test_a_small_move_against_a_clear_trend_is_flagged_and_one_with_it_is_not():
     # the same growth is noise when the corrections grew the class or barely moved it
     assert compare_labels([parent], [grown], NAMES, np.array([0.0, 0.3])).verdict == "ok"
     assert compare_labels([parent], [grown], NAMES, np.array([0.0, -0.05])).verdict == "ok"
+
+
+def test_held_out_corrections_the_child_reproduces_support_moving_further():
+    from napari_cryoseg.engine.training.change_check import held_out_support
+
+    parent = _blobs()
+    tripled = np.maximum.reduce([parent, np.roll(parent, 5, axis=1), np.roll(parent, 5, 0),
+                                 np.roll(parent, -5, axis=1)])
+    trend = np.array([0.0, 0.5])  # the corrections grew the class by half near the edits
+    assert compare_labels([parent], [tripled], NAMES, trend).flagged
+    good = {"dice/mitochondrion": 0.86, "precision/mitochondrion": 0.9}
+    weak = {"dice/mitochondrion": 0.2}
+    assert held_out_support(good, weak, NAMES) == ["mitochondrion"]
+    report = compare_labels([parent], [tripled], NAMES, trend,
+                            supported=held_out_support(good, weak, NAMES))
+    assert report.verdict == "ok" and report.supported == ["mitochondrion"]
+    assert "held-out corrections" in report.describe()
+    # not enough: low precision (paints the confirmed background), no gain on the parent,
+    # or a Dice under the bar
+    for after, before in (({**good, "precision/mitochondrion": 0.6}, weak),
+                          (good, {"dice/mitochondrion": 0.8}),
+                          ({**good, "dice/mitochondrion": 0.7}, weak)):
+        assert held_out_support(after, before, NAMES) == []
+    # support never covers a move against the corrections, nor a vanishing class
+    supported = ["mitochondrion"]
+    assert compare_labels([parent], [tripled], NAMES, np.array([0.0, -0.4]),
+                          supported=supported).flagged
+    assert compare_labels([parent], [np.zeros_like(parent)], NAMES, np.array([0.0, -0.3]),
+                          supported=supported).verdict == "refuse"

@@ -19,6 +19,7 @@ def test_kept_counts_only_pixels_where_the_target_confirms_the_reference():
     # confirmed class pixels: columns 0-4 (50 px); still predicted: columns 2-4 (30 px)
     assert metrics["kept/cell"] == 0.6
     assert metrics["kept"] == 0.6
+    assert metrics["precision/cell"] == 1.0  # all 30 predicted cell pixels are cells
     # the fixed false positives are not confirmed pixels: background stays unreported
     assert "kept/background" not in metrics
 

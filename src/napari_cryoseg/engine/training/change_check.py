@@ -49,6 +49,29 @@ COLLAPSE = 0.2
 EXPLODE = 3.0
 #: Classes under this share of the other pixels are too small to judge by area.
 MIN_AREA_SHARE = 0.002
+#: Held-out Dice and precision of a class from which the held-out corrections support
+#: the child moving it elsewhere further than the corrections moved it (the same way):
+#: a model that reproduces what the user painted and erased there, without painting
+#: the confirmed background around it, is not flooding the image.
+SUPPORT_DICE = 0.8
+#: ... and by how much the child must beat the parent's held-out Dice of that class.
+SUPPORT_GAIN = 0.2
+
+
+def held_out_support(after: dict[str, float], before: dict[str, float],
+                     class_names: Sequence[str]) -> list[str]:
+    """Classes whose held-out corrections the child reproduces (Dice and precision at
+    least :data:`SUPPORT_DICE`, Dice :data:`SUPPORT_GAIN` above the parent's)."""
+    out = []
+    for name in class_names[1:]:
+        dice = after.get(f"dice/{name}")
+        precision = after.get(f"precision/{name}")
+        if dice is None or precision is None:
+            continue
+        if (dice >= SUPPORT_DICE and precision >= SUPPORT_DICE
+                and dice >= before.get(f"dice/{name}", 0.0) + SUPPORT_GAIN):
+            out.append(name)
+    return out
 
 
 @dataclass
@@ -71,6 +94,9 @@ class ChangeReport:
         ``"ok"``, ``"ask"`` or ``"refuse"``.
     reasons : list of str
         Why the verdict is not ``"ok"``.
+    supported : list of str
+        Classes that moved further than the corrections near the edits did (the same
+        way), accepted because the child reproduces the held-out corrections of them.
     """
 
     n_images: int = 0
@@ -80,6 +106,7 @@ class ChangeReport:
     trend: dict[str, float] = field(default_factory=dict)
     verdict: str = "ok"
     reasons: list[str] = field(default_factory=list)
+    supported: list[str] = field(default_factory=list)
 
     @property
     def flagged(self) -> bool:
@@ -96,6 +123,9 @@ class ChangeReport:
                 "outside the corrections")
         if parts:
             text += "; " + ", ".join(parts)
+        if self.supported:
+            text += (f" ({', '.join(self.supported)}: further than near your edits, as "
+                     "the held-out corrections say)")
         if self.reasons:
             text += " - " + "; ".join(self.reasons)
         return text
@@ -139,6 +169,7 @@ def compare_labels(
     class_names: Sequence[str],
     trend: np.ndarray,
     masks: Sequence[np.ndarray | None] | None = None,
+    supported: Sequence[str] = (),
 ) -> ChangeReport:
     """Compare parent and child labels on the pixels in ``masks`` (all when None).
 
@@ -152,6 +183,10 @@ def compare_labels(
         :func:`correction_trend` of the corrections (per class).
     masks : sequence of numpy.ndarray or None, optional
         Per image, the pixels to compare (the unreviewed ones).
+    supported : sequence of str
+        Classes the held-out corrections support moving further than the corrections
+        did, the same way (:func:`held_out_support`); a move against them, or a class
+        vanishing, is still flagged.
     """
     n_classes = len(class_names)
     before = np.zeros(n_classes, np.float64)
@@ -184,6 +219,11 @@ def compare_labels(
             severity = max(severity, 2)
             report.reasons.append(f"{name} nearly vanishes ({change:+.0%}) though the "
                                   f"corrections changed it by {wanted:+.0%}")
+        elif (name in supported and abs(wanted) >= FREE_CHANGE
+              and np.sign(change) == np.sign(wanted)):
+            # it reproduces the held-out corrections of the class: the move is theirs
+            if abs(change) > max(FOLLOW_FACTOR * abs(wanted), FREE_CHANGE):
+                report.supported.append(name)
         elif after[k] > EXPLODE * max(before[k], MIN_AREA_SHARE * total) and wanted < EXPLODE - 1:
             severity = max(severity, 2)
             report.reasons.append(f"{name} grows {change:+.0%} though the corrections "
@@ -324,11 +364,12 @@ def build_check(
                     n_other=len(others), confident=sure, sure_trend=sure_trend)
 
 
-def check_model(child: Any, check: CheckSet, device: Any) -> ChangeReport:
+def check_model(child: Any, check: CheckSet, device: Any,
+                supported: Sequence[str] = ()) -> ChangeReport:
     """:func:`compare_labels` of ``child`` against the parent on ``check``'s pixels."""
     child_labels = model_labels(child, check.images, device)
     report = compare_labels(check.parent_labels, child_labels, check.class_names,
-                            check.trend, check.masks)
+                            check.trend, check.masks, supported)
     if check.confident and check.sure_trend is not None:
         _flag_lost_sure_pixels(report, check, child_labels)
     return report
@@ -376,7 +417,8 @@ def check_result(
     from napari_cryoseg.engine.training.fitting import model_from_state
 
     yield Message("comparing the new model with the parent on your other images")
-    report = check_model(model_from_state(model, chosen, {}), check, device)
+    report = check_model(model_from_state(model, chosen, {}), check, device,
+                         held_out_support(after, before, check.class_names))
     if not report.flagged or state.best_state is None or score is None:
         return chosen, after, blend, report
     for weight in sorted((w for w in blend_scores if w < blend), reverse=True):

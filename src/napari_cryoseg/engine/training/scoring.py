@@ -102,6 +102,8 @@ class ScoreAccumulator:
             scores = scores_from_counts(*self.counts[c])
             out[f"dice/{class_names[c]}"] = float(scores.dice)
             out[f"iou/{class_names[c]}"] = float(scores.iou)
+            if scores.precision == scores.precision:  # not NaN: the class was predicted
+                out[f"precision/{class_names[c]}"] = float(scores.precision)
         out["dice"] = self.dice()
         if self.area.sum():
             for c in range(self.n_classes):
