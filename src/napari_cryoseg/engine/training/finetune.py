@@ -413,7 +413,8 @@ def finetune(
     best_step = state.best_step if improved else 0
     message = _describe(holdout, improved, before, after, state, blend, adapted and improved)
     if forgot and not improved:
-        message = f"{forgot[0]}; the parent's weights are kept"
+        message = (f"{forgot[0]}, and nothing that keeps them beats the parent on the "
+                   "held-out corrections; the parent's weights are kept")
     if report is not None:
         message += f"; {report.describe()}"
     yield Message(message)
@@ -513,11 +514,12 @@ def _choose(
                           "held-out corrections")
             scores[weight] = score(blend_states(start_state, state.best_state, weight))
     keeping = [w for w in scores if keeps(w)]
-    if not keeping:
-        most = max(kept(w) for w in scores)
-        forgot.append(f"the fine-tuned weights keep at most {most:.0%} of the held-out "
+    if not keeps(1.0):
+        forgot.append(f"the fine-tuned weights keep {kept(1.0):.0%} of the held-out "
                       f"objects you left as they were ({config.keep_confirmed:.0%} needed)")
-        yield Message(forgot[-1] + "; the start is kept")
+        yield Message(forgot[-1] + ("; averages nearer the start are used instead"
+                                    if keeping else "; the start is kept"))
+    if not keeping:
         return start_state, dict(start_metrics), 1.0, {w: m["dice"] for w, m in
                                                         scores.items()}
     if config.parent_blend is None:  # chosen on the held-out corrections
