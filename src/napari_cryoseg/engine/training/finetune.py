@@ -33,7 +33,7 @@ With a time budget, the whole run (scoring, adaptation, training and blending) f
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ from napari_cryoseg.core.errors import InputError
 from napari_cryoseg.engine.classes import ClassMapping, check_pair, class_index_dtype
 from napari_cryoseg.engine.device import resolve_device
 from napari_cryoseg.engine.events import Message, Preview, TrainStep, Validation
-from napari_cryoseg.engine.training.adapt import adapt_batchnorm, blend_states, choose_blend
+from napari_cryoseg.engine.training.adapt import adapt_batchnorm, blend_states
 from napari_cryoseg.engine.training.anchors import anchor_sampler, split_anchors
 from napari_cryoseg.engine.training.anchors import describe as describe_anchors
 from napari_cryoseg.engine.training.change_check import (
@@ -52,10 +52,10 @@ from napari_cryoseg.engine.training.change_check import (
     check_model,
     check_result,
 )
+from napari_cryoseg.engine.training.finetune_choice import choose_weights, describe_outcome
 from napari_cryoseg.engine.training.finetune_settings import (
     ADAPT_MODES,
     BLEND_CANDIDATES,
-    FORGETFUL_BLEND,
     FinetuneConfig,
     FinetuneResult,
 )
@@ -398,7 +398,7 @@ def finetune(
         if device.type == "cuda":
             torch.cuda.empty_cache()
     forgot: list[str] = []
-    outcome = yield from _choose(config, state, start_state, final_state, start_metrics,
+    outcome = yield from choose_weights(config, state, start_state, final_state, start_metrics,
                                  blends, few_images, score if holdout else None, forgot,
                                  shrinking)
     chosen, after, blend, blend_scores = outcome
@@ -411,7 +411,7 @@ def finetune(
             model, check, device, chosen, after, blend, start_state, state, before,
             blend_scores, score if holdout else None)
     best_step = state.best_step if improved else 0
-    message = _describe(holdout, improved, before, after, state, blend, adapted and improved)
+    message = describe_outcome(holdout, improved, before, after, state, blend, adapted and improved)
     if forgot and not improved:
         message = (f"{forgot[0]}, and nothing that keeps them beats the parent on the "
                    "held-out corrections; the parent's weights are kept")
@@ -467,94 +467,3 @@ def finetune(
 def cpu_state_of(model: ModelFile) -> dict[str, torch.Tensor]:
     """A detached CPU copy of a model file's weights."""
     return {k: v.detach().to("cpu").clone() for k, v in model.state_dict.items()}
-
-
-def _choose(
-    config: FinetuneConfig,
-    state: FitState,
-    start_state: dict[str, torch.Tensor],
-    final_state: dict[str, torch.Tensor],
-    start_metrics: dict[str, float],
-    blends: Sequence[float],
-    few_images: bool,
-    score: Callable[[dict[str, torch.Tensor]], dict[str, float]],
-    forgot: list[str],
-    shrinking: Sequence[str] = (),
-) -> Generator[Message, None, tuple[dict[str, torch.Tensor], dict[str, float], float,
-                                 dict[float, float]]]:
-    """The returned weights: the best (or last) trained weights blended with the start.
-
-    Returns the weights, their held-out metrics, the blend weight and the held-out Dice
-    of every blend scored. When every candidate forgets what the user confirmed of the
-    ``shrinking`` classes (``config.keep_confirmed``) the start is returned and
-    ``forgot`` gets why.
-    """
-    if score is None:  # no holdout: the last weights, blended as asked (or not at all)
-        weight = config.parent_blend if config.parent_blend is not None else 1.0
-        return blend_states(start_state, final_state, weight), {}, weight, {}
-    if state.best_step == 0 or state.best_state is None:  # nothing beat the start
-        return start_state, dict(start_metrics), 1.0, {}
-    best_validation = next(v for v in state.validations if v["step"] == state.best_step)
-    scores = {1.0: best_validation["metrics"]}
-
-    def kept(weight: float) -> float:
-        return min((scores[weight].get(f"kept/{name}", 1.0) for name in shrinking),
-                   default=1.0)
-
-    def keeps(weight: float) -> bool:
-        return kept(weight) >= config.keep_confirmed
-
-    # Weights that forget what the user confirmed are not candidates; averaging with
-    # the start brings some of it back, so one more blend is tried when they do.
-    tried = tuple(blends) if keeps(1.0) or not len(blends) > 1 else (
-        *blends, FORGETFUL_BLEND)
-    for weight in tried:
-        if weight < 1.0:
-            yield Message(f"scoring the average with the start (blend {weight:g}) on the "
-                          "held-out corrections")
-            scores[weight] = score(blend_states(start_state, state.best_state, weight))
-    keeping = [w for w in scores if keeps(w)]
-    if not keeps(1.0):
-        forgot.append(f"the fine-tuned weights keep {kept(1.0):.0%} of the held-out "
-                      f"objects you left as they were ({config.keep_confirmed:.0%} needed)")
-        yield Message(forgot[-1] + ("; averages nearer the start are used instead"
-                                    if keeping else "; the start is kept"))
-    if not keeping:
-        return start_state, dict(start_metrics), 1.0, {w: m["dice"] for w, m in
-                                                        scores.items()}
-    if config.parent_blend is None:  # chosen on the held-out corrections
-        tolerance = config.blend_tolerance if few_images else 0.0
-        weight = choose_blend({w: scores[w]["dice"] for w in keeping}, tolerance)
-    elif few_images:  # a fixed blend is what was asked for
-        weight = config.parent_blend if config.parent_blend in keeping else min(keeping)
-    else:  # many images: their held-out images are independent, so they may refuse it
-        weight = choose_blend({w: scores[w]["dice"] for w in keeping}, 0.0)
-    chosen = (state.best_state if weight == 1.0
-              else blend_states(start_state, state.best_state, weight))
-    return chosen, scores[weight], weight, {w: m["dice"] for w, m in scores.items()}
-
-
-def _describe(holdout: list, improved: bool, before: dict[str, float],
-              after: dict[str, float], state: FitState, blend: float, adapted: bool) -> str:
-    """One line on the outcome."""
-    extras = []
-    if adapted:
-        extras.append("BatchNorm statistics adapted")
-    if blend < 1:
-        extras.append(f"averaged with the start, blend {blend:g}")
-    extra = ("; " + ", ".join(extras)) if extras else ""
-    if not holdout:
-        return f"fine-tuned for {state.steps} steps (no holdout: not checked{extra})"
-    if not improved:
-        return ("fine-tuning did not beat the parent on the held-out corrections "
-                f"(Dice {before['dice']:.4f}); the parent's weights are kept")
-    kept = (f"kept step {state.best_step} of {state.steps}" if state.best_step
-            else f"no training step beat the start after {state.steps} steps")
-    confirmed = ""
-    shares = {k.split("/", 1)[1]: v for k, v in after.items() if k.startswith("kept/")}
-    if shares:
-        name = min(shares, key=shares.get)
-        confirmed = (f"; keeps {shares[name]:.0%} of the held-out {name} pixels you left "
-                     "as they were")
-    return (f"held-out Dice {before['dice']:.4f} -> {after['dice']:.4f} "
-            f"({kept}{extra}){confirmed}")
