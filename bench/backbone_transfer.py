@@ -13,6 +13,13 @@ type (``cryoseg train --sparse --init ...``) with the same flags, seed and budge
 scored with ``cryoseg evaluate`` on the held-out sections (mean foreground Dice and the
 worst section). The random forest is an ilastik-style pixel classifier (scikit-image
 multiscale features, 100 trees) trained on the same stroke pixels.
+
+``--correct N`` adds the user's second round, as the dock's loop has it: each method's
+first model segments the training section, the user strokes its N largest false-positive
+areas as background and its N largest missed areas as the class (a line through the
+middle of each, as over an error seen in the preview; the first strokes stay), and the
+method trains again from the same start on all strokes, for the same budget. Each method
+is corrected where it was wrong itself, so the comparison stays fair.
 """
 
 from __future__ import annotations
@@ -42,8 +49,50 @@ TARGETS = {
 }
 
 
-def forest_from_strokes(target: dict, strokes: np.ndarray, seed: int) -> dict:
-    """ilastik-style random forest on the stroke pixels; Dice on the eval sections."""
+def correction_strokes(labels: np.ndarray, truth: np.ndarray, strokes: np.ndarray,
+                       n: int) -> np.ndarray:
+    """``strokes`` plus a second round over the ``n`` largest false-positive areas of
+    ``labels`` (painted background, 1) and its ``n`` largest missed areas (painted
+    class, 2): the skeleton of each area thickened by one pixel, inside the area, on
+    pixels not painted yet."""
+    from scipy.ndimage import binary_dilation
+    from skimage.measure import label
+    from skimage.morphology import disk, skeletonize
+
+    predicted, truth = labels > 0, truth > 0
+    out = strokes.copy()
+    for wrong, value in ((predicted & ~truth, 1), (truth & ~predicted, 2)):
+        parts = label(wrong)
+        sizes = np.bincount(parts.ravel())[1:]
+        for index in np.argsort(sizes)[::-1][:n]:
+            area = parts == index + 1
+            line = binary_dilation(skeletonize(area), structure=disk(1)) & area
+            out[line & (out == 0)] = value
+    return out
+
+
+def write_strokes(folder: Path, target: dict, strokes: np.ndarray) -> Path:
+    """``folder/{images,masks}``: the target section (linked) and its strokes."""
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir(parents=True)
+    (folder / "images" / f"{target['section']}.tif").symlink_to(
+        DATA / target["dataset"] / "images" / f"{target['section']}.tif")
+    tifffile.imwrite(folder / "masks" / f"{target['section']}.tif", strokes)
+    return folder
+
+
+def segment_section(model: Path, target: dict, work: Path) -> np.ndarray:
+    """The labels ``model`` gives the training section (``cryoseg segment``)."""
+    out = work / f"seg_{model.stem}"
+    cli("segment", "--model", str(model), "--device", "cpu", "--out", str(out),
+        str(DATA / target["dataset"] / "images" / f"{target['section']}.tif"))
+    return tifffile.imread(out / f"{target['section']}_labels.tif")
+
+
+def forest_from_strokes(target: dict, strokes: np.ndarray, seed: int,
+                        keep_labels: bool = False) -> dict:
+    """ilastik-style random forest on the stroke pixels; Dice on the eval sections (and,
+    with ``keep_labels``, its labels of the training section under ``"labels"``)."""
     from skimage.feature import multiscale_basic_features
     from sklearn.ensemble import RandomForestClassifier
 
@@ -62,6 +111,10 @@ def forest_from_strokes(target: dict, strokes: np.ndarray, seed: int) -> dict:
     forest.fit(feats[painted], (strokes[painted] == 2).astype(np.uint8))
     train_s = time.perf_counter() - started
     dices = []
+    extra = {}
+    if keep_labels:
+        extra["labels"] = forest.predict(feats.reshape(-1, feats.shape[-1])).reshape(
+            strokes.shape)
     for stem in target["eval"]:
         image = tifffile.imread(DATA / target["dataset"] / "images" / f"{stem}.tif")
         mask = tifffile.imread(DATA / target["dataset"] / "masks" / f"{stem}.tif")
@@ -70,7 +123,7 @@ def forest_from_strokes(target: dict, strokes: np.ndarray, seed: int) -> dict:
         dices.append(scores_from_counts(*confusion_counts(labels, (mask > 0).astype(np.uint8),
                                                           1)).dice)
     return {"dice": float(np.mean(dices)), "per_image": [round(float(d), 4) for d in dices],
-            "train_s": round(train_s, 1)}
+            "train_s": round(train_s, 1), **extra}
 
 
 def steps_made(log: Path) -> int | None:
@@ -89,6 +142,9 @@ def main() -> None:
     parser.add_argument("--train-args", default="--patch 256 --batch-size 4",
                         help="more cryoseg train flags for every run")
     parser.add_argument("--no-forest", action="store_true")
+    parser.add_argument("--correct", type=int, default=0, metavar="N",
+                        help="a second round: stroke each method's N largest false-positive "
+                        "and N largest missed areas on the training section, train again")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     target = TARGETS[args.target]
@@ -98,52 +154,75 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="cryoseg-backbone-"))
     truth = tifffile.imread(DATA / target["dataset"] / "masks" / f"{target['section']}.tif")
     strokes = strokes_from_truth(truth)
-    folder = work / "strokes"
-    (folder / "images").mkdir(parents=True)
-    (folder / "masks").mkdir(parents=True)
-    (folder / "images" / f"{target['section']}.tif").symlink_to(
-        DATA / target["dataset"] / "images" / f"{target['section']}.tif")
-    tifffile.imwrite(folder / "masks" / f"{target['section']}.tif", strokes)
+    folder = write_strokes(work / "strokes", target, strokes)
     eval_dir = link_sections(work / "eval", target["dataset"], target["eval"])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results: dict = {
         "target": args.target, "section": target["section"],
         "backbone": str(args.backbone), "painted_fraction": round(float((strokes > 0).mean()), 4),
-        "train_args": args.train_args,
+        "train_args": args.train_args, "correct": args.correct,
         "machine": {"cpu": platform.processor() or platform.machine(),
                     "cores": os.cpu_count(), "python": platform.python_version()},
         "started": time.strftime("%Y-%m-%d %H:%M:%S"), "loadavg_start": os.getloadavg()[0],
         "runs": [],
     }
+    def train_and_score(name: str, init: str, strokes_dir: Path, seed: int,
+                        length: list[str]) -> tuple[Path, dict]:
+        model = work / f"{name}.pt"
+        log = model.with_suffix(".log")
+        cli("train", "--images", str(strokes_dir / "images"), "--masks",
+            str(strokes_dir / "masks"), "--classes", "2", "--class-names", target["name"],
+            "--sparse", "--val-fraction", "0", "--seed", str(seed), "--device", "cpu",
+            "--init", args.backbone if init == "backbone" else "random",
+            "--out", str(model), *length, *args.train_args.split(), log=log)
+        scores = evaluate(model, eval_dir, "1", "cpu", work)
+        return model, {"steps_made": steps_made(log), "loadavg": os.getloadavg()[0],
+                       **scores, "worst": min(scores["per_image"])}
+
+    def second_round(labels: np.ndarray, name: str) -> tuple[Path, dict]:
+        corrected = correction_strokes(labels, truth, strokes, args.correct)
+        added = (corrected > 0) & (strokes == 0)
+        return (write_strokes(work / f"strokes_{name}", target, corrected),
+                {"round": 2, "painted_fraction": round(float((corrected > 0).mean()), 4),
+                 "added_fraction": round(float(added.mean()), 4)})
+
     for seed in seeds:
         if not args.no_forest:
-            scores = forest_from_strokes(target, strokes, seed)
+            scores = forest_from_strokes(target, strokes, seed, keep_labels=args.correct > 0)
+            labels = scores.pop("labels", None)
             results["runs"].append({"method": "random forest", "seed": seed, **scores})
             print(f"seed {seed} random forest: {scores['dice']:.4f}", flush=True)
+            if labels is not None:
+                again, info = second_round(labels, f"forest_s{seed}")
+                scores = forest_from_strokes(target, tifffile.imread(
+                    again / "masks" / f"{target['section']}.tif"), seed)
+                results["runs"].append({"method": "random forest", "seed": seed, **info,
+                                        **scores})
+                print(f"seed {seed} random forest, round 2: {scores['dice']:.4f}", flush=True)
         for kind, value in lengths:
             length = (["--time-budget", f"{value:g}"] if kind == "time_s"
                       else ["--steps", str(value)])
             for init in ("backbone", "random"):
-                model = work / f"{init}_{kind}{value:g}_s{seed}.pt"
-                log = model.with_suffix(".log")
-                cli("train", "--images", str(folder / "images"), "--masks",
-                    str(folder / "masks"), "--classes", "2", "--class-names", target["name"],
-                    "--sparse", "--val-fraction", "0", "--seed", str(seed), "--device", "cpu",
-                    "--init", args.backbone if init == "backbone" else "random",
-                    "--out", str(model), *length, *args.train_args.split(), log=log)
-                scores = evaluate(model, eval_dir, "1", "cpu", work)
-                run = {"method": f"from {init}", "seed": seed, kind: value,
-                       "steps_made": steps_made(log), "loadavg": os.getloadavg()[0],
-                       **scores, "worst": min(scores["per_image"])}
+                name = f"{init}_{kind}{value:g}_s{seed}"
+                model, scores = train_and_score(name, init, folder, seed, length)
+                run = {"method": f"from {init}", "seed": seed, kind: value, **scores}
                 results["runs"].append(run)
                 print(f"seed {seed} {kind}={value:g} from {init}: Dice {scores['dice']:.4f} "
                       f"({run['steps_made']} steps)", flush=True)
+                if args.correct:
+                    again, info = second_round(segment_section(model, target, work), name)
+                    _, scores = train_and_score(f"{name}_round2", init, again, seed, length)
+                    results["runs"].append({"method": f"from {init}", "seed": seed,
+                                            kind: value, **info, **scores})
+                    print(f"seed {seed} {kind}={value:g} from {init}, round 2: Dice "
+                          f"{scores['dice']:.4f} ({scores['steps_made']} steps)", flush=True)
                 out.write_text(json.dumps(results, indent=1))
     summary = {}
     for run in results["runs"]:
         key = run["method"] + (f" @{run['time_s']:g}s" if "time_s" in run else
                                f" @{run['steps']} steps" if "steps" in run else "")
+        key += ", round 2" if run.get("round") == 2 else ""
         summary.setdefault(key, []).append(run["dice"])
     results["mean_dice"] = {k: round(float(np.mean(v)), 4) for k, v in summary.items()}
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")

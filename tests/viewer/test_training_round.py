@@ -252,3 +252,44 @@ def test_the_round_controllers_import_no_qt():
             "('qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'magicgui')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_score_after_training_says_whether_whole_images_get_it():
+    """Strokes through the middles score only easy pixels: the round says whole images
+    will score lower. A region painted edge to edge is scored like a whole image."""
+    from scipy import ndimage
+    from skimage.morphology import skeletonize
+
+    image, truth = cell_image(3, size=128)
+    texts = {}
+    for kind in ("strokes", "region"):
+        viewer = ViewerModel()
+        session = Session.for_viewer(viewer)
+        session.device = "cpu"
+        for key, value in QUICK_TRAIN.items():
+            session.settings.set(key, value)
+        store = AnnotationStore.for_session(session)
+        round_ = TrainRound(session, store)
+        viewer.add_image(image, name="section")
+        store.classes.add()
+        (annotations,) = round_.annotate_selection(viewer)
+        background, cell = store.classes.values
+        if kind == "strokes":
+            cells = truth == 1
+            far = ~ndimage.binary_dilation(cells, iterations=10)
+            painted = {background: ndimage.binary_dilation(skeletonize(far)) & far,
+                       cell: skeletonize(cells) & cells}
+        else:
+            window = np.zeros(truth.shape, bool)
+            window[:, :64] = True
+            painted = {background: window & (truth == 0), cell: window & (truth == 1)}
+        for value, where in painted.items():
+            annotations.data_setitem(np.nonzero(where), value)
+        start, _preview = round_.prepare(viewer)
+        round_.started(Handle())
+        round_.on_result(run_to_end(start))
+        texts[kind] = round_.metrics
+    assert "Dice on held-out strokes" in texts["strokes"], texts
+    assert "whole images will score lower" in texts["strokes"]
+    assert "Dice on held-out annotations" in texts["region"], texts
+    assert "whole images should score close to it" in texts["region"]

@@ -34,6 +34,7 @@ from napari_cryoseg.engine.training.memory import fit_patch_to_memory
 from napari_cryoseg.engine.training.sampling import check_series_pair
 from napari_cryoseg.engine.training.train import train
 from napari_cryoseg.engine.training.train_settings import TrainConfig
+from napari_cryoseg.engine.training.verdict import held_out_score_text
 from napari_cryoseg.io import list_images, read_image, read_labels_tiff
 from napari_cryoseg.io.pairing import pair_by_stem
 from napari_cryoseg.model.checkpoint import (
@@ -319,6 +320,9 @@ def run(args: argparse.Namespace) -> int:
     metrics = result.best.provenance.get("metrics", {}).get("validation", {})
     if metrics:
         print_metrics(metrics, "validation:")
+    if valid is not None and result.best_dice is not None:
+        edges = result.best.provenance["training_data"].get("held_out_edge_share")
+        echo(held_out_score_text(result.best_dice, result.best_step, edges, verb="annotate"))
     for warning in result.warnings:  # repeated last, where it cannot be missed
         echo(f"WARNING: {warning}", err=True)
     return 0

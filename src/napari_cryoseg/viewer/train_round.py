@@ -16,7 +16,7 @@ from napari.utils.notifications import show_warning
 
 from napari_cryoseg.engine.events import Message
 from napari_cryoseg.engine.training.train import train
-from napari_cryoseg.engine.training.verdict import judge
+from napari_cryoseg.engine.training.verdict import held_out_score_text, judge
 from napari_cryoseg.viewer import layers as L
 from napari_cryoseg.viewer.annotations import fit_to_memory
 from napari_cryoseg.viewer.budget import time_split
@@ -120,7 +120,8 @@ class TrainRound(TrainingRound):
         aside (the verdict says why; :meth:`apply_kept_aside` applies it anyway)."""
         model = result.best
         model.provenance = {**model.provenance, **self.annotations.provenance()}
-        dice = (f"; Dice on held-out strokes {result.best_dice:.3f} (step {result.best_step})"
+        edges = model.provenance.get("training_data", {}).get("held_out_edge_share")
+        dice = ("; " + held_out_score_text(result.best_dice, result.best_step, edges)
                 if result.best_dice is not None else "")
         metrics = f"{result.steps} steps ({result.stop_reason}){dice}\n" + time_split(
             model.provenance)
