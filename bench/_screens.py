@@ -9,7 +9,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
+#: Where the screenshots go: docs/images, or $CRYOSEG_SCREENSHOTS to look at them first
+#: without replacing the documented ones.
+IMAGES = Path(os.environ.get("CRYOSEG_SCREENSHOTS")
+              or Path(__file__).resolve().parents[1] / "docs" / "images")
 
 
 @contextmanager
@@ -39,7 +42,7 @@ def settle(rounds: int = 30) -> None:
 
 
 def save(viewer, name: str) -> Path:
-    """Save the whole napari window (canvas and docks) as ``docs/images/<name>``."""
+    """Save the whole napari window (canvas and docks) as ``IMAGES/<name>``."""
     from skimage.io import imsave
 
     IMAGES.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,10 @@ areas as background and its N largest missed areas as the class (a line through 
 middle of each, as over an error seen in the preview; the first strokes stay), and the
 method trains again from the same start on all strokes, for the same budget. Each method
 is corrected where it was wrong itself, so the comparison stays fair.
+
+``--starts "backbone,random,whole mask"`` adds a reference: from the backbone on every
+pixel of the section's ground truth, the most that one labelled section teaches in the
+same budget.
 """
 
 from __future__ import annotations
@@ -142,6 +146,9 @@ def main() -> None:
     parser.add_argument("--train-args", default="--patch 256 --batch-size 4",
                         help="more cryoseg train flags for every run")
     parser.add_argument("--no-forest", action="store_true")
+    parser.add_argument("--starts", default="backbone,random",
+                        help="comma-separated: backbone, random, 'whole mask' (from the "
+                        "backbone on the section's whole mask instead of strokes)")
     parser.add_argument("--correct", type=int, default=0, metavar="N",
                         help="a second round: stroke each method's N largest false-positive "
                         "and N largest missed areas on the training section, train again")
@@ -167,14 +174,20 @@ def main() -> None:
         "started": time.strftime("%Y-%m-%d %H:%M:%S"), "loadavg_start": os.getloadavg()[0],
         "runs": [],
     }
+    whole_dir = link_sections(work / "whole", target["dataset"], [target["section"]])
+
     def train_and_score(name: str, init: str, strokes_dir: Path, seed: int,
                         length: list[str]) -> tuple[Path, dict]:
         model = work / f"{name}.pt"
         log = model.with_suffix(".log")
-        cli("train", "--images", str(strokes_dir / "images"), "--masks",
-            str(strokes_dir / "masks"), "--classes", "2", "--class-names", target["name"],
-            "--sparse", "--val-fraction", "0", "--seed", str(seed), "--device", "cpu",
-            "--init", args.backbone if init == "backbone" else "random",
+        # "whole": from the backbone on every pixel of the section's mask (the most one
+        # section's labels can teach in this budget); otherwise the strokes.
+        data, classes = ((whole_dir, ["--classes", "1"]) if init == "whole mask" else
+                         (strokes_dir, ["--classes", "2", "--sparse"]))
+        cli("train", "--images", str(data / "images"), "--masks", str(data / "masks"),
+            *classes, "--class-names", target["name"], "--val-fraction", "0",
+            "--seed", str(seed), "--device", "cpu",
+            "--init", "random" if init == "random" else args.backbone,
             "--out", str(model), *length, *args.train_args.split(), log=log)
         scores = evaluate(model, eval_dir, "1", "cpu", work)
         return model, {"steps_made": steps_made(log), "loadavg": os.getloadavg()[0],
@@ -203,14 +216,14 @@ def main() -> None:
         for kind, value in lengths:
             length = (["--time-budget", f"{value:g}"] if kind == "time_s"
                       else ["--steps", str(value)])
-            for init in ("backbone", "random"):
-                name = f"{init}_{kind}{value:g}_s{seed}"
+            for init in args.starts.split(","):
+                name = f"{init.replace(' ', '_')}_{kind}{value:g}_s{seed}"
                 model, scores = train_and_score(name, init, folder, seed, length)
                 run = {"method": f"from {init}", "seed": seed, kind: value, **scores}
                 results["runs"].append(run)
                 print(f"seed {seed} {kind}={value:g} from {init}: Dice {scores['dice']:.4f} "
                       f"({run['steps_made']} steps)", flush=True)
-                if args.correct:
+                if args.correct and init != "whole mask":
                     again, info = second_round(segment_section(model, target, work), name)
                     _, scores = train_and_score(f"{name}_round2", init, again, seed, length)
                     results["runs"].append({"method": f"from {init}", "seed": seed,

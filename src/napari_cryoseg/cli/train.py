@@ -321,8 +321,7 @@ def run(args: argparse.Namespace) -> int:
     if metrics:
         print_metrics(metrics, "validation:")
     if valid is not None and result.best_dice is not None:
-        edges = result.best.provenance["training_data"].get("held_out_edge_share")
-        echo(held_out_score_text(result.best_dice, result.best_step, edges, verb="annotate"))
+        echo(held_out_score_text(result.best_dice, result.best_step, "annotations"))
     for warning in result.warnings:  # repeated last, where it cannot be missed
         echo(f"WARNING: {warning}", err=True)
     return 0

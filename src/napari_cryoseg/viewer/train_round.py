@@ -120,8 +120,7 @@ class TrainRound(TrainingRound):
         aside (the verdict says why; :meth:`apply_kept_aside` applies it anyway)."""
         model = result.best
         model.provenance = {**model.provenance, **self.annotations.provenance()}
-        edges = model.provenance.get("training_data", {}).get("held_out_edge_share")
-        dice = ("; " + held_out_score_text(result.best_dice, result.best_step, edges)
+        dice = ("; " + held_out_score_text(result.best_dice, result.best_step)
                 if result.best_dice is not None else "")
         metrics = f"{result.steps} steps ({result.stop_reason}){dice}\n" + time_split(
             model.provenance)

@@ -120,8 +120,8 @@ class TrainPanel(RoundView, QWidget):
         self.plot = LossPlot(self)
         self.plot.empty_text = "press Train to train"
         self.plot.setToolTip("Training loss (left axis) and the Dice on held-out strokes "
-                             "(right axis; strokes through the middles of objects score "
-                             "higher than whole images)")
+                             "(right axis; it scores only what you painted, so whole images "
+                             "score lower)")
         layout.addWidget(self.plot)
         self.metrics_label = QLabel("")
         self.metrics_label.setWordWrap(True)

@@ -12,7 +12,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.ndimage import distance_transform_edt
 
 #: Ways to hold out part of one to three corrected images (see ``holdout_layout``).
 HOLDOUT_LAYOUTS = ("blocks", "rows")
@@ -22,15 +21,6 @@ HOLDOUT_BLOCK = 64
 #: crosses the block's border would otherwise be learnt one pixel away from where it is
 #: scored, flattering the fine-tuned model against its parent.
 HOLDOUT_GUARD = 4
-#: A held-out class pixel within this many pixels of a held-out pixel of another label
-#: is "near an edge": a score over such pixels sees where objects end.
-EDGE_RADIUS_PX = 8
-#: Held-out annotations with at least this share of their class pixels near an edge are
-#: painted edge to edge, and their Dice is what whole images get; below it (strokes
-#: through the middle of objects and of the background, as the dock's Train new model
-#: invites) the held-out Dice scores only the easy middles and flatters the model
-#: (CDeep3M strokes: 0.9 held out against 0.6 on whole sections; docs/quality.md).
-EDGES_SEEN = 0.3
 
 
 def _row_cut(valid: np.ndarray | None, height: int, fraction: float) -> int:
@@ -181,26 +171,3 @@ def _split_holdout(
     kind = f"scattered {HOLDOUT_BLOCK}-px blocks" if any_blocks else "bottom rows"
     return (train_images, train_targets, train_valid, holdout,
             f"{kind} ({', '.join(parts)}) of {n} image(s)")
-
-
-def edge_share(items: Sequence[tuple], radius: float = EDGE_RADIUS_PX) -> float | None:
-    """Share of the held-out class pixels (label >= 1) within ``radius`` pixels of a
-    held-out pixel of another label; None without held-out class pixels.
-
-    ``items`` are :func:`split_holdout`'s ``(image, target, scored or None)``. Whole
-    masks (``scored`` None) have every edge painted: their share is that of the class
-    pixels near a boundary, high for objects of a few tens of pixels. Strokes along the
-    middle of objects and of the background have (almost) none.
-    """
-    near = total = 0
-    for _image, target, scored in items:
-        target = np.asarray(target)
-        scored = np.ones(target.shape, bool) if scored is None else np.asarray(scored, bool)
-        for label in np.unique(target[scored & (target >= 1)]):
-            mine = scored & (target == label)
-            others = scored & (target != label)
-            total += int(mine.sum())
-            if others.any():
-                distance = distance_transform_edt(~others)
-                near += int((mine & (distance <= radius)).sum())
-    return near / total if total else None

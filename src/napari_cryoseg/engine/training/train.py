@@ -31,7 +31,7 @@ from napari_cryoseg.engine.training.fitting import (
     model_from_state,
     subsample_history,
 )
-from napari_cryoseg.engine.training.holdout import edge_share, split_holdout
+from napari_cryoseg.engine.training.holdout import split_holdout
 from napari_cryoseg.engine.training.preview import PreviewRequest, preview_function
 from napari_cryoseg.engine.training.sampling import (
     IGNORE_INDEX,
@@ -349,10 +349,6 @@ def train(
             "intensity": intensity_stats(images),
             "class_values": list(mapping.values),
             **split_info,
-            # how much of the held-out annotation lies near an edge: whether its Dice
-            # is what whole images get (engine/training/verdict.py held_out_score_text)
-            "held_out_edge_share": (None if valid_masks is None or not val_items
-                                    else edge_share(val_items)),
         },
         "history": subsample_history(state.history),
         "recipe": {**config.to_dict(), "class_mapping": mapping.to_dict(), "patch": patch,
