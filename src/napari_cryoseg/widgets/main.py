@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QComboBox, QScrollArea, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
@@ -23,6 +24,31 @@ from napari_cryoseg.widgets.review_panel import ReviewPanel
 from napari_cryoseg.widgets.segment_panel import SegmentPanel
 from napari_cryoseg.widgets.train_panel import TrainPanel
 from napari_cryoseg.widgets.uncertainty_panel import UncertaintyPanel
+
+
+class _RefitSection(QObject):
+    """Keeps an expanded section as tall as its panel needs at its width.
+
+    QCollapsible fixes its content's height from the panel's size hint, which counts a
+    word-wrapped text (the status and metrics lines) on one long line. At the dock's
+    width such a text takes several lines, and Qt drew it over the curve above it. The
+    panel's minimum height is therefore set to what its layout needs at its width, and
+    the section re-fitted, whenever the layout changes or the panel is resized."""
+
+    def __init__(self, section: QCollapsible, panel: QWidget) -> None:
+        super().__init__(section)
+        self.section, self.panel = section, panel
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
+        if event.type() in (QEvent.Type.LayoutRequest, QEvent.Type.Resize):
+            layout = self.panel.layout()
+            if layout is not None and layout.hasHeightForWidth():
+                need = layout.totalHeightForWidth(self.panel.width())
+                if need > 0 and need != self.panel.minimumHeight():
+                    self.panel.setMinimumHeight(need)
+                    if self.section.isExpanded():
+                        self.section.expand(animate=False)
+        return False
 
 
 class CryoSegWidget(QWidget):
@@ -64,6 +90,7 @@ class CryoSegWidget(QWidget):
             # superqt's default margins leave a tall empty band under collapsed headers.
             section.layout().setContentsMargins(0, 0, 0, 0)
             section.addWidget(panel)
+            panel.installEventFilter(_RefitSection(section, panel))
             if expanded:
                 section.expand(animate=False)
             else:
