@@ -208,14 +208,19 @@ def test_cancel_drops_the_preview_and_keeps_the_model(corrected):
     assert session.model is parent and not round_.running
 
 
-def test_a_train_round_from_strokes_keeps_a_useless_model_aside():
+def quick_train_round() -> tuple[ViewerModel, Session, AnnotationStore, TrainRound]:
+    """A viewer, its session set for a quick CPU training run, and its Train round."""
     viewer = ViewerModel()
     session = Session.for_viewer(viewer)
     session.device = "cpu"
     for key, value in QUICK_TRAIN.items():
         session.settings.set(key, value)
     store = AnnotationStore.for_session(session)
-    round_ = TrainRound(session, store)
+    return viewer, session, store, TrainRound(session, store)
+
+
+def test_a_train_round_from_strokes_keeps_a_useless_model_aside():
+    viewer, session, store, round_ = quick_train_round()
     with pytest.raises(RoundRefused, match="open an image first"):
         round_.annotate_selection(viewer)
     image, truth = cell_image(2)
@@ -261,13 +266,7 @@ def test_the_score_after_training_from_strokes_says_whole_images_score_lower():
     from skimage.morphology import skeletonize
 
     image, truth = cell_image(3, size=128)
-    viewer = ViewerModel()
-    session = Session.for_viewer(viewer)
-    session.device = "cpu"
-    for key, value in QUICK_TRAIN.items():
-        session.settings.set(key, value)
-    store = AnnotationStore.for_session(session)
-    round_ = TrainRound(session, store)
+    viewer, session, store, round_ = quick_train_round()
     viewer.add_image(image, name="section")
     store.classes.add()
     (annotations,) = round_.annotate_selection(viewer)
